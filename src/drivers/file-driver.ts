@@ -1,0 +1,388 @@
+import { constants, type Dirent } from 'node:fs';
+import { access, mkdir, open, readdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { CacheLayout, type ImageState } from '../cache/layout.js';
+import {
+  BadDriverConfigurationError,
+  CacheIOError,
+  CapabilityNotSupportedError,
+  ImageCacheError,
+  ImageNotCachedError,
+} from '../errors.js';
+import type { CachedImage, CleanResult, Driver, DriverCapabilities, ImageReader, ImageWriter } from './driver.js';
+import {
+  FileImageReader,
+  FileImageWriter,
+  isErrno,
+  openIfExists,
+  renameIfExists,
+  unlinkIfExists,
+} from './file-handles.js';
+import type { MetadataStore } from './metadata-store.js';
+
+/** Options every driver takes. */
+export interface DriverOptions {
+  /** `image_cache_dir`: the cache directory. Required. */
+  cacheDir: string | undefined;
+  /** `image_cache_stall_time`: seconds before an `incomplete/` file counts as stalled. @default 86400 */
+  stallTime?: number;
+  /** Structured logger. @default a silent logger */
+  logger?: Logger;
+  /** Clock in epoch milliseconds; tests inject one. @default Date.now */
+  now?: () => number;
+}
+
+export const DEFAULT_STALL_TIME = 86_400;
+
+/** How many stats run at once when walking a directory: enough to keep the disk busy, few enough for the pool. */
+const STAT_BATCH = 256;
+
+/**
+ * The file half of the Driver contract, written once for every driver (Glance repeats it per driver). A driver
+ * is this class plus a {@link MetadataStore}.
+ */
+export class FileDriver implements Driver {
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  readonly #options: DriverOptions;
+  readonly #store: MetadataStore;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  /** Ids this process is filling: `clean()` never pulls a file from under a live writer of ours. */
+  readonly #writing = new Set<string>();
+  #layout: CacheLayout | undefined;
+  #configured = false;
+
+  constructor(store: MetadataStore, options: DriverOptions) {
+    this.name = store.name;
+    this.capabilities = store.capabilities;
+    this.#store = store;
+    this.#options = options;
+    this.#logger = options.logger ?? pino({ level: 'silent' });
+    this.#now = options.now ?? Date.now;
+  }
+
+  get layout(): CacheLayout {
+    if (!this.#layout) throw new BadDriverConfigurationError(`the ${this.name} driver is not configured yet`);
+    return this.#layout;
+  }
+
+  async configure(): Promise<void> {
+    if (this.#configured) return;
+    await this.setPaths();
+    try {
+      await this.#store.open(this.layout);
+    } catch (error) {
+      if (error instanceof BadDriverConfigurationError) throw error;
+      throw new BadDriverConfigurationError(
+        `the ${this.name} driver could not open its metadata in ${this.layout.baseDir}: ${messageOf(error)}`,
+        { cause: error },
+      );
+    }
+    this.#configured = true;
+  }
+
+  async setPaths(): Promise<void> {
+    const dir = this.#options.cacheDir;
+    if (dir === undefined || dir.trim() === '') {
+      throw new BadDriverConfigurationError(
+        'image_cache_dir is not set: give the cache directory (--cache-dir, IMGCACHE_CACHE_DIR or image_cache_dir)',
+      );
+    }
+    const layout = new CacheLayout(resolve(dir), this.#store.reservedNames);
+    try {
+      for (const state of ['active', 'incomplete', 'invalid', 'queue'] as const) {
+        await mkdir(layout.dirFor(state), { recursive: true });
+      }
+      await access(layout.baseDir, constants.R_OK | constants.W_OK | constants.X_OK);
+    } catch (error) {
+      throw new BadDriverConfigurationError(
+        `image_cache_dir ${layout.baseDir} is not a usable directory (${messageOf(error)}): ` +
+          'make it a directory this user can read and write',
+        { cause: error },
+      );
+    }
+    this.#layout = layout;
+  }
+
+  async close(): Promise<void> {
+    await this.#store.close();
+    this.#configured = false;
+  }
+
+  async getCacheSize(): Promise<number> {
+    const files = await this.#statImageFiles();
+    return files.reduce((sum, file) => sum + file.size, 0);
+  }
+
+  async getCachedImages(): Promise<CachedImage[]> {
+    return this.#store.list();
+  }
+
+  async getHitCount(imageId: string): Promise<number> {
+    if (!(await this.isCached(imageId))) return 0;
+    return (await this.#store.get(imageId))?.hits ?? 0;
+  }
+
+  isCached(imageId: string): Promise<boolean> {
+    return isRegularFile(this.layout.pathFor(imageId));
+  }
+
+  async isCacheable(imageId: string): Promise<boolean> {
+    return !(await this.isCached(imageId)) && !(await this.isBeingCached(imageId));
+  }
+
+  isBeingCached(imageId: string): Promise<boolean> {
+    return isRegularFile(this.layout.pathFor(imageId, 'incomplete'));
+  }
+
+  isQueued(imageId: string): Promise<boolean> {
+    return isRegularFile(this.layout.pathFor(imageId, 'queue'));
+  }
+
+  async deleteAllCachedImages(): Promise<number> {
+    let deleted = 0;
+    for (const name of await this.#imageNames('active')) {
+      if (await this.#unlink(this.layout.pathFor(name))) deleted += 1;
+    }
+    await this.#store.removeAll();
+    return deleted;
+  }
+
+  async deleteCachedImage(imageId: string): Promise<void> {
+    await this.deleteCachedImages([imageId]);
+  }
+
+  async deleteCachedImages(imageIds: readonly string[]): Promise<void> {
+    for (const id of imageIds) await this.#unlink(this.layout.pathFor(id));
+    await this.#store.remove(imageIds);
+  }
+
+  async deleteAllQueuedImages(): Promise<number> {
+    let deleted = 0;
+    for (const name of await this.#imageNames('queue')) {
+      if (await this.#unlink(this.layout.pathFor(name, 'queue'))) deleted += 1;
+    }
+    return deleted;
+  }
+
+  async deleteQueuedImage(imageId: string): Promise<void> {
+    await this.#unlink(this.layout.pathFor(imageId, 'queue'));
+  }
+
+  async queueImage(imageId: string): Promise<boolean> {
+    const path = this.layout.pathFor(imageId, 'queue');
+    if (await this.isCached(imageId)) {
+      this.#logger.info({ imageId }, 'not queueing image: already cached');
+      return false;
+    }
+    if (await this.isBeingCached(imageId)) {
+      this.#logger.info({ imageId }, 'not queueing image: already being cached');
+      return false;
+    }
+    try {
+      await (await open(path, 'wx')).close();
+      return true;
+    } catch (error) {
+      if (!isErrno(error, 'EEXIST')) throw error;
+      this.#logger.info({ imageId }, 'not queueing image: already queued');
+      return false;
+    }
+  }
+
+  async getQueuedImages(): Promise<string[]> {
+    const entries: Array<{ id: string; mtimeMs: number }> = [];
+    for (const id of await this.#imageNames('queue')) {
+      try {
+        entries.push({ id, mtimeMs: (await stat(this.layout.pathFor(id, 'queue'))).mtimeMs });
+      } catch (error) {
+        if (!isErrno(error, 'ENOENT')) throw error; // dequeued while we listed
+      }
+    }
+    entries.sort((a, b) => a.mtimeMs - b.mtimeMs || compareIds(a.id, b.id));
+    return entries.map((entry) => entry.id);
+  }
+
+  async clean(stallTime = this.#options.stallTime ?? DEFAULT_STALL_TIME): Promise<CleanResult> {
+    const result: CleanResult = { invalidRemoved: 0, incompleteRemoved: 0, failures: [] };
+    const remove = async (path: string): Promise<boolean> => {
+      try {
+        return await unlinkIfExists(path);
+      } catch (error) {
+        this.#logger.warn({ path, err: error }, 'clean could not remove file');
+        result.failures.push({ path, error: messageOf(error) });
+        return false;
+      }
+    };
+    for (const entry of await this.#files(this.layout.invalidDir)) {
+      if (await remove(`${this.layout.invalidDir}/${entry.name}`)) result.invalidRemoved += 1;
+    }
+    const cutoff = this.#now() - stallTime * 1000;
+    for (const entry of await this.#files(this.layout.incompleteDir)) {
+      if (this.#writing.has(entry.name)) continue;
+      const path = `${this.layout.incompleteDir}/${entry.name}`;
+      if (stallTime > 0) {
+        const mtimeMs = await stat(path).then((s) => s.mtimeMs, () => null);
+        if (mtimeMs === null || mtimeMs >= cutoff) continue;
+      }
+      if (await remove(path)) result.incompleteRemoved += 1;
+    }
+    this.#logger.info(result, 'cleaned cache');
+    return result;
+  }
+
+  async getLeastRecentlyAccessed(): Promise<[string, number] | null> {
+    return (await this.listLeastRecentlyAccessed(1))[0] ?? null;
+  }
+
+  async listLeastRecentlyAccessed(limit: number): Promise<Array<[string, number]>> {
+    const ids = await this.#store.leastRecentlyAccessed(limit);
+    return Promise.all(
+      ids.map(async (id): Promise<[string, number]> => {
+        const size = await stat(this.layout.pathFor(id)).then((s) => s.size, () => 0);
+        return [id, size];
+      }),
+    );
+  }
+
+  async openForWrite(imageId: string): Promise<ImageWriter> {
+    const incompletePath = this.layout.pathFor(imageId, 'incomplete');
+    if (this.#writing.has(imageId)) {
+      throw new ImageCacheError('ERR_FILL_IN_PROGRESS', `image ${imageId} is already being written by this process`);
+    }
+    this.#writing.add(imageId);
+    let file;
+    try {
+      file = await open(incompletePath, 'w');
+    } catch (error) {
+      this.#writing.delete(imageId);
+      throw new CacheIOError(`cannot create ${incompletePath}: ${messageOf(error)}`, { cause: error });
+    }
+    return new FileImageWriter(imageId, incompletePath, file, {
+      publish: async (size, digests) => {
+        const entry = { imageId, size, atMs: this.#now(), ...digests };
+        const finalPath = this.layout.pathFor(imageId);
+        await this.#store.beforeCommit(entry, incompletePath);
+        await renameOrThrow(incompletePath, finalPath);
+        await syncDir(this.layout.baseDir);
+        await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
+        try {
+          await this.#store.afterCommit(entry);
+        } catch (error) {
+          // A file without metadata would be invisible to list and prune: take it back out.
+          await unlinkIfExists(finalPath);
+          throw error;
+        }
+        this.#logger.debug({ imageId, size }, 'committed image');
+      },
+      discard: async (reason) => {
+        const invalidPath = this.layout.pathFor(imageId, 'invalid');
+        const moved = await renameIfExists(incompletePath, invalidPath);
+        this.#logger.warn({ imageId, reason, moved }, 'fill rolled back to invalid/');
+        await this.#store.afterRollback(imageId, moved ? invalidPath : null, reason);
+      },
+      release: () => this.#writing.delete(imageId),
+    });
+  }
+
+  async openForRead(imageId: string): Promise<ImageReader> {
+    const path = this.layout.pathFor(imageId);
+    const file = await openIfExists(path);
+    if (!file) throw new ImageNotCachedError(imageId);
+    try {
+      const info = await file.stat();
+      if (!info.isFile()) throw new ImageNotCachedError(imageId);
+      return new FileImageReader(imageId, path, file, info.size, () => this.#store.recordHit(imageId, this.#now()));
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  getImageFilepath(imageId: string, state: ImageState | 'active' = 'active'): string {
+    return this.layout.pathFor(imageId, state);
+  }
+
+  async getImageSize(imageId: string): Promise<number> {
+    try {
+      const info = await stat(this.layout.pathFor(imageId));
+      if (info.isFile()) return info.size;
+    } catch (error) {
+      if (!isErrno(error, 'ENOENT', 'ENOTDIR')) throw error;
+    }
+    throw new ImageNotCachedError(imageId);
+  }
+
+  async getCachedNodes(imageId: string): Promise<string[]> {
+    this.layout.validate(imageId);
+    throw new CapabilityNotSupportedError(this.name, 'listing the nodes that cache an image');
+  }
+
+  /** Regular files in a state directory whose names are image ids (stray files are never images). */
+  async #imageNames(state: ImageState | 'active'): Promise<string[]> {
+    return (await this.#files(this.layout.dirFor(state)))
+      .map((entry) => entry.name)
+      .filter((name) => this.layout.isImageName(name));
+  }
+
+  async #files(dir: string): Promise<Dirent[]> {
+    return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isFile());
+  }
+
+  async #statImageFiles(): Promise<Array<{ id: string; size: number }>> {
+    const names = await this.#imageNames('active');
+    const out: Array<{ id: string; size: number }> = [];
+    for (let i = 0; i < names.length; i += STAT_BATCH) {
+      const batch = names.slice(i, i + STAT_BATCH);
+      const sizes = await Promise.all(batch.map((id) => stat(this.layout.pathFor(id)).then((s) => s.size, () => null)));
+      batch.forEach((id, j) => {
+        const size = sizes[j];
+        if (size !== null && size !== undefined) out.push({ id, size });
+      });
+    }
+    return out;
+  }
+
+  async #unlink(path: string): Promise<boolean> {
+    try {
+      return await unlinkIfExists(path);
+    } catch (error) {
+      throw new CacheIOError(`cannot delete ${path}: ${messageOf(error)}`, { cause: error });
+    }
+  }
+}
+
+async function isRegularFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
+    throw error;
+  }
+}
+
+async function renameOrThrow(from: string, to: string): Promise<void> {
+  if (!(await renameIfExists(from, to))) {
+    throw new CacheIOError(`${from} disappeared before it could be committed (was the cache cleaned meanwhile?)`);
+  }
+}
+
+/** fsync a directory so a rename in it survives a power loss. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Plain code-unit order, the same order SQL's `ORDER BY image_id` (BINARY collation) gives. */
+export function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

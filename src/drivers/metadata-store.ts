@@ -1,0 +1,46 @@
+import type { CacheLayout } from '../cache/layout.js';
+import type { CachedImage, DriverCapabilities, ImageDigests } from './driver.js';
+
+/**
+ * The half of a driver that differs between drivers: where hits, access times and checksums live. The file
+ * half (paths, queue, incomplete/invalid, commit by rename) is {@link FileDriver}'s, written once.
+ * All times are epoch milliseconds here; the driver converts to Glance's epoch seconds at the edge.
+ */
+export interface MetadataStore {
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  /** File names in the cache dir that belong to the store (e.g. `cache.db`, `cache.db-wal`): never images. */
+  readonly reservedNames: readonly string[];
+
+  /** Creates or upgrades the schema, probes the filesystem. @throws BadDriverConfigurationError */
+  open(layout: CacheLayout): Promise<void>;
+  close(): Promise<void>;
+
+  /** Called on the complete `incomplete/<id>` file just before the rename (xattr stores write attributes here). */
+  beforeCommit(entry: NewEntry, incompletePath: string): Promise<void>;
+  /** Called after the rename: the image is now cached. */
+  afterCommit(entry: NewEntry): Promise<void>;
+  /** Called after a failed fill was moved to `invalid/` (or when there was nothing to move: `invalidPath` null). */
+  afterRollback(imageId: string, invalidPath: string | null, reason: string): Promise<void>;
+
+  /** `hits + 1`, last access = `atMs`. No error when the image has no metadata or no file any more. */
+  recordHit(imageId: string, atMs: number): Promise<void>;
+  /** Metadata of one image, `null` when there is none. */
+  get(imageId: string): Promise<CachedImage | null>;
+  /** Every image the store knows, sorted by id. Times in epoch seconds. */
+  list(): Promise<CachedImage[]>;
+  /** Up to `limit` image ids, least recently accessed first, ties by id. */
+  leastRecentlyAccessed(limit: number): Promise<string[]>;
+  /** Drops the metadata of these images (their files are already gone). */
+  remove(imageIds: readonly string[]): Promise<void>;
+  /** Drops all metadata. */
+  removeAll(): Promise<void>;
+}
+
+/** What a commit tells the store. */
+export interface NewEntry extends ImageDigests {
+  imageId: string;
+  size: number;
+  /** Commit time, epoch ms: both last-modified and last-accessed (bug 1438564). */
+  atMs: number;
+}

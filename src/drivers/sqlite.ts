@@ -1,0 +1,224 @@
+import { basename, dirname, resolve } from 'node:path';
+import type Database from 'better-sqlite3';
+import type { CacheLayout } from '../cache/layout.js';
+import { BadDriverConfigurationError } from '../errors.js';
+import type { CachedImage } from './driver.js';
+import { type DriverOptions, FileDriver, messageOf } from './file-driver.js';
+import type { MetadataStore, NewEntry } from './metadata-store.js';
+
+export interface SqliteDriverOptions extends DriverOptions {
+  /** `image_cache_sqlite_db`: DB file, relative to the cache dir (an absolute path is used as is). @default cache.db */
+  sqliteDb?: string;
+  /** How long a statement waits for another process's write lock, in ms (SQLite's busy timeout). @default 5000 */
+  busyTimeoutMs?: number;
+}
+
+export const DEFAULT_SQLITE_DB = 'cache.db';
+
+/**
+ * Schema version kept in `PRAGMA user_version` (Glance never sets it, so a Glance DB reads as 0).
+ * 1: Glance's table plus `os_hash_algo`, `os_hash_value` and an LRU index.
+ */
+const SCHEMA_VERSION = 1;
+
+/** Glance's table, exactly (spec §2.3): an existing Glance cache.db is used as it is. */
+const GLANCE_TABLE = `CREATE TABLE IF NOT EXISTS cached_images (
+  image_id TEXT PRIMARY KEY,
+  last_accessed REAL DEFAULT 0.0,
+  last_modified REAL DEFAULT 0.0,
+  size INTEGER DEFAULT 0,
+  hits INTEGER DEFAULT 0,
+  checksum TEXT
+)`;
+
+/** Columns we need, added in place to an older table (`ALTER TABLE ... ADD COLUMN` keeps every row). */
+const REQUIRED_COLUMNS: Record<string, string> = {
+  last_accessed: 'REAL DEFAULT 0.0',
+  last_modified: 'REAL DEFAULT 0.0',
+  size: 'INTEGER DEFAULT 0',
+  hits: 'INTEGER DEFAULT 0',
+  checksum: 'TEXT',
+  os_hash_algo: 'TEXT',
+  os_hash_value: 'TEXT',
+};
+
+interface Row {
+  image_id: string;
+  hits: number | null;
+  last_accessed: number | null;
+  last_modified: number | null;
+  size: number | null;
+  checksum: string | null;
+  os_hash_algo: string | null;
+  os_hash_value: string | null;
+}
+
+const COLUMNS = 'image_id, hits, last_accessed, last_modified, size, checksum, os_hash_algo, os_hash_value';
+
+/**
+ * Metadata in one SQLite file, Glance-compatible. Unlike Glance: WAL and a busy timeout instead of a 2 s retry
+ * loop (spec §9.1 item 13), errors propagate instead of turning listings into `null` (§9.2), and a re-commit
+ * updates the row instead of silently keeping stale size and times.
+ */
+export class SqliteStore implements MetadataStore {
+  readonly name = 'sqlite';
+  readonly capabilities = { cachedNodes: false };
+  readonly reservedNames: readonly string[];
+  readonly #dbPath: string;
+  readonly #busyTimeoutMs: number;
+  #db: Database.Database | undefined;
+  #statements: Statements | undefined;
+
+  constructor(cacheDir: string | undefined, options: Pick<SqliteDriverOptions, 'sqliteDb' | 'busyTimeoutMs'> = {}) {
+    this.#dbPath = resolve(cacheDir ?? '.', options.sqliteDb ?? DEFAULT_SQLITE_DB);
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    const inCacheDir = cacheDir !== undefined && dirname(this.#dbPath) === resolve(cacheDir);
+    const file = basename(this.#dbPath);
+    this.reservedNames = inCacheDir ? [file, `${file}-wal`, `${file}-shm`, `${file}-journal`] : [];
+  }
+
+  get dbPath(): string {
+    return this.#dbPath;
+  }
+
+  async open(_layout: CacheLayout): Promise<void> {
+    if (this.#db) return;
+    // Loaded lazily: the xattr and postgres drivers must not need the native sqlite addon.
+    const { default: openDatabase } = await import('better-sqlite3');
+    let db: Database.Database | undefined;
+    try {
+      db = new openDatabase(this.#dbPath, { timeout: this.#busyTimeoutMs });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      upgradeSchema(db);
+      this.#statements = prepareStatements(db);
+      this.#db = db;
+    } catch (error) {
+      db?.close();
+      throw new BadDriverConfigurationError(
+        `image_cache_sqlite_db ${this.#dbPath} cannot be used (${messageOf(error)}): ` +
+          'check the path and permissions, or move a damaged file away',
+        { cause: error },
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#db?.close();
+    this.#db = undefined;
+    this.#statements = undefined;
+  }
+
+  async beforeCommit(): Promise<void> {}
+
+  async afterCommit(entry: NewEntry): Promise<void> {
+    this.#sql().upsert.run({
+      imageId: entry.imageId,
+      at: entry.atMs / 1000,
+      size: entry.size,
+      checksum: entry.checksum ?? null,
+      osHashAlgo: entry.osHashAlgo ?? null,
+      osHashValue: entry.osHashValue ?? null,
+    });
+  }
+
+  /** Rows are written only at commit, so a failed fill has none to drop; an older cached copy keeps its row. */
+  async afterRollback(): Promise<void> {}
+
+  async recordHit(imageId: string, atMs: number): Promise<void> {
+    this.#sql().hit.run(atMs / 1000, imageId);
+  }
+
+  async get(imageId: string): Promise<CachedImage | null> {
+    const row = this.#sql().get.get(imageId);
+    return row ? toCachedImage(row) : null;
+  }
+
+  async list(): Promise<CachedImage[]> {
+    return this.#sql().list.all().map(toCachedImage);
+  }
+
+  async leastRecentlyAccessed(limit: number): Promise<string[]> {
+    return this.#sql().lru.all(limit);
+  }
+
+  async remove(imageIds: readonly string[]): Promise<void> {
+    if (imageIds.length === 1) this.#sql().remove.run(imageIds[0]);
+    else if (imageIds.length > 1) this.#sql().removeMany(imageIds);
+  }
+
+  async removeAll(): Promise<void> {
+    this.#sql().removeAll.run();
+  }
+
+  #sql(): Statements {
+    if (!this.#statements) throw new BadDriverConfigurationError('the sqlite driver is not configured (call configure())');
+    return this.#statements;
+  }
+}
+
+/** Prepared once per connection. */
+function prepareStatements(db: Database.Database) {
+  const remove = db.prepare('DELETE FROM cached_images WHERE image_id = ?');
+  return {
+    upsert: db.prepare(
+      `INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits, checksum, os_hash_algo, os_hash_value)
+       VALUES (@imageId, @at, @at, @size, 0, @checksum, @osHashAlgo, @osHashValue)
+       ON CONFLICT(image_id) DO UPDATE SET last_accessed = excluded.last_accessed,
+         last_modified = excluded.last_modified, size = excluded.size, checksum = excluded.checksum,
+         os_hash_algo = excluded.os_hash_algo, os_hash_value = excluded.os_hash_value`,
+    ),
+    hit: db.prepare('UPDATE cached_images SET hits = hits + 1, last_accessed = ? WHERE image_id = ?'),
+    get: db.prepare<[string], Row>(`SELECT ${COLUMNS} FROM cached_images WHERE image_id = ?`),
+    list: db.prepare<[], Row>(`SELECT ${COLUMNS} FROM cached_images ORDER BY image_id`),
+    lru: db
+      .prepare<[number], string>('SELECT image_id FROM cached_images ORDER BY last_accessed, image_id LIMIT ?')
+      .pluck(),
+    remove,
+    removeAll: db.prepare('DELETE FROM cached_images'),
+    removeMany: db.transaction((ids: readonly string[]) => {
+      for (const id of ids) remove.run(id);
+    }),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** Brings a Glance (version 0) or older imgcache DB up to {@link SCHEMA_VERSION} in one transaction. */
+function upgradeSchema(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`schema version ${version} is newer than this imgcache understands (${SCHEMA_VERSION})`);
+  }
+  if (version === SCHEMA_VERSION) return;
+  // IMMEDIATE takes the write lock first, so two processes opening the same old DB upgrade it once.
+  db.transaction(() => {
+    db.exec(GLANCE_TABLE);
+    const present = new Set(
+      (db.prepare('PRAGMA table_info(cached_images)').all() as Array<{ name: string }>).map((c) => c.name),
+    );
+    for (const [column, type] of Object.entries(REQUIRED_COLUMNS)) {
+      if (!present.has(column)) db.exec(`ALTER TABLE cached_images ADD COLUMN ${column} ${type}`);
+    }
+    db.exec('CREATE INDEX IF NOT EXISTS cached_images_lru ON cached_images (last_accessed, image_id)');
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+function toCachedImage(row: Row): CachedImage {
+  return {
+    imageId: row.image_id,
+    hits: row.hits ?? 0,
+    lastAccessed: row.last_accessed ?? 0,
+    lastModified: row.last_modified ?? 0,
+    size: row.size ?? 0,
+    checksum: row.checksum,
+    osHashAlgo: row.os_hash_algo,
+    osHashValue: row.os_hash_value,
+  };
+}
+
+/** The embedded default driver: Glance's sqlite driver, file half shared. */
+export function createSqliteDriver(options: SqliteDriverOptions): FileDriver {
+  return new FileDriver(new SqliteStore(options.cacheDir, options), options);
+}

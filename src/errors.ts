@@ -1,0 +1,114 @@
+/**
+ * Every error imgcache throws is an {@link ImageCacheError} with a stable `code`. Callers (the CLI, the HTTP
+ * layer) switch on the code, never on the message, so messages are free to say what the operator should fix.
+ */
+export class ImageCacheError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An image id that could escape the cache directory or collide with a file the cache owns. */
+export class InvalidImageIdError extends ImageCacheError {
+  readonly imageId: string;
+
+  constructor(imageId: string, reason: string) {
+    super(
+      'ERR_INVALID_IMAGE_ID',
+      `invalid image id ${JSON.stringify(imageId.length > 80 ? `${imageId.slice(0, 80)}…` : imageId)}: ${reason}`,
+    );
+    this.imageId = imageId;
+  }
+}
+
+/** Glance's `BadDriverConfiguration`: the driver cannot work with the configuration it was given. */
+export class BadDriverConfigurationError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BAD_DRIVER_CONFIGURATION', message, options);
+  }
+}
+
+/** `image_cache_driver` names no driver we have. Never silently replaced by another driver. */
+export class UnknownDriverError extends ImageCacheError {
+  constructor(name: string, known: readonly string[]) {
+    super(
+      'ERR_UNKNOWN_DRIVER',
+      `image_cache_driver: unknown driver ${JSON.stringify(name)}; choose one of ${known.join(', ')}`,
+    );
+  }
+}
+
+/** A configuration value that is missing, malformed or out of range. The message names the option. */
+export class ConfigError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_CONFIG', message, options);
+  }
+}
+
+/** The image has no complete file in the cache. */
+export class ImageNotCachedError extends ImageCacheError {
+  readonly imageId: string;
+
+  constructor(imageId: string, options?: { cause?: unknown }) {
+    super('ERR_IMAGE_NOT_CACHED', `image ${imageId} is not cached`, options);
+    this.imageId = imageId;
+  }
+}
+
+/** The bytes written do not hash to what the image's metadata promised. */
+export class ChecksumMismatchError extends ImageCacheError {
+  readonly imageId: string;
+  readonly algorithm: string;
+  readonly expected: string;
+  readonly found: string;
+
+  constructor(imageId: string, algorithm: string, expected: string, found: string) {
+    super(
+      'ERR_CHECKSUM_MISMATCH',
+      `checksum verification failed for image ${imageId}: ${algorithm} expected ${expected}, found ${found}`,
+    );
+    this.imageId = imageId;
+    this.algorithm = algorithm;
+    this.expected = expected;
+    this.found = found;
+  }
+}
+
+/** The number of bytes written differs from the image's declared size. */
+export class SizeMismatchError extends ImageCacheError {
+  readonly imageId: string;
+  readonly expected: number;
+  readonly found: number;
+
+  constructor(imageId: string, expected: number, found: number) {
+    super('ERR_SIZE_MISMATCH', `size mismatch for image ${imageId}: expected ${expected} bytes, found ${found}`);
+    this.imageId = imageId;
+    this.expected = expected;
+    this.found = found;
+  }
+}
+
+/** The driver lacks an optional ability (for example listing the nodes that cache an image). */
+export class CapabilityNotSupportedError extends ImageCacheError {
+  constructor(driver: string, capability: string) {
+    super('ERR_NOT_SUPPORTED', `the ${driver} driver does not support ${capability}`);
+  }
+}
+
+/** A write handle was used after it was committed or rolled back. */
+export class WriteClosedError extends ImageCacheError {
+  constructor(imageId: string, state: string) {
+    super('ERR_WRITE_CLOSED', `write of image ${imageId} is already ${state}`);
+  }
+}
+
+/** Something on disk stopped an operation (a file that cannot be removed, a directory where a file should be). */
+export class CacheIOError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CACHE_IO', message, options);
+  }
+}

@@ -1,0 +1,11 @@
+export * from './errors.js';
+export * from './config.js';
+export { CacheLayout, IMAGE_STATES, GLANCE_LOCK_FILES, looksLikeImageId, type ImageState } from './cache/layout.js';
+export * from './cache/digest.js';
+export * from './cache/image-cache.js';
+export type * from './drivers/driver.js';
+export type { MetadataStore, NewEntry } from './drivers/metadata-store.js';
+export { FileDriver, DEFAULT_STALL_TIME, type DriverOptions } from './drivers/file-driver.js';
+export { SqliteStore, createSqliteDriver, DEFAULT_SQLITE_DB, type SqliteDriverOptions } from './drivers/sqlite.js';
+export { XattrStore, createXattrDriver } from './drivers/xattr.js';
+export { createDriver, DRIVER_NAMES, type AnyDriverOptions } from './drivers/registry.js';
