@@ -198,8 +198,14 @@ export class ImageCache {
       source.destroy();
       return false;
     }
+    let digest: DigestStream;
+    try {
+      digest = new DigestStream(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
+    } catch (error) {
+      source.destroy();
+      throw error;
+    }
     const writer = await this.driver.openForWrite(imageId);
-    const digest = new DigestStream(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
     const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = [source, digest];
     if (onProgress) stages.push(progressTap(onProgress));
     try {

@@ -125,7 +125,7 @@ export class FileDriver implements Driver {
     return (await this.#store.get(imageId))?.hits ?? 0;
   }
 
-  isCached(imageId: string): Promise<boolean> {
+  async isCached(imageId: string): Promise<boolean> {
     return isRegularFile(this.layout.pathFor(imageId));
   }
 
@@ -133,11 +133,11 @@ export class FileDriver implements Driver {
     return !(await this.isCached(imageId)) && !(await this.isBeingCached(imageId));
   }
 
-  isBeingCached(imageId: string): Promise<boolean> {
+  async isBeingCached(imageId: string): Promise<boolean> {
     return isRegularFile(this.layout.pathFor(imageId, 'incomplete'));
   }
 
-  isQueued(imageId: string): Promise<boolean> {
+  async isQueued(imageId: string): Promise<boolean> {
     return isRegularFile(this.layout.pathFor(imageId, 'queue'));
   }
 
@@ -155,7 +155,9 @@ export class FileDriver implements Driver {
   }
 
   async deleteCachedImages(imageIds: readonly string[]): Promise<void> {
-    for (const id of imageIds) await this.#unlink(this.layout.pathFor(id));
+    // Every id is checked before the first file goes: one bad id must not leave a half-done batch.
+    const paths = imageIds.map((id) => this.layout.pathFor(id));
+    for (const path of paths) await this.#unlink(path);
     await this.#store.remove(imageIds);
   }
 
