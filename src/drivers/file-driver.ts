@@ -265,17 +265,19 @@ export class FileDriver implements Driver {
       publish: async (size, digests) => {
         const entry = { imageId, size, atMs: this.#now(), ...digests };
         const finalPath = this.layout.pathFor(imageId);
-        await this.#store.beforeCommit(entry, incompletePath);
-        await renameOrThrow(incompletePath, finalPath);
-        await syncDir(this.layout.baseDir);
-        await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
         try {
-          await this.#store.afterCommit(entry);
+          await this.#store.recordCommit(entry, incompletePath).catch((error: unknown) => {
+            throw isErrno(error, 'ENOENT') ? disappeared(incompletePath) : error;
+          });
+          if (!(await renameIfExists(incompletePath, finalPath))) throw disappeared(incompletePath);
         } catch (error) {
-          // A file without metadata would be invisible to list and prune: take it back out.
+          // The metadata now describes bytes that never arrived: drop it and any older copy it would mislabel.
           await unlinkIfExists(finalPath);
+          await this.#store.remove([imageId]);
           throw error;
         }
+        await syncDir(this.layout.baseDir);
+        await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
         this.#logger.debug({ imageId, size }, 'committed image');
       },
       discard: async (reason) => {
@@ -364,10 +366,8 @@ async function isRegularFile(path: string): Promise<boolean> {
   }
 }
 
-async function renameOrThrow(from: string, to: string): Promise<void> {
-  if (!(await renameIfExists(from, to))) {
-    throw new CacheIOError(`${from} disappeared before it could be committed (was the cache cleaned meanwhile?)`);
-  }
+function disappeared(path: string): CacheIOError {
+  return new CacheIOError(`${path} disappeared before it could be committed (was the cache cleaned meanwhile?)`);
 }
 
 /** fsync a directory so a rename in it survives a power loss. */

@@ -16,10 +16,11 @@ export interface MetadataStore {
   open(layout: CacheLayout): Promise<void>;
   close(): Promise<void>;
 
-  /** Called on the complete `incomplete/<id>` file just before the rename (xattr stores write attributes here). */
-  beforeCommit(entry: NewEntry, incompletePath: string): Promise<void>;
-  /** Called after the rename: the image is now cached. */
-  afterCommit(entry: NewEntry): Promise<void>;
+  /**
+   * Records a commit, just before the complete `incomplete/<id>` file is renamed into place. Metadata first:
+   * a crash in between leaves a row without a file (reconcile drops it), never an image without its digests.
+   */
+  recordCommit(entry: NewEntry, incompletePath: string): Promise<void>;
   /** Called after a failed fill was moved to `invalid/` (or when there was nothing to move: `invalidPath` null). */
   afterRollback(imageId: string, invalidPath: string | null, reason: string): Promise<void>;
 

@@ -109,9 +109,7 @@ export class SqliteStore implements MetadataStore {
     this.#statements = undefined;
   }
 
-  async beforeCommit(): Promise<void> {}
-
-  async afterCommit(entry: NewEntry): Promise<void> {
+  async recordCommit(entry: NewEntry): Promise<void> {
     this.#sql().upsert.run({
       imageId: entry.imageId,
       at: entry.atMs / 1000,

@@ -74,7 +74,7 @@ export class XattrStore implements MetadataStore {
     }
   }
 
-  async beforeCommit(entry: NewEntry, incompletePath: string): Promise<void> {
+  async recordCommit(entry: NewEntry, incompletePath: string): Promise<void> {
     const x = this.#x();
     await x.setAttribute(incompletePath, HITS, '0');
     await x.setAttribute(incompletePath, LAST_ACCESSED, String(entry.atMs));
@@ -86,8 +86,6 @@ export class XattrStore implements MetadataStore {
     };
     await x.setAttribute(incompletePath, DIGESTS, JSON.stringify(digests));
   }
-
-  async afterCommit(): Promise<void> {}
 
   /** Glance's `user.error`, so `invalid/` files say why they are there. Best effort: the move already happened. */
   async afterRollback(_imageId: string, invalidPath: string | null, reason: string): Promise<void> {

@@ -176,6 +176,18 @@ export function describeDriver(name: string, factory: DriverFactory): void {
         assert.equal(await exists(join(dir, 'incomplete', '1')), false);
       });
 
+      it('fails a commit whose incomplete file was removed meanwhile, leaving no metadata behind', async (t) => {
+        const { driver, dir } = await setUp(t, factory);
+        await put(driver, '1', 'old copy');
+        const writer = await driver.openForWrite('1');
+        writer.stream.write('new copy');
+        await unlink(join(dir, 'incomplete', '1')); // another process ran clean(0)
+        await assert.rejects(writer.commit(), { code: 'ERR_CACHE_IO', message: /disappeared/ });
+        assert.equal(await driver.isCached('1'), false, 'no copy is left that the metadata would mislabel');
+        assert.deepEqual(await driver.getCachedImages(), []);
+        assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
+      });
+
       it('refuses a second writer for an image this process is already writing', async (t) => {
         const { driver } = await setUp(t, factory);
         const writer = await driver.openForWrite('1');

@@ -1,0 +1,151 @@
+import type { Command } from 'commander';
+import { pino, type Logger } from 'pino';
+import { CacheLayout } from '../cache/layout.js';
+import { ImageCache } from '../cache/image-cache.js';
+import {
+  type CacheConfig,
+  type ConfigLayer,
+  ENV_NAMES,
+  type OptionName,
+  type RawOptions,
+  readConfigFile,
+  readEnv,
+  resolveConfig,
+} from '../config.js';
+import { DRIVER_NAMES } from '../drivers/registry.js';
+import { ConfigError } from '../errors.js';
+import { CliUsageError, type ExitCode } from './exit.js';
+
+/** Where the CLI writes. `main` uses the process's streams; nothing else in src/cli touches `process`. */
+export interface CliIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+/** Options every command accepts (commander's camelCase of the flags). */
+export interface GlobalOptions {
+  cacheDir?: string;
+  driver?: string;
+  maxSize?: string;
+  config?: string;
+  verbose?: boolean;
+}
+
+/** Environment variable naming the config file, used when `--config` is not given. */
+export const CONFIG_ENV = 'IMGCACHE_CONFIG';
+
+/** The flag that sets each option, so a bad value is reported as coming "from --max-size". */
+const FLAG_NAMES: Partial<Record<OptionName, string>> = {
+  image_cache_dir: '--cache-dir',
+  image_cache_driver: '--driver',
+  image_cache_max_size: '--max-size',
+  image_cache_stall_time: '--stall-time',
+};
+
+/** What one invocation of a command needs: streams, environment, and a way to open the cache. */
+export class CliContext {
+  readonly io: CliIO;
+  readonly env: Record<string, string | undefined>;
+  /** Set by the command that ran; `main` returns it. */
+  exitCode: ExitCode = 0;
+
+  constructor(io: CliIO, env: Record<string, string | undefined>) {
+    this.io = io;
+    this.env = env;
+  }
+
+  /** Writes one line to stdout. */
+  out(line: string): void {
+    this.io.stdout.write(`${line}\n`);
+  }
+
+  /** Writes one `imgcache: ...` line to stderr. */
+  warn(line: string): void {
+    this.io.stderr.write(`imgcache: ${line}\n`);
+  }
+
+  /** pino on stderr: `warn` by default, `info` with `--verbose`. */
+  logger(globals: GlobalOptions): Logger {
+    const stderr = this.io.stderr;
+    return pino({ name: 'imgcache', level: globals.verbose ? 'info' : 'warn' }, { write: (line) => stderr.write(line) });
+  }
+
+  /**
+   * Merges defaults < config file < environment < flags. The file is `--config`, else `$IMGCACHE_CONFIG`, else
+   * none. `extra` carries command-specific flags (`--stall-time`) under their Glance option names.
+   */
+  resolveConfig(globals: GlobalOptions, extra: RawOptions = {}): CacheConfig {
+    const layers: ConfigLayer[] = [];
+    const file = globals.config ?? nonEmpty(this.env[CONFIG_ENV]);
+    if (file !== undefined) layers.push(readConfigFile(file));
+    layers.push(readEnv(this.env));
+    const flags: RawOptions = {
+      image_cache_dir: globals.cacheDir,
+      image_cache_driver: globals.driver,
+      image_cache_max_size: globals.maxSize,
+      ...extra,
+    };
+    const sources: Partial<Record<OptionName, string>> = {};
+    for (const option of Object.keys(flags) as OptionName[]) {
+      const flag = FLAG_NAMES[option];
+      if (flags[option] !== undefined && flag) sources[option] = flag;
+    }
+    layers.push({ source: 'the command line', values: flags, sources });
+
+    const config = resolveConfig(layers);
+    if (config.image_cache_dir === undefined) {
+      throw new CliUsageError(
+        `no cache directory: pass --cache-dir DIR, set ${ENV_NAMES.image_cache_dir}, or set image_cache_dir in the ` +
+          `[DEFAULT] section of the --config file (or $${CONFIG_ENV})`,
+      );
+    }
+    // The registry would refuse the name too, but without saying where it came from.
+    if (!DRIVER_NAMES.includes(config.image_cache_driver.toLowerCase())) {
+      throw new ConfigError(
+        `image_cache_driver must be one of ${DRIVER_NAMES.join(', ')}; got ` +
+          `${JSON.stringify(config.image_cache_driver)} from ${sourceOf(layers, 'image_cache_driver')}`,
+      );
+    }
+    return config;
+  }
+
+  /**
+   * Resolves the configuration, validates `ids`, opens the cache, runs `body` and closes the cache. Every id is
+   * checked before the cache is opened (so an invalid id creates nothing, not even the directory) and again by
+   * the opened driver, which also refuses its own file names (`cache.db`): nothing is acted on unless all pass.
+   */
+  async withCache(
+    command: Command,
+    options: { ids?: readonly string[]; extra?: RawOptions },
+    body: (cache: ImageCache, config: CacheConfig) => Promise<ExitCode>,
+  ): Promise<ExitCode> {
+    const globals = command.optsWithGlobals<GlobalOptions>();
+    const config = this.resolveConfig(globals, options.extra);
+    const ids = options.ids ?? [];
+    const layout = new CacheLayout(config.image_cache_dir ?? '.');
+    for (const id of ids) layout.validate(id);
+
+    const logger = this.logger(globals);
+    const cache = await ImageCache.open(config, { logger });
+    try {
+      for (const id of ids) cache.driver.getImageFilepath(id);
+      logger.info({ command: command.name(), cacheDir: config.image_cache_dir, driver: cache.driver.name }, 'opened cache');
+      return await body(cache, config);
+    } finally {
+      await cache.close();
+    }
+  }
+}
+
+/** The layer an option's final value came from, for messages (flags name the flag, env the variable). */
+function sourceOf(layers: readonly ConfigLayer[], option: OptionName): string {
+  let source = 'the defaults';
+  for (const layer of layers) {
+    if (layer.values[option] !== undefined) source = layer.sources?.[option] ?? layer.source;
+  }
+  return source;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}

@@ -1,0 +1,94 @@
+import Table from 'cli-table3';
+import type { CachedImage } from '../drivers/driver.js';
+
+/**
+ * One cached image as Glance's `GET /v2/cache` lists it (spec §4.4): snake_case names, epoch-second times.
+ * The server's cache API returns the same objects.
+ */
+export interface GlanceCachedImage {
+  image_id: string;
+  hits: number;
+  last_accessed: number;
+  last_modified: number;
+  size: number;
+}
+
+/** The body of Glance's `GET /v2/cache`: cached images, and queued ids in processing order. */
+export interface GlanceCacheListing {
+  cached_images: GlanceCachedImage[];
+  queued_images: string[];
+}
+
+/** A driver's {@link CachedImage} in Glance's wire shape (drops our digests, which Glance does not list). */
+export function toGlanceCachedImage(image: CachedImage): GlanceCachedImage {
+  return {
+    image_id: image.imageId,
+    hits: image.hits,
+    last_accessed: image.lastAccessed,
+    last_modified: image.lastModified,
+    size: image.size,
+  };
+}
+
+/** The whole listing, as `GET /v2/cache` and `imgcache list --json` print it. */
+export function toGlanceCacheListing(cached: readonly CachedImage[], queued: readonly string[]): GlanceCacheListing {
+  return { cached_images: cached.map(toGlanceCachedImage), queued_images: [...queued] };
+}
+
+/**
+ * Epoch seconds as `YYYY-MM-DDTHH:MM:SS` in UTC, the form `glance cache-list` prints; `N/A` for 0 (a record
+ * that was never accessed, spec §8 J 107) and for anything that is not a finite time.
+ */
+export function formatTimestamp(epochSeconds: number): string {
+  if (!Number.isFinite(epochSeconds) || epochSeconds <= 0) return 'N/A';
+  return new Date(Math.floor(epochSeconds) * 1000).toISOString().slice(0, 19);
+}
+
+/** Column headers of `glance cache-list` (python-glanceclient, spec §5.6). */
+export const LIST_COLUMNS = ['ID', 'State', 'Last Accessed (UTC)', 'Last Modified (UTC)', 'Size', 'Hits'] as const;
+
+/**
+ * The `glance cache-list` table: cached images first (by id), then queued ids in queue order. Queued rows have
+ * no metadata yet: `N/A` for the times, 0 for size and hits. No colours, so output is the same on a terminal,
+ * in a pipe and in a test.
+ */
+export function renderCacheTable(cached: readonly CachedImage[], queued: readonly string[]): string {
+  const table = new Table({
+    head: [...LIST_COLUMNS],
+    colAligns: ['left', 'left', 'left', 'left', 'right', 'right'],
+    style: { head: [], border: [] },
+  });
+  for (const image of cached) {
+    table.push([
+      image.imageId,
+      'cached',
+      formatTimestamp(image.lastAccessed),
+      formatTimestamp(image.lastModified),
+      image.size,
+      image.hits,
+    ]);
+  }
+  for (const id of queued) table.push([id, 'queued', 'N/A', 'N/A', 0, 0]);
+  return table.toString();
+}
+
+/** `n thing` / `n things`, for one-line summaries. */
+export function plural(count: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${count} ${count === 1 ? singular : pluralForm}`;
+}
+
+const BINARY_UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** `1536` -> `1536 bytes (1.5 KiB)`: exact for scripts, readable for people. */
+export function formatBytes(bytes: number): string {
+  const exact = plural(bytes, 'byte');
+  if (bytes < 1024) return exact;
+  let value = bytes;
+  let unit = '';
+  for (const next of BINARY_UNITS) {
+    if (value < 1024) break;
+    value /= 1024;
+    unit = next;
+  }
+  return `${exact} (${value.toFixed(1)} ${unit})`;
+}
