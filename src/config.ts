@@ -19,6 +19,8 @@ export interface CacheConfig {
   image_cache_stall_time: number;
   /** sqlite DB file name, relative to `image_cache_dir`. @default cache.db */
   image_cache_sqlite_db: string;
+  /** Seconds a fill may go without a byte from the origin before it is aborted (ours). @default 60 */
+  image_cache_fill_idle_timeout: number;
 }
 
 export type OptionName = keyof CacheConfig;
@@ -40,6 +42,7 @@ export const DEFAULTS: CacheConfig = {
   image_cache_max_size: 10 * 1024 ** 3,
   image_cache_stall_time: 86_400,
   image_cache_sqlite_db: 'cache.db',
+  image_cache_fill_idle_timeout: 60,
 };
 
 /** Environment variable for each option. */
@@ -49,6 +52,7 @@ export const ENV_NAMES: Record<OptionName, string> = {
   image_cache_max_size: 'IMGCACHE_MAX_SIZE',
   image_cache_stall_time: 'IMGCACHE_STALL_TIME',
   image_cache_sqlite_db: 'IMGCACHE_SQLITE_DB',
+  image_cache_fill_idle_timeout: 'IMGCACHE_FILL_IDLE_TIMEOUT',
 };
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5 };
@@ -65,11 +69,11 @@ export function parseByteSize(text: string | number): number | null {
   return Number.isSafeInteger(Math.floor(value)) ? Math.floor(value) : null;
 }
 
-const nonNegativeInteger = (option: string) =>
+const wholeSeconds = (option: string, min: number) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
     const n = typeof value === 'number' ? value : Number(value.trim());
-    if (!Number.isSafeInteger(n) || n < 0 || (typeof value === 'string' && value.trim() === '')) {
-      ctx.addIssue({ code: 'custom', message: `${option} must be a whole number of seconds, 0 or more` });
+    if (!Number.isSafeInteger(n) || n < min || (typeof value === 'string' && value.trim() === '')) {
+      ctx.addIssue({ code: 'custom', message: `${option} must be a whole number of seconds, ${min} or more` });
       return z.NEVER;
     }
     return n;
@@ -89,8 +93,9 @@ const SCHEMA = {
     }
     return bytes;
   }),
-  image_cache_stall_time: nonNegativeInteger('image_cache_stall_time'),
+  image_cache_stall_time: wholeSeconds('image_cache_stall_time', 0),
   image_cache_sqlite_db: z.string().trim().min(1, 'image_cache_sqlite_db must not be empty'),
+  image_cache_fill_idle_timeout: wholeSeconds('image_cache_fill_idle_timeout', 1),
 } satisfies Record<OptionName, z.ZodType>;
 
 /** Merges layers (later layers win; `undefined` means "not given") and validates each value eagerly. */

@@ -112,3 +112,27 @@ export class CacheIOError extends ImageCacheError {
     super('ERR_CACHE_IO', message, options);
   }
 }
+
+/** Every consumer of a fill went away before it finished (and it was not a prefetch). */
+export class FillAbortedError extends ImageCacheError {
+  constructor(imageId: string) {
+    super('ERR_FILL_ABORTED', `fill of image ${imageId} aborted: every consumer disconnected`);
+  }
+}
+
+/** The origin sent nothing for `image_cache_fill_idle_timeout` seconds. */
+export class FillIdleTimeoutError extends ImageCacheError {
+  constructor(imageId: string, seconds: number) {
+    super(
+      'ERR_FILL_IDLE_TIMEOUT',
+      `fill of image ${imageId} aborted: the origin sent nothing for ${seconds} s (image_cache_fill_idle_timeout)`,
+    );
+  }
+}
+
+/** A prefetch or import ended without a cached image although the origin delivered (a cache fault, the cap). */
+export class NotCachedError extends ImageCacheError {
+  constructor(imageId: string, reason: string, options?: { cause?: unknown }) {
+    super('ERR_NOT_CACHED', `image ${imageId} was not cached: ${reason}`, options);
+  }
+}

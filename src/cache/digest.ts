@@ -35,30 +35,25 @@ export function checkHashAlgorithm(algorithm: string): string {
   return name;
 }
 
-/**
- * A pass-through that hashes (MD5 and a multihash) and counts what flows through it, so verification needs no
- * second read of the file.
- */
-export class DigestStream extends Transform {
+/** MD5 and a multihash of a byte sequence, fed chunk by chunk, so verification needs no second read. */
+export class ImageHasher {
   readonly algorithm: string;
   readonly #md5: Hash = createHash('md5');
   readonly #multihash: Hash;
   bytes = 0;
 
   constructor(algorithm: string = DEFAULT_HASH_ALGO) {
-    super();
     this.algorithm = checkHashAlgorithm(algorithm);
     this.#multihash = createHash(this.algorithm);
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  update(chunk: Buffer): void {
     this.#md5.update(chunk);
     this.#multihash.update(chunk);
     this.bytes += chunk.length;
-    callback(null, chunk);
   }
 
-  /** Final digests; call once, after the stream has ended. */
+  /** Final digests; call once, after the last chunk. */
   digests(): ComputedDigests {
     return {
       size: this.bytes,
@@ -66,6 +61,25 @@ export class DigestStream extends Transform {
       osHashAlgo: this.algorithm,
       osHashValue: this.#multihash.digest('hex'),
     };
+  }
+}
+
+/** A pass-through stream that feeds an {@link ImageHasher}. */
+export class DigestStream extends Transform {
+  readonly hasher: ImageHasher;
+
+  constructor(algorithm: string = DEFAULT_HASH_ALGO) {
+    super();
+    this.hasher = new ImageHasher(algorithm);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hasher.update(chunk);
+    callback(null, chunk);
+  }
+
+  digests(): ComputedDigests {
+    return this.hasher.digests();
   }
 }
 

@@ -1,19 +1,33 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { type Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { pino, type Logger } from 'pino';
 import type { CacheConfig } from '../config.js';
-import type { CachedImage, CleanResult, Driver, ImageReader, ImageWriter } from '../drivers/driver.js';
+import type {
+  CachedImage,
+  CleanResult,
+  Driver,
+  ImageReader,
+  ImageWriter,
+  ReconcileResult,
+} from '../drivers/driver.js';
 import { createDriver } from '../drivers/registry.js';
-import { CacheIOError } from '../errors.js';
-import { DEFAULT_HASH_ALGO, DigestStream, type ExpectedImage, verifyDigests } from './digest.js';
+import { CacheIOError, ImageNotCachedError, NotCachedError } from '../errors.js';
+import { Admission } from './admission.js';
+import { checkHashAlgorithm, DEFAULT_HASH_ALGO, type ExpectedImage } from './digest.js';
+import { Fill, type OriginOpener } from './fill.js';
+import { FillReader } from './fill-reader.js';
+import { InFlight } from './inflight.js';
+import { CacheStats, type CacheStatus } from './stats.js';
 
 export interface ImageCacheOptions {
-  /** A configured (or not yet configured) driver; `open()` configures it. */
+  /** A configured driver (`ImageCache.open` configures it for you). */
   driver: Driver;
-  /** `image_cache_max_size` in bytes. @default 10 GiB */
+  /** `image_cache_max_size`: a hard cap, enforced when a fill is admitted. @default 10 GiB */
   maxSize?: number;
+  /** `image_cache_fill_idle_timeout`: abort a fill whose origin sends nothing for this long. @default 60 */
+  fillIdleTimeout?: number;
   logger?: Logger;
 }
 
@@ -23,30 +37,56 @@ export interface PruneResult {
   bytesPruned: number;
 }
 
+/** What `fetch` needs to know of an image. */
+export interface FetchRequest {
+  imageId: string;
+  /** The origin's promises about the image; each one given is verified while the bytes stream. */
+  expected?: ExpectedImage;
+  /** Opens the image at the origin; called at most once per fill, never on a hit. */
+  openOrigin: OriginOpener;
+}
+
+export interface FetchResult {
+  status: CacheStatus;
+  /** Bytes the stream delivers, when known (for `Content-Length`). */
+  size: number | null;
+  /** The image. Consume it or destroy it: it holds a file descriptor until then. */
+  stream: Readable;
+}
+
 /** Progress of a long copy, for progress bars. */
 export type ProgressListener = (bytesDone: number, bytesTotal: number | null) => void;
 
-/** Prune asks the driver for victims in batches that double, so even a rescanning driver does O(n log n) work. */
-const FIRST_PRUNE_BATCH = 256;
-const MAX_PRUNE_BATCH = 65_536;
-
 /**
- * The front of the cache (Glance's `ImageCache`, spec §3): pass-throughs to the driver plus prune, clean and
- * verified writes. The streaming read-through fill comes on top of this.
+ * The front of the cache (Glance's `ImageCache`, spec §3): a verified, coalesced, size-capped read-through
+ * fill (`fetch`, `prefetch`), prune, clean, and pass-throughs to the driver.
  */
 export class ImageCache {
   readonly driver: Driver;
   readonly maxSize: number;
+  readonly stats = new CacheStats();
   readonly #logger: Logger;
+  readonly #admission: Admission;
+  readonly #inflight = new InFlight();
+  readonly #idleTimeoutMs: number;
+  #sized: Promise<void> | undefined;
 
   constructor(options: ImageCacheOptions) {
     this.driver = options.driver;
     this.maxSize = options.maxSize ?? 10 * 1024 ** 3;
     this.#logger = options.logger ?? pino({ level: 'silent' });
+    this.#idleTimeoutMs = (options.fillIdleTimeout ?? 60) * 1000;
+    this.#admission = new Admission(this.driver, this.maxSize, this.stats, this.#logger);
   }
 
-  /** Builds the driver `image_cache_driver` names (no fallback to another driver) and configures it. */
-  static async open(config: CacheConfig, options: { logger?: Logger } = {}): Promise<ImageCache> {
+  /**
+   * Builds the driver `image_cache_driver` names (never another one), configures it and reconciles the cache
+   * directory with the metadata (a crash may have left either behind).
+   */
+  static async open(
+    config: CacheConfig,
+    options: { logger?: Logger; reconcile?: boolean } = {},
+  ): Promise<ImageCache> {
     const driver = createDriver(config.image_cache_driver, {
       cacheDir: config.image_cache_dir,
       stallTime: config.image_cache_stall_time,
@@ -54,11 +94,101 @@ export class ImageCache {
       ...(options.logger ? { logger: options.logger } : {}),
     });
     await driver.configure();
-    return new ImageCache({ driver, maxSize: config.image_cache_max_size, ...options });
+    const cache = new ImageCache({
+      driver,
+      maxSize: config.image_cache_max_size,
+      fillIdleTimeout: config.image_cache_fill_idle_timeout,
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+    if (options.reconcile ?? true) await cache.reconcile();
+    return cache;
   }
 
-  close(): Promise<void> {
-    return this.driver.close();
+  /** Bytes of committed images and of reservations in flight, as admission sees them. */
+  async usage(): Promise<{ used: number; reserved: number; max: number }> {
+    await this.#ensureSized();
+    return { used: this.#admission.used, reserved: this.#admission.reserved, max: this.maxSize };
+  }
+
+  /** Waits for running fills to settle (at most `timeoutMs`), then closes the driver. */
+  async close(timeoutMs = 0): Promise<void> {
+    if (timeoutMs > 0) {
+      const fills = Promise.all(this.#inflight.all().map((fill) => fill.whenSettled()));
+      await Promise.race([fills, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    }
+    await this.driver.close();
+  }
+
+  /** See {@link Driver.reconcile}. Also re-reads the cache size. */
+  async reconcile(): Promise<ReconcileResult> {
+    const result = await this.driver.reconcile();
+    await this.#admission.resync();
+    this.#sized = Promise.resolve();
+    return result;
+  }
+
+  /**
+   * The image, from the cache or from the origin through one shared fill (spec §3.3, done right):
+   * - `HIT`: streams the cached file; the hit is recorded when the stream has been read to the end.
+   * - `MISS`: fetches the origin once, tees it to the caller and to `incomplete/<id>`, verifies size, MD5 and
+   *   multihash in the same pass and commits. The last chunk is held back until verification passed.
+   * - `COALESCED`: another request is filling the image; this one reads the growing file from byte 0.
+   * - `BYPASS`: the image cannot fit in `image_cache_max_size`; it is streamed from the origin, uncached.
+   * Rejects with the origin's error when the origin cannot be opened.
+   */
+  async fetch(request: FetchRequest, attempt = 0): Promise<FetchResult> {
+    this.driver.getImageFilepath(request.imageId); // validates the id before anything else happens
+    if (request.expected?.osHashAlgo) checkHashAlgorithm(request.expected.osHashAlgo);
+    await this.#ensureSized();
+    const decision = await this.#inflight.exclusive(request.imageId, async () => {
+      const running = await this.#running(request.imageId);
+      if (running?.joinable) return { fill: running, leader: false };
+      const hit = await this.#tryHit(request);
+      if (hit) return hit;
+      return { fill: this.#startFill(request, false), leader: true };
+    });
+    if (!('fill' in decision)) return decision;
+    const { fill, leader } = decision;
+    const reader = new FillReader(fill, leader ? null : () => this.#joinOrStart(request));
+    try {
+      await fill.ready;
+    } catch (error) {
+      reader.destroy();
+      if (leader || attempt > 0) throw error;
+      return this.fetch(request, attempt + 1); // a follower retries the origin once
+    }
+    reader.activate();
+    if (!leader) this.stats.requests.COALESCED += 1;
+    return { status: leader ? fill.status : 'COALESCED', size: fill.size, stream: reader };
+  }
+
+  /**
+   * Caches an image without a consumer (Glance's prefetch / `PUT /v2/cache/{id}`): runs to completion even if
+   * nobody reads it. Joins a fill already running. Resolves true when this call cached it, false when it was
+   * cached already; rejects with the origin's or verification's error, or {@link NotCachedError}.
+   */
+  async prefetch(request: FetchRequest): Promise<boolean> {
+    this.driver.getImageFilepath(request.imageId);
+    await this.#ensureSized();
+    const fill = await this.#inflight.exclusive(request.imageId, async () => {
+      const running = await this.#running(request.imageId);
+      if (running) {
+        running.pin();
+        return running;
+      }
+      if (await this.driver.isCached(request.imageId)) return null;
+      return this.#startFill(request, true);
+    });
+    if (!fill) return false;
+    await fill.whenSettled();
+    if (fill.error) throw fill.error;
+    if (!fill.committed) {
+      throw new NotCachedError(
+        request.imageId,
+        fill.status === 'BYPASS' ? 'it does not fit in image_cache_max_size' : 'the cache could not store it (see the log)',
+      );
+    }
+    return true;
   }
 
   isCached(imageId: string): Promise<boolean> {
@@ -79,12 +209,6 @@ export class ImageCache {
   getCachedNodes(imageId: string): Promise<string[]> {
     return this.driver.getCachedNodes(imageId);
   }
-  deleteAllCachedImages(): Promise<number> {
-    return this.driver.deleteAllCachedImages();
-  }
-  deleteCachedImage(imageId: string): Promise<void> {
-    return this.driver.deleteCachedImage(imageId);
-  }
   deleteAllQueuedImages(): Promise<number> {
     return this.driver.deleteAllQueuedImages();
   }
@@ -104,42 +228,39 @@ export class ImageCache {
     return this.driver.getImageSize(imageId);
   }
 
-  /** Removes `invalid/` files and `incomplete/` files older than `stallTime` seconds (0: all). */
+  async deleteCachedImage(imageId: string): Promise<void> {
+    const size = await this.driver.getImageSize(imageId).catch(() => 0);
+    await this.driver.deleteCachedImage(imageId);
+    this.#admission.removed(size);
+  }
+
+  async deleteAllCachedImages(): Promise<number> {
+    const count = await this.driver.deleteAllCachedImages();
+    await this.#admission.resync();
+    return count;
+  }
+
+  /** Removes `invalid/` files and `incomplete/` files older than `stallTime` seconds (0: all but live fills). */
   clean(stallTime?: number): Promise<CleanResult> {
     return this.driver.clean(stallTime);
   }
 
   /**
-   * Deletes least recently accessed images until the cache is at most `image_cache_max_size` (spec §3.1).
-   * Stops, instead of spinning, when the driver has no more candidates (Glance's centralized driver can loop
-   * forever here) or offers one it already deleted.
+   * Deletes least recently accessed images, never one being read or filled, until the cache is at most
+   * `image_cache_max_size` (spec §3.1). Always terminates: it stops when the driver has no more candidates
+   * (Glance's centralized driver can spin here) or offers one it already deleted.
    */
   async prune(): Promise<PruneResult> {
-    let current = await this.driver.getCacheSize();
-    const result: PruneResult = { filesPruned: 0, bytesPruned: 0 };
-    const deleted = new Set<string>();
-    let batchSize = FIRST_PRUNE_BATCH;
-    while (current > this.maxSize) {
-      const victims: string[] = [];
-      for (const [imageId, size] of await this.driver.listLeastRecentlyAccessed(batchSize)) {
-        if (current <= this.maxSize) break;
-        if (deleted.has(imageId)) continue;
-        victims.push(imageId);
-        current -= size;
-        result.bytesPruned += size;
-        result.filesPruned += 1;
-      }
-      if (victims.length === 0) break;
-      await this.driver.deleteCachedImages(victims);
-      for (const id of victims) deleted.add(id);
-      batchSize = Math.min(batchSize * 2, MAX_PRUNE_BATCH);
-    }
-    if (current > this.maxSize) {
+    await this.#admission.resync(); // another process may have changed the cache since we last looked
+    this.#sized = Promise.resolve();
+    const { files, bytes } = await this.#admission.shrinkTo(this.maxSize);
+    if (this.#admission.used > this.maxSize) {
       this.#logger.warn(
-        { cacheSize: current, maxSize: this.maxSize },
-        'cache is still over image_cache_max_size: the rest is in files without metadata',
+        { cacheSize: this.#admission.used, maxSize: this.maxSize },
+        'cache is still over image_cache_max_size: the rest is in use or in files without metadata',
       );
     }
+    const result = { filesPruned: files, bytesPruned: bytes };
     this.#logger.info(result, 'pruned cache');
     return result;
   }
@@ -162,9 +283,9 @@ export class ImageCache {
   }
 
   /**
-   * Copies a file into the cache, verifying size, MD5 and multihash against `expected` in the same pass
-   * (Glance's `cache_image_file`, which checks MD5 only). Returns false, reading nothing, when the image is
-   * already cached or being cached. A mismatch leaves the copy in `invalid/` and throws
+   * Copies a file into the cache through the fill engine, verifying size, MD5 and multihash against `expected`
+   * in the same pass (Glance's `cache_image_file` checks MD5 only). Returns false, reading nothing, when the
+   * image is already cached or being cached. A mismatch leaves the copy in `invalid/` and throws
    * {@link ChecksumMismatchError} or {@link SizeMismatchError}.
    */
   async cacheImageFile(
@@ -194,31 +315,92 @@ export class ImageCache {
     expected: ExpectedImage = {},
     onProgress?: ProgressListener,
   ): Promise<boolean> {
-    if (!(await this.driver.isCacheable(imageId))) {
-      source.destroy();
-      return false;
-    }
-    let digest: DigestStream;
     try {
-      digest = new DigestStream(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
-    } catch (error) {
+      checkHashAlgorithm(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
+      if (!(await this.driver.isCacheable(imageId))) {
+        source.destroy();
+        return false;
+      }
+      let stream: Readable = source;
+      if (onProgress) {
+        const tap = progressTap(onProgress);
+        pipeline(source, tap).catch(() => {}); // errors reach the fill through the tap
+        stream = tap;
+      }
+      return await this.prefetch({ imageId, expected, openOrigin: async () => stream });
+    } finally {
       source.destroy();
+    }
+  }
+
+  async #ensureSized(): Promise<void> {
+    this.#sized ??= this.#admission.resync();
+    await this.#sized;
+  }
+
+  #startFill(request: FetchRequest, prefetch: boolean): Fill {
+    const fill = new Fill({
+      imageId: request.imageId,
+      expected: request.expected ?? {},
+      openOrigin: request.openOrigin,
+      prefetch,
+      driver: this.driver,
+      admission: this.#admission,
+      stats: this.stats,
+      logger: this.#logger,
+      idleTimeoutMs: this.#idleTimeoutMs,
+    });
+    this.#inflight.add(fill);
+    void fill.start();
+    return fill;
+  }
+
+  /** For a follower whose fill failed before it got a byte: the fill running now, or a new one. */
+  #joinOrStart(request: FetchRequest): Promise<Fill> {
+    return this.#inflight.exclusive(request.imageId, async () => {
+      const running = await this.#running(request.imageId);
+      return running?.joinable ? running : this.#startFill(request, false);
+    });
+  }
+
+  /** The fill of an image still running, after letting a failed one finish its cleanup (its file, its lock). */
+  async #running(imageId: string): Promise<Fill | undefined> {
+    const fill = this.#inflight.get(imageId);
+    if (!fill?.settled) return fill;
+    await fill.whenSettled();
+    return undefined;
+  }
+
+  async #tryHit(request: FetchRequest): Promise<FetchResult | null> {
+    const { imageId, expected } = request;
+    let reader: ImageReader;
+    try {
+      reader = await this.driver.openForRead(imageId);
+    } catch (error) {
+      if (error instanceof ImageNotCachedError) return null;
       throw error;
     }
-    const writer = await this.driver.openForWrite(imageId);
-    const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = [source, digest];
-    if (onProgress) stages.push(progressTap(onProgress));
-    try {
-      await pipeline([...stages, writer.stream]);
-      const found = digest.digests();
-      verifyDigests(imageId, expected, found);
-      await writer.commit(found);
-    } catch (error) {
-      source.destroy();
-      await writer.rollback(error);
-      throw error;
+    if (expected?.size !== undefined && expected.size !== null && expected.size !== reader.size) {
+      // The origin says the image has another size: the copy is stale or torn. Never serve it.
+      this.#logger.warn({ imageId, cached: reader.size, expected: expected.size }, 'cached copy has the wrong size');
+      await reader.close();
+      await this.deleteCachedImage(imageId);
+      return null;
     }
-    return true;
+    this.#admission.acquire(imageId);
+    const stream = reader.createReadStream() as Readable & { bytesRead: number };
+    finished(stream, { writable: false })
+      .then(
+        () => reader.complete(),
+        () => reader.close(),
+      )
+      .catch((error: unknown) => this.#logger.warn({ imageId, err: error }, 'could not record the hit'))
+      .finally(() => {
+        this.stats.bytesFromCache += stream.bytesRead;
+        this.#admission.release(imageId);
+      });
+    this.stats.requests.HIT += 1;
+    return { status: 'HIT', size: reader.size, stream };
   }
 }
 

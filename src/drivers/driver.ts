@@ -49,6 +49,14 @@ export interface Driver {
   deleteCachedImage(imageId: string): Promise<void>;
   /** {@link deleteCachedImage} for many ids, with one metadata transaction (prune's batch path). */
   deleteCachedImages(imageIds: readonly string[]): Promise<void>;
+  /** Moves a cached image to `invalid/` and drops its metadata (a copy that failed verification). */
+  quarantineCachedImage(imageId: string, reason: string): Promise<void>;
+  /**
+   * Brings files and metadata back in line after a crash: leftover `incomplete/` files (of no fill of this
+   * process) go to `invalid/`, metadata whose file is gone is dropped, image files without metadata are adopted
+   * (size from stat, no hits, last access = mtime). Run at start, before serving.
+   */
+  reconcile(): Promise<ReconcileResult>;
   /** Deletes every queue marker; returns how many there were. */
   deleteAllQueuedImages(): Promise<number>;
   /** Deletes `queue/<id>`. A missing marker is not an error. */
@@ -142,22 +150,37 @@ export interface CleanResult {
   failures: Array<{ path: string; error: string }>;
 }
 
+export interface ReconcileResult {
+  /** Leftover `incomplete/` files moved to `invalid/`. */
+  incompleteMoved: number;
+  /** Metadata entries dropped because their file was gone. */
+  orphansDropped: number;
+  /** Image files given metadata. */
+  filesAdopted: number;
+}
+
 /** A fill in progress: bytes go to `incomplete/<id>` until commit or rollback. */
 export interface ImageWriter extends AsyncDisposable {
   readonly imageId: string;
   /** The `incomplete/<id>` path. */
   readonly path: string;
-  /** Write the image here; honours back-pressure. Do not end it yourself: commit does. */
+  /**
+   * Write the image here; honours back-pressure. Do not end it yourself: commit does. It emits
+   * `'progress'` with the byte count each time more bytes have reached the file.
+   */
   readonly stream: Writable;
-  /** Bytes accepted by the file so far. */
+  /** Bytes that have reached the file so far (readable through another fd). */
   readonly bytesWritten: number;
   /**
    * Ends the stream, fsyncs the file, renames it to `<base>/<id>`, removes `queue/<id>` and records metadata.
    * On failure the file is rolled back to `invalid/` and the error re-thrown.
    */
   commit(digests?: ImageDigests): Promise<void>;
-  /** Closes the file, moves it to `invalid/` and drops the metadata. Safe to call more than once. */
-  rollback(reason: unknown): Promise<void>;
+  /**
+   * Closes the file and moves it to `invalid/` for debugging (`keepFile: false` deletes it instead, to give the
+   * space back at once). Safe to call more than once.
+   */
+  rollback(reason: unknown, options?: { keepFile?: boolean }): Promise<void>;
 }
 
 /** An open cached image. */

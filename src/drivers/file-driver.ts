@@ -1,5 +1,5 @@
 import { constants, type Dirent } from 'node:fs';
-import { access, mkdir, open, readdir, stat } from 'node:fs/promises';
+import { access, type FileHandle, mkdir, open, readdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CacheLayout, type ImageState } from '../cache/layout.js';
@@ -10,7 +10,15 @@ import {
   ImageCacheError,
   ImageNotCachedError,
 } from '../errors.js';
-import type { CachedImage, CleanResult, Driver, DriverCapabilities, ImageReader, ImageWriter } from './driver.js';
+import type {
+  CachedImage,
+  CleanResult,
+  Driver,
+  DriverCapabilities,
+  ImageReader,
+  ImageWriter,
+  ReconcileResult,
+} from './driver.js';
 import {
   FileImageReader,
   FileImageWriter,
@@ -31,6 +39,11 @@ export interface DriverOptions {
   logger?: Logger;
   /** Clock in epoch milliseconds; tests inject one. @default Date.now */
   now?: () => number;
+  /**
+   * Opens the `incomplete/` file of a fill. Fault-injection seam (a full disk, a failing write) for tests.
+   * @default fs/promises open
+   */
+  openFile?: (path: string, flags: 'w') => Promise<FileHandle>;
 }
 
 export const DEFAULT_STALL_TIME = 86_400;
@@ -161,6 +174,40 @@ export class FileDriver implements Driver {
     await this.#store.remove(imageIds);
   }
 
+  async quarantineCachedImage(imageId: string, reason: string): Promise<void> {
+    const invalidPath = this.layout.pathFor(imageId, 'invalid');
+    const moved = await renameIfExists(this.layout.pathFor(imageId), invalidPath);
+    await this.#store.remove([imageId]);
+    if (moved) await this.#store.afterRollback(imageId, invalidPath, reason);
+    this.#logger.warn({ imageId, reason, moved }, 'cached image quarantined to invalid/');
+  }
+
+  async reconcile(): Promise<ReconcileResult> {
+    const result: ReconcileResult = { incompleteMoved: 0, orphansDropped: 0, filesAdopted: 0 };
+    for (const id of await this.#imageNames('incomplete')) {
+      if (this.#writing.has(id)) continue;
+      if (await renameIfExists(this.layout.pathFor(id, 'incomplete'), this.layout.pathFor(id, 'invalid'))) {
+        result.incompleteMoved += 1;
+      }
+    }
+    const files = new Map<string, { size: number; mtimeMs: number }>();
+    for (const id of await this.#imageNames('active')) {
+      const info = await stat(this.layout.pathFor(id)).catch(() => null);
+      if (info?.isFile()) files.set(id, { size: info.size, mtimeMs: info.mtimeMs });
+    }
+    const known = new Set((await this.#store.list()).map((image) => image.imageId));
+    const orphans = [...known].filter((id) => !files.has(id));
+    await this.#store.remove(orphans);
+    result.orphansDropped = orphans.length;
+    const strays = [...files].filter(([id]) => !known.has(id)).map(([imageId, file]) => ({ imageId, ...file }));
+    await this.#store.adopt(strays);
+    result.filesAdopted = strays.length;
+    if (result.incompleteMoved + result.orphansDropped + result.filesAdopted > 0) {
+      this.#logger.warn(result, 'reconciled cache after an unclean stop');
+    }
+    return result;
+  }
+
   async deleteAllQueuedImages(): Promise<number> {
     let deleted = 0;
     for (const name of await this.#imageNames('queue')) {
@@ -256,7 +303,7 @@ export class FileDriver implements Driver {
     this.#writing.add(imageId);
     let file;
     try {
-      file = await open(incompletePath, 'w');
+      file = await (this.#options.openFile ?? open)(incompletePath, 'w');
     } catch (error) {
       this.#writing.delete(imageId);
       throw new CacheIOError(`cannot create ${incompletePath}: ${messageOf(error)}`, { cause: error });
@@ -280,7 +327,13 @@ export class FileDriver implements Driver {
         await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
         this.#logger.debug({ imageId, size }, 'committed image');
       },
-      discard: async (reason) => {
+      discard: async (reason, keepFile) => {
+        if (!keepFile) {
+          await unlinkIfExists(incompletePath);
+          this.#logger.warn({ imageId, reason }, 'fill abandoned, partial file deleted');
+          await this.#store.afterRollback(imageId, null, reason);
+          return;
+        }
         const invalidPath = this.layout.pathFor(imageId, 'invalid');
         const moved = await renameIfExists(incompletePath, invalidPath);
         this.#logger.warn({ imageId, reason, moved }, 'fill rolled back to invalid/');

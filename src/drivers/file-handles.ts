@@ -42,6 +42,7 @@ export class FileSink extends Writable {
     while (total > 0) {
       const { bytesWritten } = await this.#file.writev(pending);
       this.bytesWritten += bytesWritten;
+      this.emit('progress', this.bytesWritten);
       total -= bytesWritten;
       if (total === 0) break;
       if (bytesWritten === 0) throw new ImageCacheError('ERR_CACHE_IO', 'write made no progress');
@@ -68,8 +69,8 @@ function dropBytes(buffers: Buffer[], count: number): Buffer[] {
 export interface WriteCallbacks {
   /** Publish the finished file (rename into place, pop the queue, record metadata). */
   publish(size: number, digests: ImageDigests): Promise<void>;
-  /** Move whatever was written to `invalid/` and tell the store. */
-  discard(reason: string): Promise<void>;
+  /** Move whatever was written to `invalid/` (or delete it) and tell the store. */
+  discard(reason: string, keepFile: boolean): Promise<void>;
   /** The handle is closed either way. */
   release(): void;
 }
@@ -116,13 +117,13 @@ export class FileImageWriter implements ImageWriter {
     }
   }
 
-  async rollback(reason: unknown): Promise<void> {
+  async rollback(reason: unknown, options: { keepFile?: boolean } = {}): Promise<void> {
     if (this.#state !== 'open') return;
     this.#state = 'rolled back';
     try {
       this.stream.destroy();
       await this.#file.close().catch(() => {});
-      await this.#callbacks.discard(reason instanceof Error ? reason.message : String(reason));
+      await this.#callbacks.discard(reason instanceof Error ? reason.message : String(reason), options.keepFile ?? true);
     } finally {
       this.#callbacks.release();
     }

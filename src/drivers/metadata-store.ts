@@ -34,6 +34,8 @@ export interface MetadataStore {
   leastRecentlyAccessed(limit: number): Promise<string[]>;
   /** Drops the metadata of these images (their files are already gone). */
   remove(imageIds: readonly string[]): Promise<void>;
+  /** Records images found on disk without metadata (no hits, last access = `mtimeMs`). Existing entries win. */
+  adopt(files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>): Promise<void>;
   /** Drops all metadata. */
   removeAll(): Promise<void>;
 }

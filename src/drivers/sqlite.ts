@@ -145,6 +145,10 @@ export class SqliteStore implements MetadataStore {
     else if (imageIds.length > 1) this.#sql().removeMany(imageIds);
   }
 
+  async adopt(files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>): Promise<void> {
+    if (files.length > 0) this.#sql().adopt(files);
+  }
+
   async removeAll(): Promise<void> {
     this.#sql().removeAll.run();
   }
@@ -174,6 +178,13 @@ function prepareStatements(db: Database.Database) {
       .pluck(),
     remove,
     removeAll: db.prepare('DELETE FROM cached_images'),
+    adopt: db.transaction((files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>) => {
+      const insert = db.prepare(
+        `INSERT OR IGNORE INTO cached_images (image_id, last_accessed, last_modified, size, hits)
+         VALUES (?, ?, ?, ?, 0)`,
+      );
+      for (const file of files) insert.run(file.imageId, file.mtimeMs / 1000, file.mtimeMs / 1000, file.size);
+    }),
     removeMany: db.transaction((ids: readonly string[]) => {
       for (const id of ids) remove.run(id);
     }),

@@ -149,6 +149,9 @@ export class XattrStore implements MetadataStore {
 
   async removeAll(): Promise<void> {}
 
+  /** A file is its own record here: without our attributes it reads as 0 hits, last access = mtime. */
+  async adopt(): Promise<void> {}
+
   async #read(imageId: string): Promise<CachedImage | null> {
     const path = this.#path(imageId);
     let info;
