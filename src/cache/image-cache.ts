@@ -20,6 +20,7 @@ import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import { InFlight } from './inflight.js';
 import { CacheStats, type CacheStatus } from './stats.js';
+import { type VerifyEntry, type VerifyOptions, verifyCache } from './verify.js';
 
 export interface ImageCacheOptions {
   /** A configured driver (`ImageCache.open` configures it for you). */
@@ -125,6 +126,13 @@ export class ImageCache {
     await this.#admission.resync();
     this.#sized = Promise.resolve();
     return result;
+  }
+
+  /** Re-hashes every cached image against its recorded digests; see {@link verifyCache}. */
+  async verify(options: VerifyOptions = {}): Promise<VerifyEntry[]> {
+    const results = await verifyCache(this.driver, options);
+    if (results.some((entry) => entry.repaired)) await this.#admission.resync();
+    return results;
   }
 
   /**
