@@ -38,6 +38,11 @@ export interface FillConsumer {
 
 /** In-memory bytes a fill may hold for consumers when it cannot spool to disk, before it pauses the origin. */
 const MEMORY_HIGH_WATER = 8 << 20;
+/**
+ * The newest bytes stay in memory even once they are on disk: consumers keeping up with the origin share these
+ * buffers (no read, no copy); only late joiners and slow consumers read the file.
+ */
+const RECENT_WINDOW = 8 << 20;
 /** Reservation step for images of unknown size (or that send more than they promised). */
 const GROW_STEP = 8 << 20;
 
@@ -185,20 +190,23 @@ export class Fill extends EventEmitter {
     await this.#pump(this.#origin);
   }
 
-  /** Reads up to `length` bytes at `position` (below `released`) from the file or from memory. */
+  /** Reads up to `length` bytes at `position` (below `released`) from memory if it is there, else from the file. */
   async readAt(position: number, length: number): Promise<Buffer> {
+    const first = this.#memory[0];
+    if (first && position >= first.offset) {
+      for (const chunk of this.#memory) {
+        const end = chunk.offset + chunk.buf.length;
+        if (position < end) {
+          const start = position - chunk.offset;
+          return chunk.buf.subarray(start, Math.min(chunk.buf.length, start + length));
+        }
+      }
+    }
     if (position < this.fileLimit && this.#readFile) {
       const size = Math.min(length, this.fileLimit - position);
       const buffer = Buffer.allocUnsafe(size);
       const { bytesRead } = await this.#readFile.read(buffer, 0, size, position);
       if (bytesRead > 0) return buffer.subarray(0, bytesRead);
-    }
-    for (const chunk of this.#memory) {
-      const end = chunk.offset + chunk.buf.length;
-      if (position >= chunk.offset && position < end) {
-        const start = position - chunk.offset;
-        return chunk.buf.subarray(start, Math.min(chunk.buf.length, start + length));
-      }
     }
     throw new Error(`fill of ${this.imageId}: byte ${position} is neither on disk nor in memory`);
   }
@@ -355,9 +363,12 @@ export class Fill extends EventEmitter {
     }
   }
 
-  /** Drops memory below what the file holds (spooling) or what every consumer has read (not spooling). */
+  /**
+   * Drops memory below what the file holds and the recent window (spooling), or below what every consumer has
+   * read (not spooling).
+   */
   #trimMemory(): void {
-    let keepFrom = this.fileLimit;
+    let keepFrom = Math.min(this.fileLimit, this.received - RECENT_WINDOW);
     if (!this.#writer) {
       keepFrom = Infinity;
       for (const consumer of this.#consumers) {

@@ -140,13 +140,15 @@ describe('fill engine', () => {
         openOrigin: origin.open,
       };
       const consumers = await Promise.all([cache.fetch(request), cache.fetch(request)]);
-      for (const consumer of consumers) {
-        await assert.rejects(collect(consumer.stream), (error: unknown) => {
-          assert.ok(error instanceof ChecksumMismatchError);
-          assert.ok((error as unknown as { received: number }).received < data.length, 'the body is incomplete');
-          return true;
-        });
-      }
+      await Promise.all(
+        consumers.map((consumer) =>
+          assert.rejects(collect(consumer.stream), (error: unknown) => {
+            assert.ok(error instanceof ChecksumMismatchError);
+            assert.ok((error as unknown as { received: number }).received < data.length, 'the body is incomplete');
+            return true;
+          }),
+        ),
+      );
       assert.equal(await cache.isCached('img'), false);
       await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the copy in invalid/');
       assert.equal(cache.stats.fillFailures.verification, 1);
