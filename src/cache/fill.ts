@@ -11,7 +11,8 @@ import {
   SizeMismatchError,
 } from '../errors.js';
 import type { Admission } from './admission.js';
-import { DEFAULT_HASH_ALGO, type ExpectedImage, ImageHasher, verifyDigests } from './digest.js';
+import { DEFAULT_HASH_ALGO, type ExpectedImage, verifyDigests } from './digest.js';
+import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
 import type { CacheStats, FillFailureReason } from './stats.js';
 
 /** Opens the origin's stream of an image. Abort the signal to cancel the request. */
@@ -29,6 +30,8 @@ export interface FillOptions {
   logger: Logger;
   /** Abort when the origin sends nothing for this long. */
   idleTimeoutMs: number;
+  /** Hash threads; null hashes on the main thread. */
+  hashPool: HashPool | null;
 }
 
 /** What the fill needs to know of a consumer: how far it has read. */
@@ -218,10 +221,11 @@ export class Fill extends EventEmitter {
   }
 
   async #pump(origin: Readable): Promise<void> {
-    const { stats } = this.#options;
-    let hasher: ImageHasher;
+    const { stats, hashPool } = this.#options;
+    let hasher: StreamHasher;
     try {
-      hasher = new ImageHasher(this.expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
+      const algorithm = this.expected.osHashAlgo ?? DEFAULT_HASH_ALGO;
+      hasher = hashPool ? hashPool.open(algorithm) : inlineHasher(algorithm);
     } catch (error) {
       this.#fail(error as Error, 'origin');
       return;
@@ -230,21 +234,29 @@ export class Fill extends EventEmitter {
       this.#armIdleTimer();
       for await (const data of origin) {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
-        if (this.settled) return;
-        hasher.update(chunk);
+        if (this.settled) break;
+        const hashing = hasher.update(chunk);
         stats.bytesFromOrigin += chunk.length;
         this.#memory.push({ offset: this.received, buf: chunk });
         this.received += chunk.length;
         if (this.#writer) await this.#spool(chunk);
         this.#release(this.received - chunk.length);
         await this.#waitForConsumers();
+        if (hashing) {
+          this.#clearIdleTimer(); // waiting for our own hash threads is not the origin being idle
+          await hashing;
+        }
         this.#armIdleTimer();
       }
       this.#clearIdleTimer();
-      if (this.settled) return;
+      if (this.settled) {
+        hasher.discard();
+        return;
+      }
       await this.#finish(hasher);
     } catch (error) {
       this.#clearIdleTimer();
+      hasher.discard();
       this.#fail(this.error ?? (error as Error), 'origin');
     }
   }
@@ -295,8 +307,8 @@ export class Fill extends EventEmitter {
     if (this.#consumers.size === 0 && !this.settled) this.#fail(error, reason, false);
   }
 
-  async #finish(hasher: ImageHasher): Promise<void> {
-    const found = hasher.digests();
+  async #finish(hasher: StreamHasher): Promise<void> {
+    const found = await hasher.digests();
     try {
       verifyDigests(this.imageId, this.expected, found);
     } catch (error) {

@@ -18,6 +18,7 @@ import { Admission } from './admission.js';
 import { checkHashAlgorithm, DEFAULT_HASH_ALGO, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
+import { HashPool } from './hash-pool.js';
 import { InFlight } from './inflight.js';
 import { CacheStats, type CacheStatus } from './stats.js';
 import { type VerifyEntry, type VerifyOptions, verifyCache } from './verify.js';
@@ -29,6 +30,11 @@ export interface ImageCacheOptions {
   maxSize?: number;
   /** `image_cache_fill_idle_timeout`: abort a fill whose origin sends nothing for this long. @default 60 */
   fillIdleTimeout?: number;
+  /**
+   * Hash MD5 and the multihash on two worker threads instead of the main thread. Pays off only with idle
+   * cores: see the README's performance section. @default false
+   */
+  hashThreads?: boolean;
   logger?: Logger;
 }
 
@@ -70,6 +76,7 @@ export class ImageCache {
   readonly #admission: Admission;
   readonly #inflight = new InFlight();
   readonly #idleTimeoutMs: number;
+  readonly #hashPool: HashPool | null;
   #sized: Promise<void> | undefined;
 
   constructor(options: ImageCacheOptions) {
@@ -77,12 +84,15 @@ export class ImageCache {
     this.maxSize = options.maxSize ?? 10 * 1024 ** 3;
     this.#logger = options.logger ?? pino({ level: 'silent' });
     this.#idleTimeoutMs = (options.fillIdleTimeout ?? 60) * 1000;
+    this.#hashPool = options.hashThreads ? new HashPool() : null;
     this.#admission = new Admission(this.driver, this.maxSize, this.stats, this.#logger);
   }
 
   /**
-   * Builds the driver `image_cache_driver` names (never another one), configures it and reconciles the cache
-   * directory with the metadata (a crash may have left either behind).
+   * Builds the driver `image_cache_driver` names (never another one) and configures it. With `reconcile`, also
+   * brings the directory and the metadata back in line after a crash ({@link Driver.reconcile}): only the
+   * process that owns the cache dir (the server, at start) may do that, because it takes every `incomplete/`
+   * file it is not writing itself for a leftover.
    */
   static async open(
     config: CacheConfig,
@@ -101,7 +111,7 @@ export class ImageCache {
       fillIdleTimeout: config.image_cache_fill_idle_timeout,
       ...(options.logger ? { logger: options.logger } : {}),
     });
-    if (options.reconcile ?? true) await cache.reconcile();
+    if (options.reconcile) await cache.reconcile();
     return cache;
   }
 
@@ -117,6 +127,7 @@ export class ImageCache {
       const fills = Promise.all(this.#inflight.all().map((fill) => fill.whenSettled()));
       await Promise.race([fills, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     }
+    await this.#hashPool?.close();
     await this.driver.close();
   }
 
@@ -357,6 +368,7 @@ export class ImageCache {
       stats: this.stats,
       logger: this.#logger,
       idleTimeoutMs: this.#idleTimeoutMs,
+      hashPool: this.#hashPool,
     });
     this.#inflight.add(fill);
     void fill.start();

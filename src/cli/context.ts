@@ -24,10 +24,15 @@ export interface CliIO {
 
 /** Options every command accepts (commander's camelCase of the flags). */
 export interface GlobalOptions {
+  /** `--cache-dir`: `image_cache_dir`. No default: some source must set it. */
   cacheDir?: string;
+  /** `--driver`: `image_cache_driver`. @default sqlite */
   driver?: string;
+  /** `--max-size`: `image_cache_max_size`, a byte count with an optional K/M/G/T suffix. @default 10G */
   maxSize?: string;
+  /** `--config`: INI file whose `[DEFAULT]` section holds Glance's options. @default $IMGCACHE_CONFIG */
   config?: string;
+  /** `--verbose`: log at info instead of error. @default false */
   verbose?: boolean;
 }
 
@@ -64,10 +69,14 @@ export class CliContext {
     this.io.stderr.write(`imgcache: ${line}\n`);
   }
 
-  /** pino on stderr: `warn` by default, `info` with `--verbose`. */
+  /**
+   * pino on stderr: `error` by default (every command reports its own outcome in one line; the library's
+   * warnings would only repeat it), `info` with `--verbose`.
+   */
   logger(globals: GlobalOptions): Logger {
     const stderr = this.io.stderr;
-    return pino({ name: 'imgcache', level: globals.verbose ? 'info' : 'warn' }, { write: (line) => stderr.write(line) });
+    const level = globals.verbose ? 'info' : 'error';
+    return pino({ name: 'imgcache', level }, { write: (line) => stderr.write(line) });
   }
 
   /**
@@ -126,10 +135,14 @@ export class CliContext {
     for (const id of ids) layout.validate(id);
 
     const logger = this.logger(globals);
+    // No reconcile (the default): it moves every incomplete/ file this process is not writing to invalid/, which
+    // from a short-lived CLI would break the live fills of a server sharing the directory. Stalled files are
+    // `clean`'s.
     const cache = await ImageCache.open(config, { logger });
     try {
       for (const id of ids) cache.driver.getImageFilepath(id);
-      logger.info({ command: command.name(), cacheDir: config.image_cache_dir, driver: cache.driver.name }, 'opened cache');
+      const event = { command: command.name(), cacheDir: config.image_cache_dir, driver: cache.driver.name };
+      logger.info(event, 'opened cache');
       return await body(cache, config);
     } finally {
       await cache.close();

@@ -32,15 +32,16 @@ export class CliFailure extends ImageCacheError {
   }
 }
 
-/** Commander codes that are not errors: the user asked for help or the version. */
-const COMMANDER_SUCCESS = new Set(['commander.helpDisplayed', 'commander.version']);
+/** Commander codes after which commander has already printed all there is to say (help or the version). */
+const COMMANDER_PRINTED = new Set(['commander.helpDisplayed', 'commander.version', 'commander.help']);
 
 /**
  * The exit code for an error that reached `main`. Usage, configuration and id errors are 2 because retrying the
  * same command can never succeed; everything else (disk, verification, races) is 1.
  */
 export function exitCodeFor(error: unknown): ExitCode {
-  if (error instanceof CommanderError) return COMMANDER_SUCCESS.has(error.code) ? EXIT.ok : EXIT.usage;
+  // `--help`, `--version` and `help <command>` exit 0; `help` without a command or with an unknown one is 1.
+  if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
   if (
     error instanceof CliUsageError ||
     error instanceof ConfigError ||
@@ -62,9 +63,9 @@ export function exitCodeFor(error: unknown): ExitCode {
 export function errorLine(error: unknown): string | null {
   let message: string;
   if (error instanceof CommanderError) {
-    if (COMMANDER_SUCCESS.has(error.code) || error.code === 'commander.help') return null;
+    if (COMMANDER_PRINTED.has(error.code)) return null;
     // "error: unknown command 'lst'\n(Did you mean list?)" -> one line, pointing at --help.
-    message = `${error.message.replace(/^error:\s*/i, '')} (see imgcache --help)`;
+    message = `${error.message.replace(/^error:\s*/i, '')}; see imgcache --help`;
   } else if (error instanceof Error) {
     message = error.message;
   } else {

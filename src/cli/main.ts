@@ -7,6 +7,7 @@ import { registerImport } from './commands/import.js';
 import { registerList } from './commands/list.js';
 import { registerPrune } from './commands/prune.js';
 import { registerQueue } from './commands/queue.js';
+import { registerVerify } from './commands/verify.js';
 import { CliContext, type CliIO, CONFIG_ENV } from './context.js';
 import { errorLine, exitCodeFor } from './exit.js';
 
@@ -18,7 +19,8 @@ function packageVersion(): string {
 
 const HELP_FOOTER = `
 Configuration, strongest first: flags; environment (IMGCACHE_CACHE_DIR, IMGCACHE_DRIVER, IMGCACHE_MAX_SIZE,
-IMGCACHE_STALL_TIME, IMGCACHE_SQLITE_DB); the [DEFAULT] section of --config FILE or $${CONFIG_ENV}
+IMGCACHE_STALL_TIME, IMGCACHE_SQLITE_DB,
+IMGCACHE_FILL_IDLE_TIMEOUT); the [DEFAULT] section of --config FILE or $${CONFIG_ENV}
 (glance-api.conf option names: image_cache_dir, image_cache_driver, ...); defaults.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad command line, configuration or image id (nothing touched).`;
@@ -53,6 +55,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerPrune(program, ctx);
   registerClean(program, ctx);
   registerImport(program, ctx);
+  registerVerify(program, ctx);
   return program;
 }
 

@@ -1,6 +1,6 @@
 import { constants, type Dirent } from 'node:fs';
 import { access, type FileHandle, mkdir, open, readdir, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CacheLayout, type ImageState } from '../cache/layout.js';
 import {
@@ -105,9 +105,8 @@ export class FileDriver implements Driver {
     }
     const layout = new CacheLayout(resolve(dir), this.#store.reservedNames);
     try {
-      for (const state of ['active', 'incomplete', 'invalid', 'queue'] as const) {
-        await mkdir(layout.dirFor(state), { recursive: true });
-      }
+      await makeDirectories(layout.baseDir);
+      for (const state of ['incomplete', 'invalid', 'queue'] as const) await makeDirectories(layout.dirFor(state));
       await access(layout.baseDir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch (error) {
       throw new BadDriverConfigurationError(
@@ -416,6 +415,23 @@ async function isRegularFile(path: string): Promise<boolean> {
   } catch (error) {
     if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
     throw error;
+  }
+}
+
+/**
+ * `mkdir -p`, one level at a time. Node's `mkdir({ recursive: true })` spins forever on procfs (which answers
+ * ENOENT to mkdir); this fails with that ENOENT instead.
+ */
+async function makeDirectories(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (error) {
+    if (isErrno(error, 'EEXIST')) return;
+    if (!isErrno(error, 'ENOENT') || dirname(path) === path) throw error;
+    await makeDirectories(dirname(path));
+    await mkdir(path).catch((again: unknown) => {
+      if (!isErrno(again, 'EEXIST')) throw again;
+    });
   }
 }
 

@@ -162,6 +162,12 @@ describe('sqlite driver specifics', () => {
     });
   });
 
+  it('fails fast, without hanging, when the cache dir cannot be created (a path under /proc)', async () => {
+    await assert.rejects(createSqliteDriver({ cacheDir: '/proc/imgcache-test/cache' }).configure(), {
+      code: 'ERR_BAD_DRIVER_CONFIGURATION',
+    });
+  });
+
   it('keeps hits when an image is committed again, and updates size and time', async (t) => {
     const { driver } = await setUp(t, createSqliteDriver);
     await put(driver, '1', 'x');

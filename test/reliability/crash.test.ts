@@ -46,7 +46,7 @@ describe('crash safety', () => {
         child.kill('SIGKILL');
         if ((await exited) === 0) completed += 1;
 
-        const cache = await ImageCache.open({ ...DEFAULTS, image_cache_dir: dir, image_cache_driver: driver });
+        const cache = await ImageCache.open({ ...DEFAULTS, image_cache_dir: dir, image_cache_driver: driver }, { reconcile: true });
         try {
           assert.deepEqual(await readdir(join(dir, 'incomplete')), [], 'reconcile empties incomplete/');
           const images = await cache.getCachedImages();

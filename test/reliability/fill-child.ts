@@ -10,7 +10,7 @@ import { glanceMetadata, TestOrigin } from '../helpers/origin.js';
 const [cacheDir, driver, imageId, size] = process.argv.slice(2);
 const data = randomFillSync(Buffer.allocUnsafe(Number(size)));
 const expected = glanceMetadata(data);
-const cache = await ImageCache.open({ ...DEFAULTS, image_cache_dir: cacheDir, image_cache_driver: driver ?? 'sqlite' });
+const cache = await ImageCache.open({ ...DEFAULTS, image_cache_dir: cacheDir, image_cache_driver: driver ?? 'sqlite' }, { reconcile: true });
 process.send?.('filling');
 const origin = new TestOrigin(data, { chunkSize: 1 << 20, delayMs: 2 });
 const result = await cache.fetch({ imageId: imageId ?? 'x', expected, openOrigin: origin.open });

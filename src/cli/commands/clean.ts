@@ -16,7 +16,10 @@ export function registerClean(program: Command, ctx: CliContext): void {
   program
     .command('clean')
     .description('remove invalid/ files and incomplete/ files older than the stall time')
-    .option('--stall-time <seconds>', 'age in seconds after which an incomplete file is stalled (0: all); default 86400')
+    .option(
+      '--stall-time <seconds>',
+      'age in seconds after which an incomplete file is stalled (0: all); default 86400 (image_cache_stall_time)',
+    )
     .action(async (options: CleanOptions, command: Command) => {
       const extra = { image_cache_stall_time: options.stallTime };
       ctx.exitCode = await ctx.withCache(command, { extra }, async (cache, config) => {

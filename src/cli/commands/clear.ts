@@ -19,9 +19,7 @@ export function registerClear(program: Command, ctx: CliContext): void {
   program
     .command('clear')
     .description('delete all cached images and/or all queue entries')
-    .addOption(
-      new Option('--target <target>', 'what to clear').choices([...CLEAR_TARGETS]).default('both' satisfies ClearTarget),
-    )
+    .addOption(new Option('--target <target>', 'what to clear').choices(CLEAR_TARGETS).default('both'))
     .action(async (options: ClearOptions, command: Command) => {
       ctx.exitCode = await ctx.withCache(command, {}, async (cache) => {
         const parts: string[] = [];

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
-import type { ImageCache, ProgressListener } from '../../cache/image-cache.js';
+import type { ImageCache } from '../../cache/image-cache.js';
 import { checkHashAlgorithm, DEFAULT_HASH_ALGO, type ExpectedImage } from '../../cache/digest.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../../errors.js';
-import type { CliContext, CliIO } from '../context.js';
+import type { CliContext } from '../context.js';
 import { CliFailure, CliUsageError, EXIT } from '../exit.js';
 import { formatBytes } from '../format.js';
+import { progressBar } from '../progress.js';
 
 interface ImportOptions {
   checksum?: string;
@@ -33,7 +33,7 @@ export function registerImport(program: Command, ctx: CliContext): void {
     .action(async (id: string, file: string, options: ImportOptions, command: Command) => {
       const expected = parseExpected(options);
       ctx.exitCode = await ctx.withCache(command, { ids: [id] }, async (cache) => {
-        const progress = progressBar(ctx.io, id);
+        const progress = progressBar(ctx.io, `importing ${id}`);
         let cached: boolean;
         try {
           cached = await cache.cacheImageFile(id, file, expected, progress?.listener);
@@ -50,7 +50,7 @@ export function registerImport(program: Command, ctx: CliContext): void {
           progress?.stop();
         }
         if (!cached) throw new CliFailure(await whyNotImported(cache, id));
-        ctx.out(`cached ${id} (${formatBytes(await cache.getImageSize(id))})`);
+        ctx.out(`cached ${id}: ${formatBytes(await cache.getImageSize(id))}`);
         return EXIT.ok;
       });
     });
@@ -61,7 +61,8 @@ export function parseExpected(options: ImportOptions): ExpectedImage {
   const expected: ExpectedImage = {};
   if (options.checksum !== undefined) {
     if (!/^[0-9a-f]{32}$/i.test(options.checksum)) {
-      throw new CliUsageError(`--checksum must be an MD5 digest of 32 hex digits; got ${JSON.stringify(options.checksum)}`);
+      const got = JSON.stringify(options.checksum);
+      throw new CliUsageError(`--checksum must be an MD5 digest of 32 hex digits; got ${got}`);
     }
     expected.checksum = options.checksum.toLowerCase();
   }
@@ -79,7 +80,8 @@ export function parseExpected(options: ImportOptions): ExpectedImage {
     const digits = createHash(algorithm).digest().length * 2;
     if (!new RegExp(`^[0-9a-f]{${digits}}$`, 'i').test(options.osHashValue)) {
       throw new CliUsageError(
-        `--os-hash-value must be a ${algorithm} digest of ${digits} hex digits; got ${JSON.stringify(options.osHashValue)}` +
+        `--os-hash-value must be a ${algorithm} digest of ${digits} hex digits; ` +
+          `got ${JSON.stringify(options.osHashValue)}` +
           (options.osHashAlgo === undefined ? ' (use --os-hash-algo for another algorithm)' : ''),
       );
     }
@@ -104,28 +106,4 @@ async function whyNotImported(cache: ImageCache, id: string): Promise<string> {
     `image ${id} is already being cached (${cache.driver.getImageFilepath(id, 'incomplete')} exists); nothing ` +
     'was imported. Wait for that copy to finish, or remove a stalled one with `imgcache clean`'
   );
-}
-
-/** A progress bar on stderr, only when stderr is a terminal: pipes and logs get no control characters. */
-function progressBar(io: CliIO, id: string): { listener: ProgressListener; stop: () => void } | null {
-  if (!io.stderr.isTTY) return null;
-  const bar = new SingleBar({
-    stream: io.stderr,
-    format: `importing ${id} [{bar}] {percentage}% | {value}/{total} bytes | ETA {eta_formatted}`,
-    hideCursor: true,
-    clearOnComplete: true,
-  });
-  let started = false;
-  return {
-    listener: (done, total) => {
-      if (!started) {
-        bar.start(total ?? 0, 0);
-        started = true;
-      }
-      bar.update(done);
-    },
-    stop: () => {
-      if (started) bar.stop();
-    },
-  };
 }
