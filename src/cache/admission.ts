@@ -40,9 +40,12 @@ export class Admission {
     return this.#reserved;
   }
 
-  /** Re-reads the size from disk (at start, and after another process may have changed the cache). */
+  /**
+   * Re-reads the size (at start, and after another process may have changed the cache). Admission accounts in
+   * recorded sizes, which the store adds up without a stat per file.
+   */
   async resync(): Promise<void> {
-    this.#used = await this.#driver.getCacheSize();
+    this.#used = await this.#driver.getRecordedCacheSize();
   }
 
   acquire(imageId: string): void {
@@ -90,7 +93,7 @@ export class Admission {
     this.#used = Math.max(0, this.#used - bytes);
   }
 
-  /** Evicts until the committed bytes are at most `target`; returns what was evicted. Used by prune. */
+  /** Evicts until the recorded bytes are at most `target`; returns files evicted and bytes freed. Prune's path. */
   shrinkTo(target: number): Promise<{ files: number; bytes: number }> {
     return this.#serialized(() => this.#evictWhile((used) => used > target));
   }
@@ -111,11 +114,11 @@ export class Admission {
         if (!needMore(this.#used - planned)) break;
       }
       if (victims.length > 0) {
-        await this.#driver.deleteCachedImages(victims.map(([id]) => id));
+        const freed = await this.#driver.deleteCachedImages(victims.map(([id]) => id));
         for (const [id] of victims) gone.add(id);
         this.#used = Math.max(0, this.#used - planned);
         evicted.files += victims.length;
-        evicted.bytes += planned;
+        evicted.bytes += freed; // what the disk got back; a file deleted behind our back frees nothing
         this.#stats.evictions += victims.length;
       } else if (candidates.length < batchSize || batchSize === MAX_BATCH) {
         break; // everything the driver has is in use (or already gone): never spin

@@ -47,8 +47,11 @@ export interface Driver {
   deleteAllCachedImages(): Promise<number>;
   /** Deletes `<base>/<id>` and its metadata. A missing image is not an error. */
   deleteCachedImage(imageId: string): Promise<void>;
-  /** {@link deleteCachedImage} for many ids, with one metadata transaction (prune's batch path). */
-  deleteCachedImages(imageIds: readonly string[]): Promise<void>;
+  /**
+   * {@link deleteCachedImage} for many ids: files unlinked in parallel, metadata in one transaction (prune's
+   * path). Returns the bytes actually freed (files already gone count 0).
+   */
+  deleteCachedImages(imageIds: readonly string[]): Promise<number>;
   /** Moves a cached image to `invalid/` and drops its metadata (a copy that failed verification). */
   quarantineCachedImage(imageId: string, reason: string): Promise<void>;
   /**
@@ -83,10 +86,16 @@ export interface Driver {
    */
   getLeastRecentlyAccessed(): Promise<[string, number] | null>;
   /**
-   * Up to `limit` cached images, least recently accessed first (ties by id), each `[id, size]`. Lets prune work
-   * in batches instead of one query per victim.
+   * Up to `limit` cached images, least recently accessed first (ties by id), each `[id, size]` with the size
+   * **recorded at commit** (no stat per candidate). Lets prune and admission work in batches.
    */
   listLeastRecentlyAccessed(limit: number): Promise<Array<[string, number]>>;
+  /**
+   * Sum of the sizes recorded for cached images: what admission accounts against `image_cache_max_size`. Cheap
+   * where the store can add it up (sqlite: one query); files without metadata are not in it until reconcile
+   * adopts them.
+   */
+  getRecordedCacheSize(): Promise<number>;
 
   /**
    * Opens `incomplete/<id>` for writing (truncating a leftover). Commit renames it to `<base>/<id>`

@@ -30,8 +30,10 @@ export interface MetadataStore {
   get(imageId: string): Promise<CachedImage | null>;
   /** Every image the store knows, sorted by id. Times in epoch seconds. */
   list(): Promise<CachedImage[]>;
-  /** Up to `limit` image ids, least recently accessed first, ties by id. */
-  leastRecentlyAccessed(limit: number): Promise<string[]>;
+  /** Up to `limit` images with their recorded sizes, least recently accessed first, ties by id. */
+  leastRecentlyAccessed(limit: number): Promise<Array<[string, number]>>;
+  /** Sum of recorded sizes, when the store can add it up without walking the files; otherwise null. */
+  recordedSize(): Promise<number | null>;
   /** Drops the metadata of these images (their files are already gone). */
   remove(imageIds: readonly string[]): Promise<void>;
   /** Records images found on disk without metadata (no hits, last access = `mtimeMs`). Existing entries win. */

@@ -53,6 +53,9 @@ interface Row {
   os_hash_value: string | null;
 }
 
+/** {@link Row} as an array, in {@link COLUMNS} order. */
+type RawRow = [string, number | null, number | null, number | null, number | null, string | null, string | null, string | null];
+
 const COLUMNS = 'image_id, hits, last_accessed, last_modified, size, checksum, os_hash_algo, os_hash_value';
 
 /**
@@ -133,11 +136,26 @@ export class SqliteStore implements MetadataStore {
   }
 
   async list(): Promise<CachedImage[]> {
-    return this.#sql().list.all().map(toCachedImage);
+    return this.#sql()
+      .list.all()
+      .map(([imageId, hits, lastAccessed, lastModified, size, checksum, osHashAlgo, osHashValue]) => ({
+        imageId,
+        hits: hits ?? 0,
+        lastAccessed: lastAccessed ?? 0,
+        lastModified: lastModified ?? 0,
+        size: size ?? 0,
+        checksum,
+        osHashAlgo,
+        osHashValue,
+      }));
   }
 
-  async leastRecentlyAccessed(limit: number): Promise<string[]> {
-    return this.#sql().lru.all(limit);
+  async leastRecentlyAccessed(limit: number): Promise<Array<[string, number]>> {
+    return this.#sql().lru.all(limit).map(([id, size]) => [id, size ?? 0]);
+  }
+
+  async recordedSize(): Promise<number> {
+    return this.#sql().total.get() ?? 0;
   }
 
   async remove(imageIds: readonly string[]): Promise<void> {
@@ -172,10 +190,14 @@ function prepareStatements(db: Database.Database) {
     ),
     hit: db.prepare('UPDATE cached_images SET hits = hits + 1, last_accessed = ? WHERE image_id = ?'),
     get: db.prepare<[string], Row>(`SELECT ${COLUMNS} FROM cached_images WHERE image_id = ?`),
-    list: db.prepare<[], Row>(`SELECT ${COLUMNS} FROM cached_images ORDER BY image_id`),
+    // Raw rows (arrays) for the full listing: building 100k objects with named keys is most of its cost.
+    list: db.prepare<[], RawRow>(`SELECT ${COLUMNS} FROM cached_images ORDER BY image_id`).raw(),
     lru: db
-      .prepare<[number], string>('SELECT image_id FROM cached_images ORDER BY last_accessed, image_id LIMIT ?')
-      .pluck(),
+      .prepare<[number], [string, number | null]>(
+        'SELECT image_id, size FROM cached_images ORDER BY last_accessed, image_id LIMIT ?',
+      )
+      .raw(),
+    total: db.prepare<[], number>('SELECT COALESCE(SUM(size), 0) FROM cached_images').pluck(),
     remove,
     removeAll: db.prepare('DELETE FROM cached_images'),
     adopt: db.transaction((files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>) => {

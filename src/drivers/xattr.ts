@@ -129,19 +129,24 @@ export class XattrStore implements MetadataStore {
     return images;
   }
 
-  async leastRecentlyAccessed(limit: number): Promise<string[]> {
+  async leastRecentlyAccessed(limit: number): Promise<Array<[string, number]>> {
     const names = await this.#imageNames();
-    const clocks: Array<{ id: string; at: number }> = [];
+    const clocks: Array<{ id: string; at: number; size: number }> = [];
     for (let i = 0; i < names.length; i += BATCH) {
       const batch = names.slice(i, i + BATCH);
-      const times = await Promise.all(batch.map((id) => this.#lastAccessedMs(this.#path(id))));
+      const entries = await Promise.all(batch.map((id) => this.#clock(this.#path(id))));
       batch.forEach((id, j) => {
-        const at = times[j];
-        if (at !== null && at !== undefined) clocks.push({ id, at });
+        const entry = entries[j];
+        if (entry) clocks.push({ id, ...entry });
       });
     }
     clocks.sort((a, b) => a.at - b.at || compareIds(a.id, b.id));
-    return clocks.slice(0, limit).map((c) => c.id);
+    return clocks.slice(0, limit).map((c) => [c.id, c.size]);
+  }
+
+  /** The files are the records: a walk is as cheap as it gets. */
+  async recordedSize(): Promise<null> {
+    return null;
   }
 
   /** The metadata lives on the files, which are already gone. */
@@ -182,9 +187,10 @@ export class XattrStore implements MetadataStore {
     };
   }
 
-  async #lastAccessedMs(path: string): Promise<number | null> {
+  async #clock(path: string): Promise<{ at: number; size: number } | null> {
     try {
-      return (await this.#readNumber(path, LAST_ACCESSED)) ?? (await stat(path)).mtimeMs;
+      const [info, lastAccessed] = await Promise.all([stat(path), this.#readNumber(path, LAST_ACCESSED)]);
+      return { at: lastAccessed ?? info.mtimeMs, size: info.size };
     } catch (error) {
       if (isErrno(error, 'ENOENT')) return null;
       throw error;
