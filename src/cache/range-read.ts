@@ -1,0 +1,91 @@
+import { type FileHandle, open } from 'node:fs/promises';
+import { type Readable, Transform } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import type { Driver } from '../drivers/driver.js';
+import { CHUNK_SIZE, isErrno } from '../drivers/file-handles.js';
+import type { Fill } from './fill.js';
+
+/** An inclusive byte range. */
+export interface Range {
+  start: number;
+  end: number;
+}
+
+/** Opens the origin for just a byte range (an HTTP `Range` request, a positioned file read). */
+export type RangeOpener = (range: Range, signal: AbortSignal) => Promise<Readable>;
+
+/**
+ * The range from the cached file, when the image is cached with the expected size; null otherwise. A range is
+ * not a complete read: no hit is recorded (Glance never served ranges from the cache at all, bug 1664709).
+ */
+export async function rangeFromCache(
+  driver: Driver,
+  imageId: string,
+  range: Range,
+  expectedSize: number | null,
+): Promise<Readable | null> {
+  let reader;
+  try {
+    reader = await driver.openForRead(imageId);
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_IMAGE_NOT_CACHED') return null;
+    throw error;
+  }
+  if ((expectedSize !== null && reader.size !== expectedSize) || range.end >= reader.size) {
+    await reader.close();
+    return null;
+  }
+  const stream = reader.createReadStream(range);
+  void finished(stream).catch(() => {}).finally(() => void reader.close());
+  return stream;
+}
+
+/**
+ * The range from a running fill's `incomplete/` file once those bytes are on disk; null otherwise. The file is
+ * opened by path, so the fill is not disturbed: it neither waits for this reader nor is kept alive by it.
+ */
+export async function rangeFromFill(driver: Driver, fill: Fill | undefined, range: Range): Promise<Readable | null> {
+  if (!fill || fill.settled || fill.fileLimit <= range.end) return null;
+  let file: FileHandle;
+  try {
+    file = await open(driver.getImageFilepath(fill.imageId, 'incomplete'), 'r');
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return null; // committed or rolled back meanwhile
+    throw error;
+  }
+  const stream = file.createReadStream({ ...range, highWaterMark: CHUNK_SIZE });
+  return stream;
+}
+
+/**
+ * The range from the origin: a ranged request when the origin can do one, else the whole stream with the bytes
+ * outside the range dropped (never cached: ranges do not start fills).
+ */
+export async function rangeFromOrigin(
+  range: Range,
+  signal: AbortSignal,
+  openRange: RangeOpener | undefined,
+  openWhole: (signal: AbortSignal) => Promise<Readable>,
+): Promise<Readable> {
+  if (openRange) return openRange(range, signal);
+  const whole = await openWhole(signal);
+  const slice = sliceStream(range);
+  pipeline(whole, slice).catch(() => {}); // an origin error reaches the consumer through `slice`
+  slice.once('end', () => whole.destroy()); // the rest of the image is not wanted
+  return slice;
+}
+
+function sliceStream(range: Range): Transform {
+  let offset = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      const chunkStart = offset;
+      offset += chunk.length;
+      const from = Math.max(range.start - chunkStart, 0);
+      const to = Math.min(range.end + 1 - chunkStart, chunk.length);
+      if (to > from) this.push(chunk.subarray(from, to));
+      if (offset > range.end && !this.readableEnded) this.push(null);
+      callback();
+    },
+  });
+}

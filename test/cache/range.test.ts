@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ImageCache } from '../../src/cache/image-cache.js';
+import { createSqliteDriver } from '../../src/drivers/sqlite.js';
+import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const MIB = 1 << 20;
+
+describe('ImageCache.fetchRange', () => {
+  it('serves a range from the cached file without recording a hit, and from the origin when uncached', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir });
+    await driver.configure();
+    const cache = new ImageCache({ driver });
+    t.after(() => cache.close());
+    const data = imageBytes(3 * MIB, 1);
+    const origin = new TestOrigin(data);
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
+
+    const uncached = await cache.fetchRange(request, { start: 10, end: 20 });
+    assert.equal(uncached.status, 'BYPASS');
+    assert.ok((await collect(uncached.stream)).equals(data.subarray(10, 21)));
+    assert.equal(await cache.isCached('img'), false, 'a range never starts a fill');
+
+    await collect((await cache.fetch(request)).stream);
+    const opens = origin.opens;
+    const hit = await cache.fetchRange(request, { start: MIB, end: 2 * MIB + 5 });
+    assert.equal(hit.status, 'HIT');
+    assert.equal(hit.size, MIB + 6);
+    assert.ok((await collect(hit.stream)).equals(data.subarray(MIB, 2 * MIB + 6)));
+    assert.equal(origin.opens, opens);
+    await sleep(20);
+    assert.equal(await cache.getHitCount('img'), 0);
+  });
+
+  it('uses a ranged origin request when the origin offers one', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir });
+    await driver.configure();
+    const cache = new ImageCache({ driver });
+    t.after(() => cache.close());
+    const data = imageBytes(MIB, 2);
+    const asked: Array<[number, number]> = [];
+    const result = await cache.fetchRange(
+      {
+        imageId: 'img',
+        openOrigin: () => Promise.reject(new Error('the whole image must not be read')),
+        openOriginRange: async ({ start, end }) => {
+          asked.push([start, end]);
+          return Readable.from([data.subarray(start, end + 1)]);
+        },
+      },
+      { start: 100, end: 199 },
+    );
+    assert.ok((await collect(result.stream)).equals(data.subarray(100, 200)));
+    assert.deepEqual(asked, [[100, 199]]);
+  });
+
+  it('serves a range from a running fill once those bytes are on disk, without disturbing it', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir });
+    await driver.configure();
+    const cache = new ImageCache({ driver });
+    t.after(() => cache.close());
+    const data = imageBytes(4 * MIB, 3);
+    const origin = new TestOrigin(data, { gated: true });
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
+    const full = await cache.fetch(request);
+    const body = collect(full.stream);
+    origin.allow(2 * MIB);
+    const deadline = Date.now() + 10_000;
+    while (cache.stats.bytesFromOrigin < 2 * MIB && Date.now() < deadline) await sleep(5);
+    await sleep(50); // let the bytes reach the file
+    const early = await cache.fetchRange(request, { start: 1000, end: 1999 });
+    assert.equal(early.status, 'COALESCED');
+    assert.ok((await collect(early.stream)).equals(data.subarray(1000, 2000)));
+    const late = await cache.fetchRange(request, { start: 3 * MIB, end: 3 * MIB + 9 });
+    assert.equal(late.status, 'BYPASS', 'bytes not there yet come from the origin');
+    origin.allow(Infinity);
+    assert.ok((await collect(late.stream)).equals(data.subarray(3 * MIB, 3 * MIB + 10)));
+    assert.ok((await body).equals(data));
+    assert.equal(await cache.isCached('img'), true);
+  });
+});
