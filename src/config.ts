@@ -25,15 +25,22 @@ export interface CacheConfig {
 
 export type OptionName = keyof CacheConfig;
 
-/** One source's values, as text or numbers, before validation. */
-export type RawOptions = Partial<Record<OptionName, string | number | undefined>>;
+/** How one option is found and checked: its INI section, its environment variable, its schema. */
+export interface OptionSpec {
+  section: string;
+  env: string;
+  schema: z.ZodType;
+}
+
+/** One source's values, as text (or numbers from code), before validation; keyed by option name. */
+export type RawOptions = Partial<Record<string, string | number | boolean | undefined>>;
 
 /** A source of option values and its name, for error messages ("from --max-size", "from /etc/glance/...") */
 export interface ConfigLayer {
   source: string;
   values: RawOptions;
   /** Where a single option came from, when more precise than `source` (`--max-size`, `IMGCACHE_MAX_SIZE`). */
-  sources?: Partial<Record<OptionName, string>>;
+  sources?: Partial<Record<string, string>>;
 }
 
 export const DEFAULTS: CacheConfig = {
@@ -43,16 +50,6 @@ export const DEFAULTS: CacheConfig = {
   image_cache_stall_time: 86_400,
   image_cache_sqlite_db: 'cache.db',
   image_cache_fill_idle_timeout: 60,
-};
-
-/** Environment variable for each option. */
-export const ENV_NAMES: Record<OptionName, string> = {
-  image_cache_dir: 'IMGCACHE_CACHE_DIR',
-  image_cache_driver: 'IMGCACHE_DRIVER',
-  image_cache_max_size: 'IMGCACHE_MAX_SIZE',
-  image_cache_stall_time: 'IMGCACHE_STALL_TIME',
-  image_cache_sqlite_db: 'IMGCACHE_SQLITE_DB',
-  image_cache_fill_idle_timeout: 'IMGCACHE_FILL_IDLE_TIMEOUT',
 };
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5 };
@@ -69,7 +66,8 @@ export function parseByteSize(text: string | number): number | null {
   return Number.isSafeInteger(Math.floor(value)) ? Math.floor(value) : null;
 }
 
-const wholeSeconds = (option: string, min: number) =>
+/** A whole number of seconds, at least `min`. */
+export const wholeSeconds = (option: string, min: number) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
     const n = typeof value === 'number' ? value : Number(value.trim());
     if (!Number.isSafeInteger(n) || n < min || (typeof value === 'string' && value.trim() === '')) {
@@ -79,77 +77,123 @@ const wholeSeconds = (option: string, min: number) =>
     return n;
   });
 
-const SCHEMA = {
-  image_cache_dir: z.string().trim().min(1, 'image_cache_dir must not be empty'),
-  image_cache_driver: z.string().trim().min(1, 'image_cache_driver must not be empty'),
-  image_cache_max_size: z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const bytes = parseByteSize(value);
-    if (bytes === null) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'image_cache_max_size must be a byte count, optionally with a K, M, G or T suffix (e.g. 10G)',
-      });
-      return z.NEVER;
-    }
-    return bytes;
-  }),
-  image_cache_stall_time: wholeSeconds('image_cache_stall_time', 0),
-  image_cache_sqlite_db: z.string().trim().min(1, 'image_cache_sqlite_db must not be empty'),
-  image_cache_fill_idle_timeout: wholeSeconds('image_cache_fill_idle_timeout', 1),
-} satisfies Record<OptionName, z.ZodType>;
+/** A non-empty string (trimmed). */
+export const text = (option: string) => z.string().trim().min(1, `${option} must not be empty`);
 
-/** Merges layers (later layers win; `undefined` means "not given") and validates each value eagerly. */
-export function resolveConfig(layers: readonly ConfigLayer[]): CacheConfig {
-  const config: CacheConfig = { ...DEFAULTS };
-  for (const option of Object.keys(SCHEMA) as OptionName[]) {
-    let chosen: { source: string; value: string | number } | undefined;
+export const CACHE_OPTIONS = {
+  image_cache_dir: { section: 'DEFAULT', env: 'IMGCACHE_CACHE_DIR', schema: text('image_cache_dir') },
+  image_cache_driver: { section: 'DEFAULT', env: 'IMGCACHE_DRIVER', schema: text('image_cache_driver') },
+  image_cache_max_size: {
+    section: 'DEFAULT',
+    env: 'IMGCACHE_MAX_SIZE',
+    schema: z.union([z.string(), z.number()]).transform((value, ctx) => {
+      const bytes = parseByteSize(value);
+      if (bytes === null) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'image_cache_max_size must be a byte count, optionally with a K, M, G or T suffix (e.g. 10G)',
+        });
+        return z.NEVER;
+      }
+      return bytes;
+    }),
+  },
+  image_cache_stall_time: {
+    section: 'DEFAULT',
+    env: 'IMGCACHE_STALL_TIME',
+    schema: wholeSeconds('image_cache_stall_time', 0),
+  },
+  image_cache_sqlite_db: { section: 'DEFAULT', env: 'IMGCACHE_SQLITE_DB', schema: text('image_cache_sqlite_db') },
+  image_cache_fill_idle_timeout: {
+    section: 'DEFAULT',
+    env: 'IMGCACHE_FILL_IDLE_TIMEOUT',
+    schema: wholeSeconds('image_cache_fill_idle_timeout', 1),
+  },
+} satisfies Record<OptionName, OptionSpec>;
+
+/** Environment variable for each cache option. */
+export const ENV_NAMES = Object.fromEntries(
+  Object.entries(CACHE_OPTIONS).map(([option, spec]) => [option, spec.env]),
+) as Record<OptionName, string>;
+
+/**
+ * Merges layers for the options of `table` (later layers win; `undefined` means "not given") and validates
+ * each value eagerly, naming the option and where the bad value came from.
+ */
+export function resolveOptions<T extends object>(
+  table: Record<string, OptionSpec>,
+  defaults: T,
+  layers: readonly ConfigLayer[],
+): T {
+  const config = { ...defaults } as Record<string, unknown>;
+  for (const [option, spec] of Object.entries(table)) {
+    let chosen: { source: string; value: string | number | boolean } | undefined;
     for (const layer of layers) {
       const value = layer.values[option];
       if (value !== undefined) chosen = { source: layer.sources?.[option] ?? layer.source, value };
     }
     if (!chosen) continue;
-    const result = SCHEMA[option].safeParse(chosen.value);
+    const result = spec.schema.safeParse(chosen.value);
     if (!result.success) {
       const message = result.error.issues[0]?.message ?? `invalid value for ${option}`;
       throw new ConfigError(`${message}; got ${JSON.stringify(chosen.value)} from ${chosen.source}`);
     }
-    (config as unknown as Record<string, unknown>)[option] = result.data;
+    config[option] = result.data;
   }
-  return config;
+  return config as T;
 }
 
-/** The `image_cache_*` options of an INI file's `[DEFAULT]` section (glance-api.conf or glance-cache.conf). */
-export function readConfigFile(path: string): ConfigLayer {
-  let text: string;
+/** The cache options, validated. */
+export function resolveConfig(layers: readonly ConfigLayer[]): CacheConfig {
+  return resolveOptions(CACHE_OPTIONS, DEFAULTS, layers);
+}
+
+/** Every section of an INI file (oslo.config style: `[DEFAULT]`, `[imgcache]`, ...), values as strings. */
+export function readIniFile(path: string): Record<string, Record<string, unknown>> {
+  let content: string;
   try {
-    text = readFileSync(path, 'utf8');
+    content = readFileSync(path, 'utf8');
   } catch (error) {
     throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`, { cause: error });
   }
-  const parsed = parseIni(text) as Record<string, unknown>;
-  const section = parsed.DEFAULT ?? parsed.default;
+  const parsed = parseIni(content) as Record<string, unknown>;
+  const sections: Record<string, Record<string, unknown>> = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    if (value && typeof value === 'object') sections[name === 'default' ? 'DEFAULT' : name] = value as Record<string, unknown>;
+  }
+  return sections;
+}
+
+/** The options of `tables` found in an INI file, each in its own section. */
+export function readConfigFile(path: string, tables: ReadonlyArray<Record<string, OptionSpec>> = [CACHE_OPTIONS]): ConfigLayer {
+  const sections = readIniFile(path);
   const values: RawOptions = {};
-  if (section && typeof section === 'object') {
-    for (const option of Object.keys(SCHEMA) as OptionName[]) {
-      const value = (section as Record<string, unknown>)[option];
-      if (typeof value === 'string') values[option] = value;
+  for (const table of tables) {
+    for (const [option, spec] of Object.entries(table)) {
+      const value = sections[spec.section]?.[option];
+      if (typeof value === 'string' || typeof value === 'boolean') values[option] = value;
       else if (value !== undefined) {
-        throw new ConfigError(`${option} in [DEFAULT] of ${path} must be a single value`);
+        throw new ConfigError(`${option} in [${spec.section}] of ${path} must be a single value`);
       }
     }
   }
   return { source: path, values };
 }
 
-/** The options set in an environment (`IMGCACHE_CACHE_DIR`, ...). Empty variables count as unset. */
-export function readEnv(env: Record<string, string | undefined>): ConfigLayer {
+/** The options of `tables` set in an environment (`IMGCACHE_CACHE_DIR`, ...). Empty variables count as unset. */
+export function readEnv(
+  env: Record<string, string | undefined>,
+  tables: ReadonlyArray<Record<string, OptionSpec>> = [CACHE_OPTIONS],
+): ConfigLayer {
   const values: RawOptions = {};
-  const sources: Partial<Record<OptionName, string>> = {};
-  for (const [option, name] of Object.entries(ENV_NAMES) as Array<[OptionName, string]>) {
-    const value = env[name];
-    if (value !== undefined && value !== '') {
-      values[option] = value;
-      sources[option] = name;
+  const sources: Record<string, string> = {};
+  for (const table of tables) {
+    for (const [option, spec] of Object.entries(table)) {
+      const value = env[spec.env];
+      if (value !== undefined && value !== '') {
+        values[option] = value;
+        sources[option] = spec.env;
+      }
     }
   }
   return { source: 'the environment', values, sources };

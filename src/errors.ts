@@ -136,3 +136,55 @@ export class NotCachedError extends ImageCacheError {
     super('ERR_NOT_CACHED', `image ${imageId} was not cached: ${reason}`, options);
   }
 }
+
+/** The image does not exist (or the caller may not see it, which Glance also answers with 404). */
+export class ImageNotFoundError extends ImageCacheError {
+  readonly imageId: string;
+
+  constructor(imageId: string, options?: { cause?: unknown }) {
+    super('ERR_IMAGE_NOT_FOUND', `image ${imageId} not found`, options);
+    this.imageId = imageId;
+  }
+}
+
+/** No credentials, or credentials that are not valid (HTTP 401). */
+export class UnauthorizedError extends ImageCacheError {
+  constructor(message = 'authentication required: send a valid X-Auth-Token', options?: { cause?: unknown }) {
+    super('ERR_UNAUTHORIZED', message, options);
+  }
+}
+
+/** Valid credentials, but the policy (or the origin) refuses the action (HTTP 403). */
+export class ForbiddenError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_FORBIDDEN', message, options);
+  }
+}
+
+/** A request that can never succeed as sent (HTTP 400): a bad header, a body where none belongs. */
+export class BadRequestError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BAD_REQUEST', message, options);
+  }
+}
+
+/** The image exists but is in a state that forbids the action (not active, deactivated, no data). */
+export class ImageStateError extends ImageCacheError {
+  readonly status: string;
+
+  constructor(imageId: string, status: string, action: string) {
+    super('ERR_IMAGE_STATE', `image ${imageId} is ${status}: cannot ${action}`);
+    this.status = status;
+  }
+}
+
+/** The origin failed in a way that is not about the image (unreachable, 5xx, a protocol error): HTTP 502. */
+export class OriginError extends ImageCacheError {
+  /** HTTP status the origin answered, when it answered. */
+  readonly originStatus: number | null;
+
+  constructor(message: string, originStatus: number | null = null, options?: { cause?: unknown }) {
+    super('ERR_ORIGIN', message, options);
+    this.originStatus = originStatus;
+  }
+}

@@ -130,6 +130,16 @@ export class Fill extends EventEmitter {
     return this.#settledPromise;
   }
 
+  /** Whether the fill runs to completion without consumers (a prefetch, or pinned by one). */
+  get isPrefetch(): boolean {
+    return this.#prefetch;
+  }
+
+  /** Aborts the fill (shutdown): consumers get `error`, the partial file goes to `invalid/`. */
+  abort(error: Error): void {
+    this.#fail(error, 'aborted');
+  }
+
   /** Turns the fill into a prefetch: it will finish even if every consumer leaves. */
   pin(): void {
     this.#prefetch = true;

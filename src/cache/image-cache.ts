@@ -124,6 +124,20 @@ export class ImageCache {
     return { used: this.#admission.used, reserved: this.#admission.reserved, max: this.maxSize };
   }
 
+  /** Fills in flight: `live` ones serve requests, `prefetch` ones only fill the cache. */
+  activeFills(): { live: number; prefetch: number } {
+    const fills = this.#inflight.all().filter((fill) => !fill.settled);
+    const prefetch = fills.filter((fill) => fill.isPrefetch).length;
+    return { live: fills.length - prefetch, prefetch };
+  }
+
+  /** Aborts every running fill: their consumers get `error`, their files go to `invalid/` (shutdown). */
+  async abortFills(error: Error): Promise<void> {
+    const fills = this.#inflight.all();
+    for (const fill of fills) fill.abort(error);
+    await Promise.all(fills.map((fill) => fill.whenSettled()));
+  }
+
   /** Waits for running fills to settle (at most `timeoutMs`), then closes the driver. */
   async close(timeoutMs = 0): Promise<void> {
     if (timeoutMs > 0) {

@@ -7,6 +7,7 @@ import { registerImport } from './commands/import.js';
 import { registerList } from './commands/list.js';
 import { registerPrune } from './commands/prune.js';
 import { registerQueue } from './commands/queue.js';
+import { registerServe } from './commands/serve.js';
 import { registerVerify } from './commands/verify.js';
 import { CliContext, type CliIO, CONFIG_ENV } from './context.js';
 import { errorLine, exitCodeFor } from './exit.js';
@@ -56,6 +57,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerClean(program, ctx);
   registerImport(program, ctx);
   registerVerify(program, ctx);
+  registerServe(program, ctx);
   return program;
 }
 

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { EXIT } from '../exit.js';
-import { renderCacheTable, toGlanceCacheListing } from '../format.js';
+import { toGlanceCacheListing } from '../../cache/glance-format.js';
+import { renderCacheTable } from '../format.js';
 
 interface ListOptions {
   json?: boolean;

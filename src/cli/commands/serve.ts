@@ -1,0 +1,88 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import type { ConfigLayer } from '../../config.js';
+import { seedDemoOrigin } from '../../server/demo.js';
+import { resolveServeConfig } from '../../server/options.js';
+import { startServer } from '../../server/server.js';
+import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
+import { CliUsageError, EXIT } from '../exit.js';
+
+interface ServeFlags {
+  origin?: string;
+  host?: string;
+  port?: string;
+  auth?: string;
+  tokensFile?: string;
+  insecureNoauthBind?: boolean;
+  demo?: boolean;
+}
+
+/**
+ * `imgcache serve`: the Glance-compatible caching image endpoint. Runs until SIGTERM or SIGINT, then stops
+ * gracefully. `--demo` is what `npm start` runs: `./var/cache`, a directory origin `./var/origin` seeded with
+ * a generated image, noauth on 127.0.0.1.
+ */
+export function registerServe(program: Command, ctx: CliContext): void {
+  program
+    .command('serve')
+    .description('serve images through the cache (Glance image download, v2 Cache API, legacy cache API)')
+    .option('--origin <spec>', 'where misses come from: directory:PATH, http:URL-TEMPLATE or glance:URL')
+    .option('--host <address>', 'address to listen on (bind_host); default 127.0.0.1')
+    .option('--port <n>', 'port to listen on (bind_port); default 9292')
+    .option('--auth <strategy>', 'auth_strategy: noauth, tokens or keystone; default noauth')
+    .option('--tokens-file <file>', 'JSON file of tokens for --auth tokens')
+    .option('--insecure-noauth-bind', 'allow noauth on a non-loopback address (every caller is an admin)')
+    .option('--demo', 'serve a generated demo image from ./var (what `npm start` runs)')
+    .action(async (flags: ServeFlags, command: Command) => {
+      const globals = command.optsWithGlobals<GlobalOptions & ServeFlags>();
+      let demoImage: string | undefined;
+      if (flags.demo) demoImage = await seedDemoOrigin(resolve('var/origin'));
+      const values = {
+        image_cache_dir: globals.cacheDir ?? (flags.demo ? resolve('var/cache') : undefined),
+        image_cache_driver: globals.driver,
+        image_cache_max_size: globals.maxSize,
+        origin: flags.origin ?? (flags.demo ? `directory:${resolve('var/origin')}` : undefined),
+        bind_host: flags.host,
+        bind_port: flags.port,
+        auth_strategy: flags.auth,
+        auth_tokens_file: flags.tokensFile,
+        allow_noauth_non_loopback: flags.insecureNoauthBind,
+      };
+      const names: Record<string, string> = {
+        image_cache_dir: '--cache-dir',
+        image_cache_driver: '--driver',
+        image_cache_max_size: '--max-size',
+        origin: '--origin',
+        bind_host: '--host',
+        bind_port: '--port',
+        auth_strategy: '--auth',
+        auth_tokens_file: '--tokens-file',
+      };
+      const layer: ConfigLayer = { source: 'the command line', values, sources: names };
+      const file = globals.config ?? (ctx.env[CONFIG_ENV] || undefined);
+      const config = resolveServeConfig(file, ctx.env, layer);
+      if (!config.cache.image_cache_dir) {
+        throw new CliUsageError('no cache directory: pass --cache-dir DIR, set IMGCACHE_CACHE_DIR, or image_cache_dir');
+      }
+      const logger = pino({ name: 'imgcache', level: config.server.log_level });
+      const server = await startServer(config, logger);
+      ctx.out(`imgcache serving on ${server.url} (cache ${config.cache.image_cache_dir}, origin ${config.server.origin})`);
+      if (demoImage) {
+        ctx.out('Try it:');
+        ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # MISS: fetched and cached`);
+        ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # HIT: served from the cache`);
+        ctx.out(`  curl -s ${server.url}/v2/cache                                                # the cache listing`);
+      }
+      await new Promise<void>((done) => {
+        const stop = () => {
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          void server.close().then(done, done);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      ctx.exitCode = EXIT.ok;
+    });
+}

@@ -1,0 +1,182 @@
+import type { Readable } from 'node:stream';
+import { type Agent, type Dispatcher, errors } from 'undici';
+import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
+import type { ImageRecord, Origin, OriginCaller } from './origin.js';
+import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
+import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
+import { createAgent, discard, readJson, redactUrl, send, statusError, type TransportOptions } from './transport.js';
+
+/** Options of a {@link GlanceOrigin}. */
+export interface GlanceOriginOptions extends TransportOptions {
+  /**
+   * `X-Auth-Token` for the server's own requests (prefetch), which have no caller. Without it those requests go
+   * out unauthenticated and a Keystone-protected Glance answers 401.
+   */
+  serviceToken?: string;
+}
+
+/** A request for {@link GlanceOrigin.proxy}, as the server received it. */
+export interface ProxyRequest {
+  method: string;
+  /** Path and query, starting with `/`, e.g. `/v2/images?limit=10`. Appended to the upstream's base path. */
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** The request body, streamed upstream as it arrives; null for none. */
+  body: Readable | null;
+  /** Abort to cancel the upstream request (the client went away). */
+  signal?: AbortSignal;
+}
+
+/** The upstream's answer to a proxied request; `body` streams and must be consumed or destroyed. */
+export interface ProxyResponse {
+  status: number;
+  headers: Record<string, string | string[]>;
+  body: Readable;
+}
+
+/** Checks a `glance:` base URL; throws {@link ConfigError}. Returns it without a trailing slash. */
+export function parseGlanceUrl(location: string): URL {
+  let url: URL;
+  try {
+    url = new URL(location);
+  } catch (error) {
+    throw new ConfigError(`origin glance URL ${JSON.stringify(location)} is not a valid URL`, { cause: error });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError(`origin glance URL must be http:// or https://, not ${url.protocol}`);
+  }
+  if (url.username || url.password || url.search || url.hash) {
+    throw new ConfigError('origin glance URL must be a base URL without credentials, query or fragment');
+  }
+  url.pathname = url.pathname.replace(/\/+$/, '');
+  return url;
+}
+
+/**
+ * `glance:URL`: an upstream Glance API. Every metadata and data request carries the caller's `X-Auth-Token`, so
+ * the upstream decides what the caller may see (a private image of another project is 404, as in Glance itself).
+ * Requests without a caller token (the server's own prefetch work) use the configured service token.
+ */
+export class GlanceOrigin implements Origin {
+  readonly kind = 'glance' as const;
+  readonly description: string;
+  readonly #origin: string;
+  readonly #basePath: string;
+  readonly #agent: Agent;
+  readonly #serviceToken: string | undefined;
+
+  constructor(baseUrl: string, options: GlanceOriginOptions = {}) {
+    const url = parseGlanceUrl(baseUrl);
+    this.#origin = url.origin;
+    this.#basePath = url.pathname === '/' ? '' : url.pathname;
+    this.description = `glance:${redactUrl(url).replace(/\/$/, '')}`;
+    this.#agent = createAgent(options);
+    this.#serviceToken = options.serviceToken;
+  }
+
+  /** `GET /v2/images/{id}` as the caller. */
+  async getImage(imageId: string, caller: OriginCaller): Promise<ImageRecord> {
+    const id = checkImageId(imageId);
+    const what = `glance origin, GET image ${id}`;
+    const response = await this.#request('GET', `/v2/images/${encodeURIComponent(id)}`, caller, what);
+    if (response.statusCode !== 200) throw await statusError(response, id, what, 'unauthorized');
+    const image = await readJson(response, what);
+    if (!isJsonObject(image) || typeof image.status !== 'string') {
+      throw new OriginError(`${what}: the answer is not a Glance image (a JSON object with a status)`, 200);
+    }
+    try {
+      return toImageRecord(id, image, { status: 'active', size: null });
+    } catch (error) {
+      throw new OriginError(`${what}: bad image document: ${(error as Error).message}`, 200, { cause: error });
+    }
+  }
+
+  /** `GET /v2/images/{id}/file` as the caller; 204 (the image has no data, bug 1251055) is an ImageStateError. */
+  async openImage(imageId: string, caller: OriginCaller, signal: AbortSignal): Promise<Readable> {
+    signal.throwIfAborted();
+    const id = checkImageId(imageId);
+    const what = `glance origin, GET image ${id} data`;
+    const response = await this.#request('GET', `/v2/images/${encodeURIComponent(id)}/file`, caller, what, signal);
+    if (response.statusCode === 204) {
+      discard(response.body);
+      throw new ImageStateError(id, 'queued', 'download it: it has no data');
+    }
+    if (response.statusCode !== 200) throw await statusError(response, id, what, 'unauthorized');
+    return response.body;
+  }
+
+  /** `DELETE /v2/images/{id}` as the caller: resolves on 2xx; 404, 401, 403 and the rest map as for getImage. */
+  async deleteImage(imageId: string, caller: OriginCaller): Promise<void> {
+    const id = checkImageId(imageId);
+    const what = `glance origin, DELETE image ${id}`;
+    const response = await this.#request('DELETE', `/v2/images/${encodeURIComponent(id)}`, caller, what);
+    if (response.statusCode < 200 || response.statusCode > 299) {
+      throw await statusError(response, id, what, 'unauthorized');
+    }
+    await response.body.dump();
+  }
+
+  /**
+   * Forwards any request to the upstream as it is, streaming the body both ways. Hop-by-hop headers (RFC 9110
+   * §7.6.1) are dropped in both directions, `Host` becomes the upstream's, and `Via` is added (§7.6.3). Upstream
+   * statuses are returned, never thrown; only an unreachable upstream is an {@link OriginError}.
+   */
+  async proxy(request: ProxyRequest): Promise<ProxyResponse> {
+    if (!request.path.startsWith('/')) {
+      throw new BadRequestError(`proxy path must start with "/": ${JSON.stringify(request.path.slice(0, 80))}`);
+    }
+    const what = `glance origin, ${request.method} ${request.path.split('?')[0]}`;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await send(
+        this.#agent,
+        {
+          origin: this.#origin,
+          path: `${this.#basePath}${request.path}`,
+          method: request.method,
+          headers: forwardRequestHeaders(request.headers),
+          body: request.body,
+          signal: request.signal,
+          highWaterMark: IMAGE_CHUNK_BYTES, // downloads with Range pass through here
+        },
+        what,
+      );
+    } catch (error) {
+      // undici refuses what it cannot send (a bad method or header value): the client's request is at fault.
+      if (error instanceof OriginError && error.cause instanceof errors.InvalidArgumentError) {
+        throw new BadRequestError(`${what}: ${error.cause.message}`, { cause: error.cause });
+      }
+      throw error;
+    }
+    return { status: response.statusCode, headers: forwardResponseHeaders(response.headers), body: response.body };
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+
+  #request(
+    method: 'GET' | 'DELETE',
+    path: string,
+    caller: OriginCaller,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'imgcache' };
+    const token = caller.token ?? (caller.service ? this.#serviceToken : undefined);
+    if (token !== undefined) headers['x-auth-token'] = token;
+    if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
+    const options: Dispatcher.RequestOptions = {
+      origin: this.#origin,
+      path: `${this.#basePath}${path}`,
+      method,
+      headers,
+      signal,
+    };
+    if (path.endsWith('/file')) {
+      options.highWaterMark = IMAGE_CHUNK_BYTES;
+      headers.accept = 'application/octet-stream';
+    }
+    return send(this.#agent, options, what);
+  }
+}

@@ -1,0 +1,110 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { toGlanceCacheListing } from '../cache/glance-format.js';
+import { BadRequestError, CapabilityNotSupportedError, ImageNotFoundError, ImageStateError } from '../errors.js';
+import type { AppDeps } from './app.js';
+import { assertNoBody, methodNotAllowed } from './errors.js';
+import { callerOf, imageTarget } from './images.js';
+
+interface ImageParams {
+  imageId: string;
+}
+
+/** `x-image-cache-clear-target` values (lower-cased); Glance refuses anything else, `both` included (§4.4). */
+const CLEAR_TARGETS = new Set(['', 'cache', 'queue']);
+
+/**
+ * The v2 Cache API, byte for byte Glance's (spec §4.4, Images API 2.14-2.18): the policy is checked first,
+ * then the request. One addition: `GET /v2/cache` also returns `prefetch_errors`, the last error of each queued
+ * image the prefetcher could not cache (Glance's worker dies silently instead).
+ */
+export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
+  const { cache, origin, policy, prefetcher } = deps;
+  /** Glance serialises clean and prune (external locks `glance-cache-clean`/`-prune`, scenario 92). */
+  let maintenance: Promise<unknown> = Promise.resolve();
+  const serialized = <T>(task: () => Promise<T>): Promise<T> => {
+    const run = maintenance.then(task, task);
+    maintenance = run.catch(() => {});
+    return run;
+  };
+
+  app.get('/v2/cache', async (request) => {
+    assertNoBody(request);
+    policy.enforce('cache_list', request.identity);
+    const [cached, queued] = await Promise.all([cache.getCachedImages(), cache.getQueuedImages()]);
+    return { ...toGlanceCacheListing(cached, queued), prefetch_errors: prefetcher.errors() };
+  });
+
+  app.delete('/v2/cache', async (request, reply) => {
+    policy.enforce('cache_delete', request.identity);
+    const raw = request.headers['x-image-cache-clear-target'];
+    const target = (Array.isArray(raw) ? raw[0] : raw)?.trim().toLowerCase() ?? '';
+    if (!CLEAR_TARGETS.has(target)) {
+      throw new BadRequestError("If provided 'x-image-cache-clear-target' must be 'cache', 'queue' or empty string.");
+    }
+    if (target !== 'queue') await cache.deleteAllCachedImages();
+    if (target !== 'cache') await cache.deleteAllQueuedImages();
+    return reply.code(204).send();
+  });
+  methodNotAllowed(app, '/v2/cache', ['GET', 'DELETE']);
+
+  app.put<{ Params: ImageParams }>('/v2/cache/:imageId', async (request, reply) => {
+    const { imageId } = request.params;
+    cache.driver.getImageFilepath(imageId);
+    const image = await origin.getImage(imageId, callerOf(request));
+    policy.enforce('cache_image', request.identity, imageTarget(image));
+    if (image.status !== 'active') throw new ImageStateError(imageId, image.status, 'queue it for caching');
+    await cache.queueImage(imageId);
+    prefetcher.submit(imageId);
+    return reply.code(202).send();
+  });
+
+  app.delete<{ Params: ImageParams }>('/v2/cache/:imageId', async (request, reply) => {
+    const { imageId } = request.params;
+    cache.driver.getImageFilepath(imageId);
+    let target: Record<string, unknown> = {};
+    try {
+      target = imageTarget(await origin.getImage(imageId, callerOf(request)));
+    } catch (error) {
+      // An image deleted upstream can still be dropped from this cache (scenario 77).
+      if (!(error instanceof ImageNotFoundError)) throw error;
+      if (!(await cache.isQueued(imageId)) && !(await cache.isCached(imageId))) throw error;
+    }
+    policy.enforce('cache_delete', request.identity, target);
+    await cache.deleteCachedImage(imageId);
+    await cache.deleteQueuedImage(imageId);
+    prefetcher.forget(imageId);
+    return reply.code(204).send();
+  });
+  methodNotAllowed(app, '/v2/cache/:imageId', ['DELETE', 'PUT']);
+
+  app.get<{ Params: ImageParams }>('/v2/cache/nodes/:imageId', async (request) => {
+    assertNoBody(request);
+    policy.enforce('list_cached_nodes', request.identity);
+    const { imageId } = request.params;
+    if (!cache.driver.capabilities.cachedNodes) {
+      throw new CapabilityNotSupportedError(cache.driver.name, 'centralized caching (listing the nodes of an image)');
+    }
+    cache.driver.getImageFilepath(imageId);
+    await origin.getImage(imageId, callerOf(request));
+    return cache.getCachedNodes(imageId);
+  });
+  methodNotAllowed(app, '/v2/cache/nodes/:imageId', ['GET']);
+
+  app.post('/v2/cache/clean', async (request: FastifyRequest, reply) =>
+    serialized(async () => {
+      policy.enforce('cache_clean', request.identity);
+      await cache.clean();
+      return reply.code(200).send();
+    }),
+  );
+  methodNotAllowed(app, '/v2/cache/clean', ['POST']);
+
+  app.post('/v2/cache/prune', async (request: FastifyRequest) =>
+    serialized(async () => {
+      policy.enforce('cache_prune', request.identity);
+      const { filesPruned, bytesPruned } = await cache.prune();
+      return { total_files_pruned: filesPruned, total_bytes_pruned: bytesPruned };
+    }),
+  );
+  methodNotAllowed(app, '/v2/cache/prune', ['POST']);
+}

@@ -1,0 +1,132 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ExpectedImage } from '../cache/digest.js';
+import type { FetchRequest, FetchResult } from '../cache/image-cache.js';
+import { ForbiddenError, ImageNotFoundError } from '../errors.js';
+import type { ImageRecord, OriginCaller } from '../origin/origin.js';
+import type { AppDeps } from './app.js';
+import { RangeNotSatisfiableError } from './errors.js';
+import { parseRange } from './range.js';
+
+interface ImageParams {
+  imageId: string;
+}
+
+/** Image states with no data to download (Glance answers 204, and never caches: bug 1251055). */
+const WITHOUT_DATA = new Set(['queued', 'saving', 'uploading', 'importing']);
+/** Image states that are gone for a caller. */
+const GONE = new Set(['deleted', 'pending_delete', 'killed']);
+
+/**
+ * Who the origin should see, for every origin call made on the caller's behalf: the validated token, or with
+ * noauth whatever token the client sent (an upstream Glance still checks it).
+ */
+export function callerOf(request: FastifyRequest): OriginCaller {
+  const sent = request.headers['x-auth-token'];
+  const token = request.identity?.token ?? (Array.isArray(sent) ? sent[0] : sent);
+  return { ...(token ? { token } : {}), requestId: String(request.id) };
+}
+
+/** The policy target of an image: its fields and properties, plus `project_id` (Glance's ImageTarget). */
+export function imageTarget(image: ImageRecord): Record<string, unknown> {
+  return { ...image, project_id: image.owner ?? null };
+}
+
+/** What the origin promises about the bytes. A size of 0 means "unknown" in Glance (bug 1686488). */
+function expectedOf(image: ImageRecord): ExpectedImage {
+  return {
+    size: image.size ? image.size : null,
+    checksum: image.checksum,
+    osHashAlgo: image.os_hash_algo,
+    osHashValue: image.os_hash_value,
+  };
+}
+
+/**
+ * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): the caller's view of the image decides (a cached file
+ * is never served to a caller the origin refuses), then the cache answers: hit, one shared fill, or bypass;
+ * byte ranges from the cache too (Glance sends them to the backend, bug 1664709).
+ */
+export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const { cache, origin, policy } = deps;
+
+  /** Looks the image up as the caller and applies Glance's status and policy rules. */
+  async function authorize(request: FastifyRequest<{ Params: ImageParams }>): Promise<ImageRecord | 'no-data'> {
+    const { imageId } = request.params;
+    cache.driver.getImageFilepath(imageId); // a hostile id stops here, before any lookup
+    const image = await origin.getImage(imageId, callerOf(request));
+    if (GONE.has(image.status)) throw new ImageNotFoundError(imageId);
+    policy.enforce('download_image', request.identity, imageTarget(image));
+    if (image.status === 'deactivated' && !request.identity.isAdmin) {
+      throw new ForbiddenError(`image ${imageId} is deactivated: only an admin can download it`);
+    }
+    if (WITHOUT_DATA.has(image.status)) return 'no-data';
+    return image;
+  }
+
+  function fetchRequest(request: FastifyRequest<{ Params: ImageParams }>, image: ImageRecord): FetchRequest {
+    const caller = callerOf(request);
+    return {
+      imageId: image.id,
+      expected: expectedOf(image),
+      openOrigin: (signal) => origin.openImage(image.id, caller, signal),
+      ...(origin.openImageRange
+        ? { openOriginRange: (range, signal) => origin.openImageRange!(image.id, caller, range, signal) }
+        : {}),
+    };
+  }
+
+  function sendImage(reply: FastifyReply, image: ImageRecord, result: FetchResult): FastifyReply {
+    reply.type('application/octet-stream').header('x-cache-status', result.status).header('accept-ranges', 'bytes');
+    const length = result.size ?? (image.size || null);
+    if (length !== null) reply.header('content-length', length);
+    // Glance's header: the hex MD5 of the whole image, only when there is one (bug 1591004), never on a 206.
+    if (image.checksum && reply.statusCode !== 206) reply.header('content-md5', image.checksum);
+    return reply.send(result.stream);
+  }
+
+  app.get<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
+    const image = await authorize(request);
+    if (image === 'no-data') return reply.code(204).send();
+    const fetch = fetchRequest(request, image);
+    if (image.status === 'deactivated') {
+      // Admins still get a deactivated image, from the origin: the cache never serves it (Kilo b000c85b7).
+      const stream = await fetch.openOrigin(abortOnClose(reply));
+      return sendImage(reply, image, { status: 'BYPASS', size: image.size || null, stream });
+    }
+    const total = image.size || null;
+    const range = total === null ? null : parseRange(header(request, 'range'), total);
+    if (range === 'unsatisfiable') throw new RangeNotSatisfiableError(total ?? 0);
+    if (range) {
+      const result = await cache.fetchRange(fetch, range);
+      reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
+      return sendImage(reply, image, result);
+    }
+    return sendImage(reply, image, await cache.fetch(fetch));
+  });
+
+  app.head<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
+    const image = await authorize(request);
+    if (image === 'no-data') return reply.code(204).send();
+    const cached = await cache.isCached(image.id);
+    const size = image.size || (cached ? await cache.getImageSize(image.id) : null);
+    reply
+      .type('application/octet-stream')
+      .header('accept-ranges', 'bytes')
+      .header('x-cache-status', cached ? 'HIT' : 'MISS');
+    if (size !== null) reply.header('content-length', size);
+    if (image.checksum) reply.header('content-md5', image.checksum);
+    return reply.send();
+  });
+}
+
+/** A signal that aborts when the client goes away, for origin transfers made on its behalf. */
+function abortOnClose(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => controller.abort());
+  return controller.signal;
+}
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}

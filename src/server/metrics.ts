@@ -1,0 +1,105 @@
+import type { FastifyInstance } from 'fastify';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ImageCache } from '../cache/image-cache.js';
+
+/** How old the entry count may be: counting entries lists the metadata, too costly for every scrape. */
+const ENTRY_COUNT_TTL_MS = 10_000;
+
+/**
+ * Prometheus metrics (prom-client), in a registry of their own. Cache figures are read from `cache.stats` and
+ * admission at scrape time, so the data path only bumps plain numbers.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requestDuration: Histogram<'method' | 'route' | 'status'>;
+
+  constructor(cache: ImageCache) {
+    const registry = this.registry;
+    const stats = cache.stats;
+    /** A counter whose value lives elsewhere: set from the source on every scrape. */
+    const mirror = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      read: () => Array<[Partial<Record<L, string>>, number]>,
+    ) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const [labels, value] of read()) this.inc(labels, value);
+        },
+      });
+
+    mirror('imgcache_requests_total', 'Image requests by how the cache answered them', ['status'], () =>
+      Object.entries(stats.requests).map(([status, n]) => [{ status }, n]),
+    );
+    mirror('imgcache_bytes_served_total', 'Image bytes sent, by where they came from', ['source'], () => [
+      [{ source: 'cache' }, stats.bytesFromCache],
+      [{ source: 'origin' }, stats.bytesFromOrigin],
+    ]);
+    mirror('imgcache_fill_failures_total', 'Fills that did not end in a cached image', ['reason'], () =>
+      Object.entries(stats.fillFailures).map(([reason, n]) => [{ reason }, n]),
+    );
+    mirror('imgcache_fills_total', 'Fills started and committed', ['outcome'], () => [
+      [{ outcome: 'started' }, stats.fills],
+      [{ outcome: 'committed' }, stats.fillsCommitted],
+    ]);
+    mirror('imgcache_evictions_total', 'Images evicted by admission or prune', [], () => [[{}, stats.evictions]]);
+
+    let entries = { value: 0, at: 0 };
+    new Gauge({
+      name: 'imgcache_cache_bytes',
+      help: 'Bytes of cached images, and bytes reserved by fills in flight',
+      labelNames: ['kind'],
+      registers: [registry],
+      async collect() {
+        const usage = await cache.usage();
+        this.set({ kind: 'used' }, usage.used);
+        this.set({ kind: 'reserved' }, usage.reserved);
+        this.set({ kind: 'max' }, usage.max);
+      },
+    });
+    new Gauge({
+      name: 'imgcache_cache_entries',
+      help: 'Cached images',
+      registers: [registry],
+      async collect() {
+        if (Date.now() - entries.at > ENTRY_COUNT_TTL_MS) {
+          entries = { value: (await cache.getCachedImages()).length, at: Date.now() };
+        }
+        this.set(entries.value);
+      },
+    });
+    new Gauge({
+      name: 'imgcache_queue_depth',
+      help: 'Images queued for prefetch',
+      registers: [registry],
+      async collect() {
+        this.set((await cache.getQueuedImages()).length);
+      },
+    });
+    this.requestDuration = new Histogram({
+      name: 'imgcache_http_request_duration_seconds',
+      help: 'HTTP request latency, to the last byte',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600],
+      registers: [registry],
+    });
+  }
+}
+
+export function registerMetrics(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requestDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+}

@@ -1,0 +1,155 @@
+import { z } from 'zod';
+import {
+  CACHE_OPTIONS,
+  type CacheConfig,
+  type ConfigLayer,
+  DEFAULTS,
+  type OptionSpec,
+  readConfigFile,
+  readEnv,
+  readIniFile,
+  resolveOptions,
+  text,
+  wholeSeconds,
+} from '../config.js';
+
+/**
+ * `imgcache serve`'s options. Glance's names where Glance has one (`bind_host`, `bind_port`,
+ * `worker_self_reference_url` in `[DEFAULT]`; `[keystone_authtoken]`), ours in `[imgcache]`.
+ */
+export interface ServerOptions {
+  /** Address to listen on. Glance's default is 0.0.0.0; ours is loopback, so noauth is never exposed by accident. @default 127.0.0.1 */
+  bind_host: string;
+  /** @default 9292 (Glance's) */
+  bind_port: number;
+  /** This node's URL, as other nodes and `GET /v2/cache/nodes/{id}` name it. */
+  worker_self_reference_url: string | undefined;
+  /** Where misses come from: `directory:PATH`, `http:URL-TEMPLATE` or `glance:URL`. Required. */
+  origin: string | undefined;
+  /** `noauth`, `tokens` or `keystone`. @default noauth */
+  auth_strategy: string;
+  /** Let noauth listen on a non-loopback address (every caller is an admin!). @default false */
+  allow_noauth_non_loopback: boolean;
+  /** JSON file of tokens for `auth_strategy = tokens`. */
+  auth_tokens_file: string | undefined;
+  /** Token the glance origin uses for the server's own requests (prefetch), when no caller token exists. */
+  service_token: string | undefined;
+  /** Prefetches run at once, at most. @default 1 */
+  prefetch_concurrency: number;
+  /** Seconds between scans of `queue/` for ids queued by other processes (the CLI). @default 30 */
+  prefetch_interval: number;
+  /** Seconds between periodic prunes; 0 = off, like Glance's cron tools. @default 0 */
+  prune_interval: number;
+  /** Seconds between periodic cleans; 0 = off. @default 0 */
+  clean_interval: number;
+  /** Seconds a SIGTERM waits for running downloads before closing them. @default 30 */
+  shutdown_timeout: number;
+  /** pino level. @default info */
+  log_level: string;
+  /** Keystone (`[keystone_authtoken]`, Glance's section and names). */
+  auth_url: string | undefined;
+  username: string | undefined;
+  password: string | undefined;
+  user_domain_name: string;
+  project_name: string | undefined;
+  project_domain_name: string;
+  /** Seconds a validated token is trusted before Keystone is asked again. @default 300 */
+  token_cache_time: number;
+}
+
+const flag = z.union([z.boolean(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'boolean') return value;
+  const normalized = value.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(normalized)) return true;
+  if (['false', '0', 'no', 'off'].includes(normalized)) return false;
+  ctx.addIssue({ code: 'custom', message: 'must be true or false' });
+  return z.NEVER;
+});
+
+const port = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    ctx.addIssue({ code: 'custom', message: 'bind_port must be a port number from 0 to 65535' });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const positive = (option: string) => wholeSeconds(option, 1);
+const at = (section: string, env: string, schema: z.ZodType): OptionSpec => ({ section, env, schema });
+
+export const SERVER_OPTIONS = {
+  bind_host: at('DEFAULT', 'IMGCACHE_BIND_HOST', text('bind_host')),
+  bind_port: at('DEFAULT', 'IMGCACHE_BIND_PORT', port),
+  worker_self_reference_url: at('DEFAULT', 'IMGCACHE_SELF_URL', z.url({ error: 'worker_self_reference_url must be a URL' })),
+  origin: at('imgcache', 'IMGCACHE_ORIGIN', text('origin')),
+  auth_strategy: at('imgcache', 'IMGCACHE_AUTH_STRATEGY', text('auth_strategy')),
+  allow_noauth_non_loopback: at('imgcache', 'IMGCACHE_ALLOW_NOAUTH_NON_LOOPBACK', flag),
+  auth_tokens_file: at('imgcache', 'IMGCACHE_TOKENS_FILE', text('auth_tokens_file')),
+  service_token: at('imgcache', 'IMGCACHE_SERVICE_TOKEN', text('service_token')),
+  prefetch_concurrency: at('imgcache', 'IMGCACHE_PREFETCH_CONCURRENCY', positive('prefetch_concurrency')),
+  prefetch_interval: at('imgcache', 'IMGCACHE_PREFETCH_INTERVAL', positive('prefetch_interval')),
+  prune_interval: at('imgcache', 'IMGCACHE_PRUNE_INTERVAL', wholeSeconds('prune_interval', 0)),
+  clean_interval: at('imgcache', 'IMGCACHE_CLEAN_INTERVAL', wholeSeconds('clean_interval', 0)),
+  shutdown_timeout: at('imgcache', 'IMGCACHE_SHUTDOWN_TIMEOUT', wholeSeconds('shutdown_timeout', 0)),
+  log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
+  auth_url: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_URL', z.url({ error: 'auth_url must be a URL' })),
+  username: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_USERNAME', text('username')),
+  password: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PASSWORD', text('password')),
+  user_domain_name: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_USER_DOMAIN', text('user_domain_name')),
+  project_name: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PROJECT', text('project_name')),
+  project_domain_name: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PROJECT_DOMAIN', text('project_domain_name')),
+  token_cache_time: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_TOKEN_CACHE_TIME', positive('token_cache_time')),
+} satisfies Record<keyof ServerOptions, OptionSpec>;
+
+export const SERVER_DEFAULTS: ServerOptions = {
+  bind_host: '127.0.0.1',
+  bind_port: 9292,
+  worker_self_reference_url: undefined,
+  origin: undefined,
+  auth_strategy: 'noauth',
+  allow_noauth_non_loopback: false,
+  auth_tokens_file: undefined,
+  service_token: undefined,
+  prefetch_concurrency: 1,
+  prefetch_interval: 30,
+  prune_interval: 0,
+  clean_interval: 0,
+  shutdown_timeout: 30,
+  log_level: 'info',
+  auth_url: undefined,
+  username: undefined,
+  password: undefined,
+  user_domain_name: 'Default',
+  project_name: undefined,
+  project_domain_name: 'Default',
+  token_cache_time: 300,
+};
+
+/** Everything `serve` needs: the cache's options, the server's, and policy overrides from `[policy]`. */
+export interface ServeConfig {
+  cache: CacheConfig;
+  server: ServerOptions;
+  policy: Record<string, string>;
+}
+
+/** Resolves flags > environment > INI file > defaults for both option tables and reads `[policy]`. */
+export function resolveServeConfig(
+  file: string | undefined,
+  env: Record<string, string | undefined>,
+  flags: ConfigLayer,
+): ServeConfig {
+  const tables = [CACHE_OPTIONS, SERVER_OPTIONS];
+  const layers = [...(file ? [readConfigFile(file, tables)] : []), readEnv(env, tables), flags];
+  const policy: Record<string, string> = {};
+  if (file) {
+    for (const [name, rule] of Object.entries(readIniFile(file).policy ?? {})) {
+      if (typeof rule === 'string') policy[name] = rule;
+    }
+  }
+  return {
+    cache: resolveOptions(CACHE_OPTIONS, DEFAULTS, layers),
+    server: resolveOptions(SERVER_OPTIONS, SERVER_DEFAULTS, layers),
+    policy,
+  };
+}

@@ -1,0 +1,105 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { createAuthenticator } from '../auth/factory.js';
+import type { Authenticator } from '../auth/identity.js';
+import { assertLoopbackBind } from '../auth/noauth.js';
+import { PolicyEnforcer } from '../auth/policy.js';
+import { ImageCache } from '../cache/image-cache.js';
+import { ImageCacheError } from '../errors.js';
+import { createOrigin } from '../origin/from-spec.js';
+import type { Origin } from '../origin/origin.js';
+import { runOnce as clean } from '../workers/cleaner.js';
+import { Prefetcher } from '../workers/prefetcher.js';
+import { runOnce as prune } from '../workers/pruner.js';
+import { every, type Schedule } from '../workers/scheduler.js';
+import { buildApp } from './app.js';
+import { Metrics } from './metrics.js';
+import type { ServeConfig } from './options.js';
+
+/** A running server. */
+export interface RunningServer {
+  /** `http://host:port`, with the port actually bound (for `bind_port = 0`). */
+  url: string;
+  app: FastifyInstance;
+  cache: ImageCache;
+  prefetcher: Prefetcher;
+  /**
+   * Graceful stop: no new connections, running downloads get `shutdown_timeout` seconds to finish, then fills
+   * still running are aborted (their files go to `invalid/`, never left in `incomplete/`), then everything
+   * closes.
+   */
+  close(): Promise<void>;
+}
+
+/** Builds everything `serve` runs from a resolved config, in dependency order, and listens. */
+export async function startServer(config: ServeConfig, logger: Logger): Promise<RunningServer> {
+  const { server } = config;
+  if (!server.origin) {
+    throw new ImageCacheError(
+      'ERR_INVALID_CONFIG',
+      'no origin: pass --origin directory:PATH|http:URL-TEMPLATE|glance:URL, set IMGCACHE_ORIGIN, or set origin ' +
+        'in the [imgcache] section of the config file',
+    );
+  }
+  if (server.auth_strategy.toLowerCase() === 'noauth') {
+    assertLoopbackBind(server.bind_host, server.allow_noauth_non_loopback);
+  }
+  const policy = new PolicyEnforcer(config.policy);
+  const auth: Authenticator = createAuthenticator({
+    strategy: server.auth_strategy,
+    ...(server.auth_tokens_file ? { tokensFile: server.auth_tokens_file } : {}),
+    onTokensReloadError: (error: unknown) => logger.error({ err: error }, 'tokens file reload failed'),
+    ...(server.auth_url
+      ? {
+          keystone: {
+            authUrl: server.auth_url,
+            username: server.username ?? '',
+            password: server.password ?? '',
+            userDomainName: server.user_domain_name,
+            projectName: server.project_name ?? '',
+            projectDomainName: server.project_domain_name,
+            cacheTtlSeconds: server.token_cache_time,
+          },
+        }
+      : {}),
+  });
+  const origin: Origin = createOrigin(server.origin, server.service_token ? { serviceToken: server.service_token } : {});
+  const cache = await ImageCache.open(config.cache, { logger, reconcile: true });
+  const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
+  const app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger });
+  await app.listen({ host: server.bind_host, port: server.bind_port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : server.bind_port;
+  const host = server.bind_host.includes(':') ? `[${server.bind_host}]` : server.bind_host;
+  prefetcher.start(server.prefetch_interval);
+  const schedules: Schedule[] = [
+    every(server.prune_interval, 'prune', () => prune({ cache }), logger),
+    every(server.clean_interval, 'clean', () => clean({ cache }), logger),
+  ];
+
+  let closing: Promise<void> | null = null;
+  const close = () => {
+    closing ??= (async () => {
+      logger.info('shutting down: no new connections; waiting for running downloads');
+      await prefetcher.stop();
+      await Promise.all(schedules.map((schedule) => schedule.stop()));
+      const closed = app.close();
+      const deadline = new Promise<'timeout'>((resolve) =>
+        setTimeout(() => resolve('timeout'), server.shutdown_timeout * 1000).unref(),
+      );
+      if ((await Promise.race([closed, deadline])) === 'timeout') {
+        logger.warn('shutdown_timeout reached: aborting the downloads still running');
+        await cache.abortFills(new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down'));
+        app.server.closeAllConnections();
+        await closed;
+      }
+      await cache.abortFills(new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down'));
+      await cache.close();
+      await origin.close();
+      await auth.close();
+      logger.info('stopped');
+    })();
+    return closing;
+  };
+  return { url: `http://${host}:${port}`, app, cache, prefetcher, close };
+}

@@ -1,0 +1,188 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { ImageCache } from '../cache/image-cache.js';
+import { messageOf } from '../drivers/file-driver.js';
+import { ImageStateError } from '../errors.js';
+import type { Origin, OriginCaller } from '../origin/origin.js';
+
+export interface PrefetcherOptions {
+  cache: ImageCache;
+  origin: Origin;
+  logger: Logger;
+  /** Prefetches at once, at most. @default 1 */
+  concurrency?: number;
+  /** First retry delay after a failure, doubled per failure. @default 30 s */
+  retryBaseMs?: number;
+  /** Longest retry delay. @default 1 h */
+  retryMaxMs?: number;
+  /** How the prefetcher appears to the origin (no caller: the origin's service credentials). */
+  caller?: OriginCaller;
+  now?: () => number;
+}
+
+/** The last failure of a queued image, as `GET /v2/cache` shows it under `prefetch_errors`. */
+export interface PrefetchError {
+  error: string;
+  attempts: number;
+  /** Epoch seconds. */
+  last_attempt: number;
+  /** Epoch seconds; the prefetcher leaves the image alone until then (a PUT retries at once). */
+  next_attempt: number;
+}
+
+export interface PrefetchRun {
+  cached: string[];
+  failed: string[];
+}
+
+/** How long a prefetch waits for live misses to finish before it starts, checking this often. */
+const YIELD_POLL_MS = 100;
+
+/**
+ * Caches queued images (`PUT /v2/cache/{id}`, the legacy queue, `imgcache queue`). Unlike Glance's CacheWorker
+ * it never dies on an error: a failed image stays queued with its last error visible, and is retried with
+ * exponential backoff. It runs below live misses: bounded concurrency, and no new prefetch starts while a live
+ * fill is running.
+ */
+export class Prefetcher {
+  readonly #options: Required<Omit<PrefetcherOptions, 'caller'>> & { caller: OriginCaller };
+  readonly #errors = new Map<string, PrefetchError>();
+  readonly #active = new Set<string>();
+  #running: Promise<PrefetchRun> | null = null;
+  #again = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(options: PrefetcherOptions) {
+    this.#options = {
+      concurrency: 1,
+      retryBaseMs: 30_000,
+      retryMaxMs: 3_600_000,
+      now: Date.now,
+      caller: { service: true },
+      ...options,
+    };
+  }
+
+  /** Asks for `imageId` to be cached soon; an explicit request clears its backoff. */
+  submit(imageId: string): void {
+    const failure = this.#errors.get(imageId);
+    if (failure) failure.next_attempt = 0;
+    this.wake();
+  }
+
+  /** The image left the queue (deleted, cleared): forget its error. */
+  forget(imageId: string): void {
+    this.#errors.delete(imageId);
+  }
+
+  forgetAll(): void {
+    this.#errors.clear();
+  }
+
+  /** Last errors of queued images, by id. */
+  errors(): Record<string, PrefetchError> {
+    return Object.fromEntries(this.#errors);
+  }
+
+  /** Starts a run now, or right after the one in progress. */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.runOnce().finally(() => {
+      this.#running = null;
+      if (this.#again) {
+        this.#again = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** Scans `queue/` every `seconds` too, for ids queued by other processes. */
+  start(seconds: number): void {
+    this.#timer = setInterval(() => this.wake(), seconds * 1000);
+    this.#timer.unref();
+    this.wake();
+  }
+
+  /** Stops scheduling; a run in progress finishes (the server aborts its fills first on shutdown). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#running;
+  }
+
+  /** Caches every queued image that is due, `concurrency` at a time. Never rejects. */
+  async runOnce(): Promise<PrefetchRun> {
+    const { cache, concurrency, logger, now } = this.#options;
+    const run: PrefetchRun = { cached: [], failed: [] };
+    let queue: string[];
+    try {
+      queue = await cache.getQueuedImages();
+    } catch (error) {
+      logger.error({ err: error }, 'prefetcher cannot list the queue');
+      return run;
+    }
+    const due = queue.filter((id) => !this.#active.has(id) && (this.#errors.get(id)?.next_attempt ?? 0) * 1000 <= now());
+    const workers = Array.from({ length: Math.min(concurrency, due.length) }, async () => {
+      for (let id = due.shift(); id !== undefined && !this.#stopped; id = due.shift()) {
+        await this.#yieldToLiveMisses();
+        if (await this.#prefetch(id)) run.cached.push(id);
+        else run.failed.push(id);
+      }
+    });
+    await Promise.all(workers);
+    if (run.cached.length + run.failed.length > 0) logger.info(run, 'prefetch run done');
+    return run;
+  }
+
+  async #prefetch(imageId: string): Promise<boolean> {
+    const { cache, origin, logger, caller } = this.#options;
+    this.#active.add(imageId);
+    try {
+      const image = await origin.getImage(imageId, caller);
+      if (image.status !== 'active') throw new ImageStateError(imageId, image.status, 'prefetch it');
+      const cached = await cache.prefetch({
+        imageId,
+        expected: {
+          size: image.size ? image.size : null,
+          checksum: image.checksum,
+          osHashAlgo: image.os_hash_algo,
+          osHashValue: image.os_hash_value,
+        },
+        openOrigin: (signal) => origin.openImage(imageId, caller, signal),
+      });
+      if (!cached) await cache.deleteQueuedImage(imageId); // cached meanwhile: nothing left to do
+      this.#errors.delete(imageId);
+      logger.info({ imageId }, 'prefetched image');
+      return true;
+    } catch (error) {
+      this.#recordFailure(imageId, error);
+      return false;
+    } finally {
+      this.#active.delete(imageId);
+    }
+  }
+
+  #recordFailure(imageId: string, error: unknown): void {
+    const { retryBaseMs, retryMaxMs, now, logger } = this.#options;
+    const attempts = (this.#errors.get(imageId)?.attempts ?? 0) + 1;
+    const delay = Math.min(retryMaxMs, retryBaseMs * 2 ** (attempts - 1));
+    const at = now();
+    this.#errors.set(imageId, {
+      error: messageOf(error),
+      attempts,
+      last_attempt: at / 1000,
+      next_attempt: (at + delay) / 1000,
+    });
+    logger.warn({ imageId, err: error, attempts, retryInMs: delay }, 'prefetch failed; the image stays queued');
+  }
+
+  /** Live misses first: a prefetch waits while any request is filling. */
+  async #yieldToLiveMisses(): Promise<void> {
+    while (!this.#stopped && this.#options.cache.activeFills().live > 0) await sleep(YIELD_POLL_MS);
+  }
+}
