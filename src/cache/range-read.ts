@@ -1,6 +1,7 @@
 import { type FileHandle, open } from 'node:fs/promises';
-import { type Readable, Transform } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { cutRange } from '../streams/slice.js';
 import type { Driver } from '../drivers/driver.js';
 import { CHUNK_SIZE, isErrno } from '../drivers/file-handles.js';
 import type { Fill } from './fill.js';
@@ -68,24 +69,5 @@ export async function rangeFromOrigin(
   openWhole: (signal: AbortSignal) => Promise<Readable>,
 ): Promise<Readable> {
   if (openRange) return openRange(range, signal);
-  const whole = await openWhole(signal);
-  const slice = sliceStream(range);
-  pipeline(whole, slice).catch(() => {}); // an origin error reaches the consumer through `slice`
-  slice.once('end', () => whole.destroy()); // the rest of the image is not wanted
-  return slice;
-}
-
-function sliceStream(range: Range): Transform {
-  let offset = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      const chunkStart = offset;
-      offset += chunk.length;
-      const from = Math.max(range.start - chunkStart, 0);
-      const to = Math.min(range.end + 1 - chunkStart, chunk.length);
-      if (to > from) this.push(chunk.subarray(from, to));
-      if (offset > range.end && !this.readableEnded) this.push(null);
-      callback();
-    },
-  });
+  return cutRange(await openWhole(signal), range);
 }

@@ -51,6 +51,20 @@ export class DirectoryOrigin implements Origin {
   }
 
   async openImage(imageId: string, _caller: OriginCaller, signal: AbortSignal): Promise<Readable> {
+    return this.#open(imageId, signal, {});
+  }
+
+  /** A positioned read of the file: no bytes before or after the range are read. */
+  async openImageRange(
+    imageId: string,
+    _caller: OriginCaller,
+    range: { start: number; end: number },
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    return this.#open(imageId, signal, range);
+  }
+
+  async #open(imageId: string, signal: AbortSignal, range: { start?: number; end?: number }): Promise<Readable> {
     signal.throwIfAborted();
     const id = this.#checkId(imageId);
     let handle: FileHandle;
@@ -67,7 +81,7 @@ export class DirectoryOrigin implements Origin {
       await handle.close();
       throw error;
     }
-    const stream = handle.createReadStream({ highWaterMark: this.#chunkSize });
+    const stream = handle.createReadStream({ ...range, highWaterMark: this.#chunkSize });
     return addAbortSignal(signal, stream);
   }
 

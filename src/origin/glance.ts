@@ -3,6 +3,7 @@ import { type Agent, type Dispatcher, errors } from 'undici';
 import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
 import type { ImageRecord, Origin, OriginCaller } from './origin.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
+import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
 import { createAgent, discard, readJson, redactUrl, send, statusError, type TransportOptions } from './transport.js';
 
@@ -105,6 +106,26 @@ export class GlanceOrigin implements Origin {
     return response.body;
   }
 
+  /**
+   * `GET /v2/images/{id}/file` with a `Range` header (Glance answers 206 since Pike); an upstream that ignores
+   * the header and sends the whole image (200) is cut to the range here.
+   */
+  async openImageRange(
+    imageId: string,
+    caller: OriginCaller,
+    range: { start: number; end: number },
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    signal.throwIfAborted();
+    const id = checkImageId(imageId);
+    const what = `glance origin, GET image ${id} bytes ${range.start}-${range.end}`;
+    const path = `/v2/images/${encodeURIComponent(id)}/file`;
+    const response = await this.#request('GET', path, caller, what, signal, `bytes=${range.start}-${range.end}`);
+    if (response.statusCode === 206) return response.body;
+    if (response.statusCode === 200) return cutRange(response.body, range);
+    throw await statusError(response, id, what, 'unauthorized');
+  }
+
   /** `DELETE /v2/images/{id}` as the caller: resolves on 2xx; 404, 401, 403 and the rest map as for getImage. */
   async deleteImage(imageId: string, caller: OriginCaller): Promise<void> {
     const id = checkImageId(imageId);
@@ -161,8 +182,10 @@ export class GlanceOrigin implements Origin {
     caller: OriginCaller,
     what: string,
     signal?: AbortSignal,
+    range?: string,
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'imgcache' };
+    if (range) headers.range = range;
     const token = caller.token ?? (caller.service ? this.#serviceToken : undefined);
     if (token !== undefined) headers['x-auth-token'] = token;
     if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
