@@ -1,7 +1,4 @@
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { type Readable, Transform } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { CacheConfig } from '../config.js';
 import type {
@@ -13,12 +10,14 @@ import type {
   ReconcileResult,
 } from '../drivers/driver.js';
 import { createDriver } from '../drivers/registry.js';
-import { CacheIOError, ImageNotCachedError, NotCachedError } from '../errors.js';
+import { ImageNotCachedError, NotCachedError } from '../errors.js';
 import { Admission } from './admission.js';
-import { checkHashAlgorithm, DEFAULT_HASH_ALGO, type ExpectedImage } from './digest.js';
+import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import { HashPool } from './hash-pool.js';
+import { streamHit } from './hit.js';
+import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
 import { type Range, type RangeOpener, rangeFromCache, rangeFromFill, rangeFromOrigin } from './range-read.js';
 import { CacheStats, type CacheStatus } from './stats.js';
@@ -354,49 +353,13 @@ export class ImageCache {
    * image is already cached or being cached. A mismatch leaves the copy in `invalid/` and throws
    * {@link ChecksumMismatchError} or {@link SizeMismatchError}.
    */
-  async cacheImageFile(
-    imageId: string,
-    path: string,
-    expected: ExpectedImage = {},
-    onProgress?: ProgressListener,
-  ): Promise<boolean> {
-    if (!(await this.driver.isCacheable(imageId))) return false;
-    let total: number;
-    try {
-      const info = await stat(path);
-      if (!info.isFile()) throw new Error('not a regular file');
-      total = info.size;
-    } catch (error) {
-      throw new CacheIOError(`cannot read ${path}: ${(error as Error).message}`, { cause: error });
-    }
-    return this.cacheImageStream(imageId, createReadStream(path, { highWaterMark: 1 << 20 }), expected, (done) =>
-      onProgress?.(done, total),
-    );
+  cacheImageFile(imageId: string, path: string, expected?: ExpectedImage, onProgress?: ProgressListener): Promise<boolean> {
+    return importFile(this, imageId, path, expected, onProgress);
   }
 
   /** {@link cacheImageFile} for any stream (the source is consumed and destroyed either way). */
-  async cacheImageStream(
-    imageId: string,
-    source: Readable,
-    expected: ExpectedImage = {},
-    onProgress?: ProgressListener,
-  ): Promise<boolean> {
-    try {
-      checkHashAlgorithm(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
-      if (!(await this.driver.isCacheable(imageId))) {
-        source.destroy();
-        return false;
-      }
-      let stream: Readable = source;
-      if (onProgress) {
-        const tap = progressTap(onProgress);
-        pipeline(source, tap).catch(() => {}); // errors reach the fill through the tap
-        stream = tap;
-      }
-      return await this.prefetch({ imageId, expected, openOrigin: async () => stream });
-    } finally {
-      source.destroy();
-    }
+  cacheImageStream(imageId: string, source: Readable, expected?: ExpectedImage, onProgress?: ProgressListener): Promise<boolean> {
+    return importStream(this, imageId, source, expected, onProgress);
   }
 
   async #ensureSized(): Promise<void> {
@@ -454,30 +417,7 @@ export class ImageCache {
       await this.deleteCachedImage(imageId);
       return null;
     }
-    this.#admission.acquire(imageId);
-    const stream = reader.createReadStream() as Readable & { bytesRead: number };
-    finished(stream, { writable: false })
-      .then(
-        () => reader.complete(),
-        () => reader.close(),
-      )
-      .catch((error: unknown) => this.#logger.warn({ imageId, err: error }, 'could not record the hit'))
-      .finally(() => {
-        this.stats.bytesFromCache += stream.bytesRead;
-        this.#admission.release(imageId);
-      });
     this.stats.requests.HIT += 1;
-    return { status: 'HIT', size: reader.size, stream };
+    return { status: 'HIT', size: reader.size, stream: streamHit(reader, this.#admission, this.stats, this.#logger) };
   }
-}
-
-function progressTap(onProgress: ProgressListener): Transform {
-  let done = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      done += chunk.length;
-      onProgress(done, null);
-      callback(null, chunk);
-    },
-  });
 }

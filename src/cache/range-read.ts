@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { cutRange } from '../streams/slice.js';
 import type { Driver } from '../drivers/driver.js';
-import { CHUNK_SIZE, isErrno } from '../drivers/file-handles.js';
+import { CHUNK_SIZE } from '../drivers/file-handles.js';
+import { isErrno } from '../drivers/fs-util.js';
 import type { Fill } from './fill.js';
 
 /** An inclusive byte range. */

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { CachedImage, Driver } from '../drivers/driver.js';
-import { messageOf } from '../drivers/file-driver.js';
+import { messageOf } from '../drivers/fs-util.js';
 import { CHUNK_SIZE } from '../drivers/file-handles.js';
 import { ImageHasher } from './digest.js';
 

@@ -15,6 +15,7 @@ import {
 import { DRIVER_NAMES } from '../drivers/registry.js';
 import { ConfigError } from '../errors.js';
 import { CliUsageError, type ExitCode } from './exit.js';
+import { parseServerUrl, RemoteCache } from './remote.js';
 
 /** Where the CLI writes. `main` uses the process's streams; nothing else in src/cli touches `process`. */
 export interface CliIO {
@@ -34,10 +35,32 @@ export interface GlobalOptions {
   config?: string;
   /** `--verbose`: log at info instead of error. @default false */
   verbose?: boolean;
+  /** `--url`: act on this server's v2 Cache API instead of a directory. @default $IMGCACHE_URL */
+  url?: string;
+  /** `--token`: sent as `X-Auth-Token` with `--url`. @default $IMGCACHE_TOKEN */
+  token?: string;
 }
 
 /** Environment variable naming the config file, used when `--config` is not given. */
 export const CONFIG_ENV = 'IMGCACHE_CONFIG';
+/** Environment variable for `--url`. */
+export const URL_ENV = 'IMGCACHE_URL';
+/** Environment variable for `--token` (safer than the flag: argv is visible to every local user in `ps`). */
+export const TOKEN_ENV = 'IMGCACHE_TOKEN';
+
+/** What the global flags that name a local cache mean, for refusing them next to `--url`. */
+const LOCAL_FLAGS = [
+  ['cacheDir', '--cache-dir', 'the server uses its own image_cache_dir'],
+  ['driver', '--driver', 'the server uses its own image_cache_driver'],
+  ['maxSize', '--max-size', 'the server prunes to its own image_cache_max_size'],
+  ['config', '--config', 'the server reads its own configuration'],
+] as const;
+
+/** The two ways a management command can run: on a directory, or on a server through the v2 Cache API. */
+export interface CommandBodies {
+  local: (cache: ImageCache, config: CacheConfig) => Promise<ExitCode>;
+  remote: (server: RemoteCache) => Promise<ExitCode>;
+}
 
 /** The flag that sets each option, so a bad value is reported as coming "from --max-size". */
 const FLAG_NAMES: Partial<Record<OptionName, string>> = {
@@ -118,6 +141,48 @@ export class CliContext {
     return config;
   }
 
+  /** `--url` (else `$IMGCACHE_URL`) and where it came from; null in local mode. */
+  serverUrl(globals: GlobalOptions): { url: string; source: string } | null {
+    if (globals.url !== undefined) return { url: globals.url, source: '--url' };
+    const fromEnv = nonEmpty(this.env[URL_ENV]);
+    return fromEnv === undefined ? null : { url: fromEnv, source: URL_ENV };
+  }
+
+  /**
+   * Runs `bodies.remote` against the server `--url` names, or `bodies.local` on the cache directory (through
+   * {@link withCache}). Ids are validated first either way, by the same rules, so an invalid id sends nothing.
+   * Flags that only mean something for a directory (`--cache-dir`, `--max-size`, `extra` such as `--stall-time`)
+   * are refused next to a URL rather than ignored: the server uses its own configuration.
+   */
+  async withTarget(
+    command: Command,
+    options: { ids?: readonly string[]; extra?: RawOptions },
+    bodies: CommandBodies,
+  ): Promise<ExitCode> {
+    const globals = command.optsWithGlobals<GlobalOptions>();
+    const server = this.serverUrl(globals);
+    if (server === null) return this.withCache(command, options, bodies.local);
+
+    const url = parseServerUrl(server.url, server.source);
+    for (const [key, flag, why] of LOCAL_FLAGS) {
+      if (globals[key] !== undefined) throw new CliUsageError(`${flag} does not apply with ${server.source}: ${why}`);
+    }
+    for (const [option, value] of Object.entries(options.extra ?? {})) {
+      const flag = FLAG_NAMES[option as OptionName] ?? option;
+      if (value !== undefined) {
+        throw new CliUsageError(`${flag} does not apply with ${server.source}: the server uses its own ${option}`);
+      }
+    }
+    const layout = new CacheLayout('.');
+    for (const id of options.ids ?? []) layout.validate(id);
+
+    const token = globals.token ?? nonEmpty(this.env[TOKEN_ENV]);
+    const logger = this.logger(globals);
+    // The token is never logged: only whether there is one.
+    logger.info({ command: command.name(), server: url.host, token: token !== undefined }, 'using the cache API');
+    return bodies.remote(new RemoteCache({ url, logger, ...(token !== undefined ? { token } : {}) }));
+  }
+
   /**
    * Resolves the configuration, validates `ids`, opens the cache, runs `body` and closes the cache. Every id is
    * checked before the cache is opened (so an invalid id creates nothing, not even the directory) and again by
@@ -129,6 +194,12 @@ export class CliContext {
     body: (cache: ImageCache, config: CacheConfig) => Promise<ExitCode>,
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
+    const server = this.serverUrl(globals);
+    if (server !== null) {
+      const fix = server.source === '--url' ? 'drop --url' : `unset ${URL_ENV}`;
+      throw new CliUsageError(`${command.name()} works on a local cache directory only; ${fix}`);
+    }
+    if (globals.token !== undefined) throw new CliUsageError(`--token applies only with --url (or ${URL_ENV})`);
     const config = this.resolveConfig(globals, options.extra);
     const ids = options.ids ?? [];
     const layout = new CacheLayout(config.image_cache_dir ?? '.');

@@ -1,6 +1,6 @@
 import { constants, type Dirent } from 'node:fs';
-import { access, type FileHandle, mkdir, open, readdir, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { access, type FileHandle, open, readdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CacheLayout, type ImageState } from '../cache/layout.js';
 import {
@@ -19,14 +19,18 @@ import type {
   ImageWriter,
   ReconcileResult,
 } from './driver.js';
+import { FileImageReader, FileImageWriter } from './file-handles.js';
 import {
-  FileImageReader,
-  FileImageWriter,
+  compareIds,
   isErrno,
+  isRegularFile,
+  makeDirectories,
+  messageOf,
   openIfExists,
   renameIfExists,
+  syncDir,
   unlinkIfExists,
-} from './file-handles.js';
+} from './fs-util.js';
 import type { MetadataStore } from './metadata-store.js';
 
 /** Options every driver takes. */
@@ -423,51 +427,6 @@ export class FileDriver implements Driver {
   }
 }
 
-async function isRegularFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch (error) {
-    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
-    throw error;
-  }
-}
-
-/**
- * `mkdir -p`, one level at a time. Node's `mkdir({ recursive: true })` spins forever on procfs (which answers
- * ENOENT to mkdir); this fails with that ENOENT instead.
- */
-async function makeDirectories(path: string): Promise<void> {
-  try {
-    await mkdir(path);
-  } catch (error) {
-    if (isErrno(error, 'EEXIST')) return;
-    if (!isErrno(error, 'ENOENT') || dirname(path) === path) throw error;
-    await makeDirectories(dirname(path));
-    await mkdir(path).catch((again: unknown) => {
-      if (!isErrno(again, 'EEXIST')) throw again;
-    });
-  }
-}
-
 function disappeared(path: string): CacheIOError {
   return new CacheIOError(`${path} disappeared before it could be committed (was the cache cleaned meanwhile?)`);
-}
-
-/** fsync a directory so a rename in it survives a power loss. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Plain code-unit order, the same order SQL's `ORDER BY image_id` (BINARY collation) gives. */
-export function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-export function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -3,7 +3,8 @@ import type Database from 'better-sqlite3';
 import type { CacheLayout } from '../cache/layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
 import type { CachedImage } from './driver.js';
-import { type DriverOptions, FileDriver, messageOf } from './file-driver.js';
+import { type DriverOptions, FileDriver } from './file-driver.js';
+import { messageOf } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
 
 export interface SqliteDriverOptions extends DriverOptions {

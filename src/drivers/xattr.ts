@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import type { CacheLayout } from '../cache/layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
 import type { CachedImage } from './driver.js';
-import { compareIds, type DriverOptions, FileDriver, messageOf } from './file-driver.js';
-import { isErrno, unlinkIfExists } from './file-handles.js';
+import { type DriverOptions, FileDriver } from './file-driver.js';
+import { compareIds, isErrno, messageOf, unlinkIfExists } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
 
 type XattrModule = typeof import('fs-xattr');

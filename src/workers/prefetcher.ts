@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
-import { messageOf } from '../drivers/file-driver.js';
+import { messageOf } from '../drivers/fs-util.js';
 import { ImageStateError } from '../errors.js';
 import type { Origin, OriginCaller } from '../origin/origin.js';
 

@@ -1,0 +1,219 @@
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { CliFailure, CliUsageError } from './exit.js';
+
+/** How long one request may take, connection included. Prune and clean of a big cache are the slow ones. */
+export const REMOTE_TIMEOUT_MS = 60_000;
+
+/** What `clear --target` sends: Glance's `x-image-cache-clear-target`, where "both" is no header (spec §5.6). */
+const CLEAR_HEADER = { cache: 'cache', queue: 'queue', both: undefined } as const;
+
+/**
+ * `GET /v2/cache` as Glance and imgcache answer it. Loose objects: fields we do not know (imgcache's
+ * `prefetch_errors`, the centralized driver's `id` and `checksum`) are kept, so `list --json` prints the body.
+ */
+const listingSchema = z.looseObject({
+  cached_images: z.array(
+    z.looseObject({
+      image_id: z.string(),
+      hits: z.number(),
+      last_accessed: z.number(),
+      last_modified: z.number(),
+      size: z.number(),
+    }),
+  ),
+  queued_images: z.array(z.string()),
+  prefetch_errors: z.record(z.string(), z.looseObject({ error: z.string() })).optional(),
+});
+
+/** The server's `GET /v2/cache` body, validated. */
+export type RemoteListing = z.infer<typeof listingSchema>;
+
+const pruneSchema = z.object({ total_files_pruned: z.number(), total_bytes_pruned: z.number() });
+
+/** The answer about one image id: done, or refused for a reason that concerns this id only (400, 404, 405). */
+export type ImageOutcome = { ok: true } | { ok: false; status: number; code: string | null; reason: string };
+
+/** Options of {@link RemoteCache}. */
+export interface RemoteCacheOptions {
+  /** Base URL of the server (checked by {@link parseServerUrl}). */
+  url: URL;
+  /** Sent as `X-Auth-Token`; never logged, never part of a message. @default no token */
+  token?: string;
+  /** Per-request limit in milliseconds. @default REMOTE_TIMEOUT_MS */
+  timeoutMs?: number;
+  /** Gets one info line per request (method, path, status); never the token. */
+  logger?: Logger;
+}
+
+/** `--url` as a base URL, or a {@link CliUsageError} (exit 2): only http(s), no query, no fragment. */
+export function parseServerUrl(raw: string, source: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new CliUsageError(`${source} must be an http:// or https:// URL such as http://127.0.0.1:9292; got ${quote(raw)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new CliUsageError(`${source} must be an http:// or https:// URL; got ${quote(raw)}`);
+  }
+  if (url.search !== '' || url.hash !== '') throw new CliUsageError(`${source} must not have a query or a fragment`);
+  // A path prefix (a proxy's /glance) is kept: request paths are resolved below it.
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return url;
+}
+
+/**
+ * The v2 Cache API of a running server (imgcache or Glance ≥ 2.14, spec §4.4), with the few operations the
+ * management commands need. Failures that no other id or retry could fix (unreachable, 401, 403, the API
+ * missing) throw {@link CliFailure} with glance-cache-manage's wording (spec §5.4, scenario 109).
+ */
+export class RemoteCache {
+  /** `host:port`, for messages (never the user-info part of the URL). */
+  readonly host: string;
+  readonly #url: URL;
+  readonly #token: string | undefined;
+  readonly #timeoutMs: number;
+  readonly #logger: Logger | undefined;
+
+  constructor(options: RemoteCacheOptions) {
+    this.#url = options.url;
+    this.host = options.url.host;
+    this.#token = options.token;
+    this.#timeoutMs = options.timeoutMs ?? REMOTE_TIMEOUT_MS;
+    this.#logger = options.logger;
+  }
+
+  /** `GET /v2/cache`. */
+  async list(): Promise<RemoteListing> {
+    const response = await this.#expect('GET', 'v2/cache', 200);
+    const parsed = listingSchema.safeParse(await jsonOf(response));
+    if (!parsed.success) throw new CliFailure(`${this.host} answered GET /v2/cache with something that is not a cache listing`);
+    return parsed.data;
+  }
+
+  /** `PUT /v2/cache/{id}`: 202 when queued (Glance does not say whether it was cached already). */
+  async queue(id: string): Promise<ImageOutcome> {
+    return this.#forImage('PUT', id, 202);
+  }
+
+  /** `DELETE /v2/cache/{id}`: removes the cached file and the queue entry (204). */
+  async delete(id: string): Promise<ImageOutcome> {
+    return this.#forImage('DELETE', id, 204);
+  }
+
+  /** `DELETE /v2/cache`; the API returns no counts (Glance computes and drops them). */
+  async clear(target: keyof typeof CLEAR_HEADER): Promise<void> {
+    const header = CLEAR_HEADER[target];
+    await this.#expect('DELETE', 'v2/cache', 204, header ? { 'x-image-cache-clear-target': header } : {});
+  }
+
+  /** `POST /v2/cache/prune` (Images API 2.18), with the server's `image_cache_max_size`. */
+  async prune(): Promise<{ filesPruned: number; bytesPruned: number }> {
+    const response = await this.#expect('POST', 'v2/cache/prune', 200);
+    const parsed = pruneSchema.safeParse(await jsonOf(response));
+    if (!parsed.success) throw new CliFailure(`${this.host} answered POST /v2/cache/prune without the pruned counts`);
+    return { filesPruned: parsed.data.total_files_pruned, bytesPruned: parsed.data.total_bytes_pruned };
+  }
+
+  /** `POST /v2/cache/clean` (Images API 2.18), with the server's `image_cache_stall_time`; no counts. */
+  async clean(): Promise<void> {
+    await this.#expect('POST', 'v2/cache/clean', 200);
+  }
+
+  async #forImage(method: string, id: string, success: number): Promise<ImageOutcome> {
+    const response = await this.#send(method, `v2/cache/${encodeURIComponent(id)}`, {}, id);
+    if (response.status === success) return { ok: true };
+    // Anything else is about this id: a 404 that reached here is ERR_IMAGE_NOT_FOUND, a 400 an inactive image,
+    // a 405 an id that is also a route (`clean`, `prune`: spec §4.4). 5xx (the origin failing) too.
+    const { code, message } = await errorOf(response);
+    return { ok: false, status: response.status, code, reason: message };
+  }
+
+  async #expect(method: string, path: string, success: number, headers: Record<string, string> = {}) {
+    const response = await this.#send(method, path, headers);
+    if (response.status !== success) {
+      const { message } = await errorOf(response);
+      throw new CliFailure(`${this.host} refused ${method} /${path} (HTTP ${response.status}): ${message}`);
+    }
+    return response;
+  }
+
+  /**
+   * One request. Throws for what no other id would change; returns every other response. On an image's route
+   * (`imageId` set), a 404 that names the image (imgcache's ERR_IMAGE_NOT_FOUND, Glance's "Image X not found.")
+   * is about that image; any other 404 means the route, so the API, is missing.
+   */
+  async #send(method: string, path: string, headers: Record<string, string>, imageId?: string): Promise<Response> {
+    const url = new URL(path, this.#url);
+    const started = Date.now();
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: { accept: 'application/json', ...headers, ...(this.#token ? { 'x-auth-token': this.#token } : {}) },
+        // Never follow: fetch would resend X-Auth-Token to wherever a redirect points.
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+    } catch (error) {
+      throw new CliFailure(`cannot reach ${this.#url.origin}: ${this.#networkReason(error)}`, { cause: error });
+    }
+    this.#logger?.info({ method, path: `/${path}`, status: response.status, ms: Date.now() - started }, 'cache API');
+    const { status } = response;
+    if (status >= 300 && status < 400) {
+      await response.body?.cancel();
+      const to = response.headers.get('location');
+      throw new CliFailure(`${this.host} redirects ${method} /${path}${to ? ` to ${to}` : ''}; pass the final URL as --url`);
+    }
+    if (status === 401) throw new CliFailure('authentication failed: pass a valid --token (or set IMGCACHE_TOKEN)');
+    if (status === 403) throw new CliFailure('Not authorized to make this request.');
+    if (status === 404) {
+      if (imageId === undefined || !namesImage(await errorOf(response.clone()), imageId)) {
+        await response.body?.cancel();
+        throw new CliFailure(`Cache management API not enabled on host ${this.host}`);
+      }
+    }
+    return response;
+  }
+
+  #networkReason(error: unknown): string {
+    if (error instanceof Error && error.name === 'TimeoutError') return `no answer within ${this.#timeoutMs / 1000} s`;
+    const cause = error instanceof Error ? (error.cause as (Error & { code?: string; errors?: Error[] }) | undefined) : undefined;
+    const inner = cause?.errors?.[0] ?? cause;
+    return inner?.message || cause?.code || (error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** The `{"error": {"code", "message"}}` of imgcache, Glance's text, or the status line: one line either way. */
+async function errorOf(response: Response): Promise<{ code: string | null; message: string }> {
+  const text = (await response.text().catch(() => '')).trim();
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown }; message?: unknown };
+    const message = body.error?.message ?? body.message;
+    const code = body.error?.code;
+    if (typeof message === 'string') return { code: typeof code === 'string' ? code : null, message };
+  } catch {
+    // Not JSON: Glance's webob errors are text/plain or HTML.
+  }
+  const plain = text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
+  return { code: null, message: plain.slice(0, 300) || response.statusText || `HTTP ${response.status}` };
+}
+
+/** A 404 about the image rather than the route: imgcache's code, or Glance's text "Image <id> not found.". */
+function namesImage(error: { code: string | null; message: string }, id: string): boolean {
+  if (error.code !== null) return error.code === 'ERR_IMAGE_NOT_FOUND';
+  return /\bimage\b.*\bnot found\b/i.test(error.message) && error.message.includes(id);
+}
+
+async function jsonOf(response: Response): Promise<unknown> {
+  try {
+    return await response.json();
+  } catch {
+    return undefined;
+  }
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text);
+}
