@@ -114,11 +114,13 @@ export class Admission {
         if (!needMore(this.#used - planned)) break;
       }
       if (victims.length > 0) {
-        const freed = await this.#driver.deleteCachedImages(victims.map(([id]) => id));
+        const present = new Set(await this.#driver.deleteCachedImages(victims.map(([id]) => id)));
+        // What the disk got back, by the sizes recorded at commit; a file deleted behind our back frees nothing.
+        const freed = victims.reduce((sum, [id, size]) => sum + (present.has(id) ? size : 0), 0);
         for (const [id] of victims) gone.add(id);
         this.#used = Math.max(0, this.#used - planned);
         evicted.files += victims.length;
-        evicted.bytes += freed; // what the disk got back; a file deleted behind our back frees nothing
+        evicted.bytes += freed;
         this.#stats.evictions += victims.length;
       } else if (candidates.length < batchSize || batchSize === MAX_BATCH) {
         break; // everything the driver has is in use (or already gone): never spin

@@ -48,10 +48,12 @@ export interface Driver {
   /** Deletes `<base>/<id>` and its metadata. A missing image is not an error. */
   deleteCachedImage(imageId: string): Promise<void>;
   /**
-   * {@link deleteCachedImage} for many ids: files unlinked in parallel, metadata in one transaction (prune's
-   * path). Returns the bytes actually freed (files already gone count 0).
+   * {@link deleteCachedImage} for many ids, fast enough for prune to evict tens of thousands: each file is
+   * renamed out of the cache into a hidden trash directory (a rename costs a fraction of an unlink that frees
+   * blocks) and unlinked in the background; the metadata goes in one transaction. Returns the ids whose file
+   * was there (a file deleted behind our back frees nothing).
    */
-  deleteCachedImages(imageIds: readonly string[]): Promise<number>;
+  deleteCachedImages(imageIds: readonly string[]): Promise<string[]>;
   /** Moves a cached image to `invalid/` and drops its metadata (a copy that failed verification). */
   quarantineCachedImage(imageId: string, reason: string): Promise<void>;
   /**

@@ -11,7 +11,7 @@ describe('xattr driver specifics', () => {
   it('leaves no probe file behind after configure', async (t) => {
     const { dir } = await setUp(t, createXattrDriver);
     const names = await readdir(dir);
-    assert.deepEqual(names.sort(), ['incomplete', 'invalid', 'queue']);
+    assert.deepEqual(names.sort(), ['.trash', 'incomplete', 'invalid', 'queue']);
   });
 
   it('keeps Glance attribute user.hits and its own last-access clock on the file', async (t) => {
