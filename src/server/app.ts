@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Authenticator, Identity } from '../auth/identity.js';
 import type { PolicyEnforcer } from '../auth/policy.js';
@@ -6,7 +6,8 @@ import type { ImageCache } from '../cache/image-cache.js';
 import type { Origin } from '../origin/origin.js';
 import type { Prefetcher } from '../workers/prefetcher.js';
 import { registerCacheApi } from './cache-api.js';
-import { installErrorHandler } from './errors.js';
+import { BadRequestError, ImageNotFoundError } from '../errors.js';
+import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
 import { registerLegacyApi } from './legacy-api.js';
 import { type Metrics, registerMetrics } from './metrics.js';
@@ -34,6 +35,28 @@ export interface AppDeps {
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
 const PUBLIC_ROUTES = new Set(['/', '/versions', '/healthz', '/metrics']);
 
+/** Longest path segment routed at all: image ids are at most 255 characters, so anything longer is hostile. */
+const MAX_SEGMENT = 1024;
+
+/**
+ * Refuses paths a router could read one way and an upstream another: `.`/`..` segments (raw or `%2e`-encoded),
+ * a raw `#`, undecodable escapes, and segments too long to be routed (which would otherwise fall through to the
+ * proxy). Nothing ambiguous reaches a route, the cache or the upstream Glance.
+ */
+function assertCleanPath(path: string): void {
+  if (path.includes('#')) throw new BadRequestError('a request path cannot contain "#"');
+  for (const raw of path.split('/')) {
+    if (raw.length > MAX_SEGMENT) throw new ImageNotFoundError(`${raw.slice(0, 40)}…`);
+    let segment: string;
+    try {
+      segment = decodeURIComponent(raw);
+    } catch {
+      throw new BadRequestError('the request path has a malformed %-escape');
+    }
+    if (segment === '.' || segment === '..') throw new BadRequestError('the request path cannot contain "." or ".." segments');
+  }
+}
+
 /** `/v2.14/cache` is `/v2/cache`: glanceclient sends versioned URLs once `/versions` advertised them. */
 function rewriteVersionedUrl(url: string): string {
   return url.replace(/^\/v2\.(?:1[0-8]|[0-9])(?=\/|$|\?)/, '/v2');
@@ -48,8 +71,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     exposeHeadRoutes: false, // a HEAD of an image must not start a fill: HEAD routes are explicit
     return503OnClosing: true,
     rewriteUrl: (request) => rewriteVersionedUrl(request.url ?? '/'),
-    // Image ids are up to 255 characters; longer path segments are hostile and get a 404 at once.
-    routerOptions: { maxParamLength: 1024 },
+    routerOptions: { maxParamLength: MAX_SEGMENT },
+    // Malformed URLs and bodies get the same JSON error shape as everything else.
+    frameworkErrors: (error, _request, reply) => {
+      const status = error.statusCode ?? 400;
+      const raw = reply as unknown as FastifyReply; // the framework hook's reply is typed per route generic
+      void raw.code(status).type('application/json').send(errorBody(status, error.code ?? 'ERR_BAD_REQUEST', error.message));
+    },
   });
   // Bodies stay raw streams: the proxy forwards them untouched, and the cache API refuses them.
   app.removeAllContentTypeParsers();
@@ -58,6 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request) => {
     const path = request.url.split('?')[0] ?? '/';
+    assertCleanPath(path);
     if (PUBLIC_ROUTES.has(path)) return;
     request.identity = await deps.auth.authenticate(request.headers);
   });

@@ -84,7 +84,8 @@ const METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH', 'OPTIONS'] as 
 /** Answers every method a route does not serve with 405 and `Allow` (Glance's Routes does the same, §4.4). */
 export function methodNotAllowed(app: FastifyInstance, url: string, allowed: readonly string[]): void {
   const allow = [...allowed];
-  const served = new Set(allow.includes('GET') ? [...allow, 'HEAD'] : allow);
+  // HEAD is served only where a route says so (exposeHeadRoutes is off): everywhere else it is a 405 too.
+  const served = new Set(allow);
   app.route({
     method: METHODS.filter((method) => !served.has(method)),
     url,

@@ -14,16 +14,14 @@ import {
 } from '../config.js';
 
 /**
- * `imgcache serve`'s options. Glance's names where Glance has one (`bind_host`, `bind_port`,
- * `worker_self_reference_url` in `[DEFAULT]`; `[keystone_authtoken]`), ours in `[imgcache]`.
+ * `imgcache serve`'s options. Glance's names where Glance has one (`bind_host`, `bind_port` in `[DEFAULT]`;
+ * `[keystone_authtoken]`), ours in `[imgcache]`.
  */
 export interface ServerOptions {
   /** Address to listen on. Glance's default is 0.0.0.0; ours is loopback, so noauth is never exposed by accident. @default 127.0.0.1 */
   bind_host: string;
   /** @default 9292 (Glance's) */
   bind_port: number;
-  /** This node's URL, as other nodes and `GET /v2/cache/nodes/{id}` name it. */
-  worker_self_reference_url: string | undefined;
   /** Where misses come from: `directory:PATH`, `http:URL-TEMPLATE` or `glance:URL`. Required. */
   origin: string | undefined;
   /** `noauth`, `tokens` or `keystone`. @default noauth */
@@ -81,7 +79,6 @@ const at = (section: string, env: string, schema: z.ZodType): OptionSpec => ({ s
 export const SERVER_OPTIONS = {
   bind_host: at('DEFAULT', 'IMGCACHE_BIND_HOST', text('bind_host')),
   bind_port: at('DEFAULT', 'IMGCACHE_BIND_PORT', port),
-  worker_self_reference_url: at('DEFAULT', 'IMGCACHE_SELF_URL', z.url({ error: 'worker_self_reference_url must be a URL' })),
   origin: at('imgcache', 'IMGCACHE_ORIGIN', text('origin')),
   auth_strategy: at('imgcache', 'IMGCACHE_AUTH_STRATEGY', text('auth_strategy')),
   allow_noauth_non_loopback: at('imgcache', 'IMGCACHE_ALLOW_NOAUTH_NON_LOOPBACK', flag),
@@ -105,7 +102,6 @@ export const SERVER_OPTIONS = {
 export const SERVER_DEFAULTS: ServerOptions = {
   bind_host: '127.0.0.1',
   bind_port: 9292,
-  worker_self_reference_url: undefined,
   origin: undefined,
   auth_strategy: 'noauth',
   allow_noauth_non_loopback: false,

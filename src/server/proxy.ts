@@ -20,6 +20,7 @@ export function registerProxy(app: FastifyInstance, deps: AppDeps): void {
   app.delete<{ Params: ImageParams }>('/v2/images/:imageId', async (request, reply) => {
     const { imageId } = request.params;
     cache.driver.getImageFilepath(imageId);
+    deps.policy.enforce('delete_image', request.identity);
     await origin.deleteImage(imageId, callerOf(request));
     await cache.deleteCachedImage(imageId);
     await cache.deleteQueuedImage(imageId);

@@ -64,10 +64,36 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
       : {}),
   });
   const origin: Origin = createOrigin(server.origin, server.service_token ? { serviceToken: server.service_token } : {});
-  const cache = await ImageCache.open(config.cache, { logger, reconcile: true });
-  const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
-  const app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger });
-  await app.listen({ host: server.bind_host, port: server.bind_port });
+  let cache: ImageCache | undefined;
+  let app: FastifyInstance | undefined;
+  try {
+    cache = await ImageCache.open(config.cache, { logger, reconcile: true });
+    const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
+    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger });
+    await app.listen({ host: server.bind_host, port: server.bind_port });
+    return running(config, logger, { app, cache, origin, auth, prefetcher });
+  } catch (error) {
+    // Whatever was opened before the failure (a port in use, a bad cache dir) is closed again.
+    await app?.close().catch(() => {});
+    await cache?.close().catch(() => {});
+    await origin.close().catch(() => {});
+    await auth.close().catch(() => {});
+    throw error;
+  }
+}
+
+interface Parts {
+  app: FastifyInstance;
+  cache: ImageCache;
+  origin: Origin;
+  auth: Authenticator;
+  prefetcher: Prefetcher;
+}
+
+/** Starts the background work of a listening server and returns its handle with the graceful close. */
+function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServer {
+  const { server } = config;
+  const { app, cache, origin, auth, prefetcher } = parts;
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : server.bind_port;
   const host = server.bind_host.includes(':') ? `[${server.bind_host}]` : server.bind_host;
@@ -76,24 +102,28 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
     every(server.prune_interval, 'prune', () => prune({ cache }), logger),
     every(server.clean_interval, 'clean', () => clean({ cache }), logger),
   ];
+  const shuttingDown = () => new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down');
 
   let closing: Promise<void> | null = null;
   const close = () => {
     closing ??= (async () => {
       logger.info('shutting down: no new connections; waiting for running downloads');
-      await prefetcher.stop();
-      await Promise.all(schedules.map((schedule) => schedule.stop()));
+      prefetcher.halt();
+      const stopped = Promise.all(schedules.map((schedule) => schedule.stop()));
       const closed = app.close();
       const deadline = new Promise<'timeout'>((resolve) =>
         setTimeout(() => resolve('timeout'), server.shutdown_timeout * 1000).unref(),
       );
       if ((await Promise.race([closed, deadline])) === 'timeout') {
         logger.warn('shutdown_timeout reached: aborting the downloads still running');
-        await cache.abortFills(new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down'));
+        await cache.abortFills(shuttingDown());
         app.server.closeAllConnections();
         await closed;
       }
-      await cache.abortFills(new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down'));
+      // Prefetches hold no connection: they are aborted here, their files go to invalid/, never stay in incomplete/.
+      await cache.abortFills(shuttingDown());
+      await prefetcher.stop();
+      await stopped;
       await cache.close();
       await origin.close();
       await auth.close();

@@ -108,10 +108,15 @@ export class Prefetcher {
     this.wake();
   }
 
-  /** Stops scheduling; a run in progress finishes (the server aborts its fills first on shutdown). */
-  async stop(): Promise<void> {
+  /** Starts no more prefetches (the ones running go on). */
+  halt(): void {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+  }
+
+  /** {@link halt}, then waits for the run in progress (on shutdown the server aborts its fills first). */
+  async stop(): Promise<void> {
+    this.halt();
     await this.#running;
   }
 

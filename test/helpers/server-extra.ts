@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
-import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -172,7 +171,7 @@ export interface LoggedTestServer extends TestServer {
  * and the fake Glance is closed even when `startServer` rejects (so a test of a refused config leaks nothing).
  */
 export async function startLoggedServer(
-  t: Pick<TestContext, 'after'>,
+  t: { after(fn: () => unknown): unknown },
   options: TestServerOptions = {},
 ): Promise<LoggedTestServer> {
   // One cleanup, last-in first-out: the server stops before its origin, and both before the directory goes.

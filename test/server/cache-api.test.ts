@@ -37,7 +37,7 @@ describe('v2 Cache API', () => {
     const put = await request(`${server.url}/v2/cache/${A}`, { method: 'PUT' });
     assert.equal(put.status, 202);
     assert.equal(put.text, '');
-    await until(() => server.cache.isCached(A), 'the prefetch');
+    await until(async () => (await server.cache.isCached(A)) && !(await server.cache.isQueued(A)), 'the prefetch');
     const listing = (await request(`${server.url}/v2/cache`)).json() as {
       cached_images: Array<Record<string, unknown>>;
       queued_images: string[];

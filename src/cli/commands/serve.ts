@@ -36,6 +36,9 @@ export function registerServe(program: Command, ctx: CliContext): void {
     .option('--demo', 'serve a generated demo image from ./var (what `npm start` runs)')
     .action(async (flags: ServeFlags, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions & ServeFlags>();
+      if (globals.url !== undefined || globals.token !== undefined) {
+        throw new CliUsageError('--url and --token are for the management commands; serve listens on --host/--port');
+      }
       let demoImage: string | undefined;
       if (flags.demo) demoImage = await seedDemoOrigin(resolve('var/origin'));
       const values = {
