@@ -21,6 +21,14 @@ export interface CacheConfig {
   image_cache_sqlite_db: string;
   /** Seconds a fill may go without a byte from the origin before it is aborted (ours). @default 60 */
   image_cache_fill_idle_timeout: number;
+  /** This node's URL: its identity in the central database (`postgres` driver) and for its peers. */
+  worker_self_reference_url: string | undefined;
+  /** `[database] connection`: PostgreSQL URL for the `postgres` (`centralized_db`) driver. */
+  connection: string | undefined;
+  /** `[database] schema` (ours): PostgreSQL schema holding the cache tables. @default public */
+  database_schema: string;
+  /** `[imgcache] node_liveness_window`: seconds after its last heartbeat that a node still counts as live. @default 30 */
+  node_liveness_window: number;
 }
 
 export type OptionName = keyof CacheConfig;
@@ -50,6 +58,10 @@ export const DEFAULTS: CacheConfig = {
   image_cache_stall_time: 86_400,
   image_cache_sqlite_db: 'cache.db',
   image_cache_fill_idle_timeout: 60,
+  worker_self_reference_url: undefined,
+  connection: undefined,
+  database_schema: 'public',
+  node_liveness_window: 30,
 };
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5 };
@@ -108,6 +120,22 @@ export const CACHE_OPTIONS = {
     section: 'DEFAULT',
     env: 'IMGCACHE_FILL_IDLE_TIMEOUT',
     schema: wholeSeconds('image_cache_fill_idle_timeout', 1),
+  },
+  worker_self_reference_url: {
+    section: 'DEFAULT',
+    env: 'IMGCACHE_SELF_URL',
+    schema: z.url({ error: 'worker_self_reference_url must be a URL (http://host:port)' }),
+  },
+  connection: { section: 'database', env: 'IMGCACHE_DATABASE_URL', schema: text('connection') },
+  database_schema: {
+    section: 'database',
+    env: 'IMGCACHE_DATABASE_SCHEMA',
+    schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'database schema must be a lower-case SQL identifier'),
+  },
+  node_liveness_window: {
+    section: 'imgcache',
+    env: 'IMGCACHE_NODE_LIVENESS_WINDOW',
+    schema: wholeSeconds('node_liveness_window', 1),
   },
 } satisfies Record<OptionName, OptionSpec>;
 

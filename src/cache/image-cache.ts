@@ -104,6 +104,10 @@ export class ImageCache {
       cacheDir: config.image_cache_dir,
       stallTime: config.image_cache_stall_time,
       sqliteDb: config.image_cache_sqlite_db,
+      databaseUrl: config.connection,
+      databaseSchema: config.database_schema,
+      nodeUrl: config.worker_self_reference_url,
+      livenessWindow: config.node_liveness_window,
       ...(options.logger ? { logger: options.logger } : {}),
     });
     await driver.configure();

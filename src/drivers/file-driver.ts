@@ -376,8 +376,8 @@ export class FileDriver implements Driver {
           await this.#store.remove([imageId]);
           throw error;
         }
-        await syncDir(this.layout.baseDir);
         await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
+        await syncDir(this.layout.baseDir);
         this.#logger.debug({ imageId, size }, 'committed image');
       },
       discard: async (reason, keepFile) => {

@@ -38,6 +38,8 @@ export interface MetadataStore {
   remove(imageIds: readonly string[]): Promise<void>;
   /** Records images found on disk without metadata (no hits, last access = `mtimeMs`). Existing entries win. */
   adopt(files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>): Promise<void>;
+  /** URLs of the live nodes holding the image (centralized stores only: `capabilities.cachedNodes`). */
+  cachedNodes?(imageId: string): Promise<string[]>;
   /** Drops all metadata. */
   removeAll(): Promise<void>;
 }

@@ -1,15 +1,19 @@
 import { UnknownDriverError } from '../errors.js';
 import type { Driver } from './driver.js';
 import type { DriverOptions } from './file-driver.js';
+import { createPostgresDriver, type PostgresDriverOptions } from './postgres.js';
 import { createSqliteDriver, type SqliteDriverOptions } from './sqlite.js';
 import { createXattrDriver } from './xattr.js';
 
 /** Everything any driver may need; each factory takes what it uses. */
-export type AnyDriverOptions = DriverOptions & SqliteDriverOptions;
+export type AnyDriverOptions = DriverOptions & SqliteDriverOptions & PostgresDriverOptions;
 
 const FACTORIES: Record<string, (options: AnyDriverOptions) => Driver> = {
   sqlite: createSqliteDriver,
   xattr: createXattrDriver,
+  postgres: createPostgresDriver,
+  // Glance's name for its central-database driver: a glance-api.conf that says centralized_db works as it is.
+  centralized_db: createPostgresDriver,
 };
 
 /** Names `image_cache_driver` accepts (case-insensitive, as Glance's option choices). */

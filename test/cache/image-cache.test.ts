@@ -131,7 +131,7 @@ describe('ImageCache', () => {
     const dir = await tempDir(t);
     await assert.rejects(ImageCache.open({ ...DEFAULTS, image_cache_dir: dir, image_cache_driver: 'memcached' }), {
       code: 'ERR_UNKNOWN_DRIVER',
-      message: /memcached.*sqlite, xattr/,
+      message: /memcached.*sqlite, xattr, postgres, centralized_db/,
     });
     const cache = await ImageCache.open(
       resolveConfig([{ source: 'test', values: { image_cache_dir: dir, image_cache_driver: 'XATTR', image_cache_max_size: '1K' } }]),
