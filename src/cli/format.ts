@@ -13,12 +13,23 @@ export function formatTimestamp(epochSeconds: number): string {
 /** Column headers of `glance cache-list` (python-glanceclient, spec §5.6). */
 export const LIST_COLUMNS = ['ID', 'State', 'Last Accessed (UTC)', 'Last Modified (UTC)', 'Size', 'Hits'] as const;
 
+/** What a table row needs of a cached image (a driver's record, or one from a server's `GET /v2/cache`). */
+export type ListedImage = Pick<CachedImage, 'imageId' | 'hits' | 'lastAccessed' | 'lastModified' | 'size'>;
+
+/** Longest prefetch error shown in the State column; `list --json` has the whole text. */
+const MAX_ERROR_CHARS = 160;
+
 /**
  * The `glance cache-list` table: cached images first (by id), then queued ids in queue order. Queued rows have
- * no metadata yet: `N/A` for the times, 0 for size and hits. No colours, so output is the same on a terminal,
- * in a pipe and in a test.
+ * no metadata yet: `N/A` for the times, 0 for size and hits. A queued image the server's prefetcher failed on
+ * (`prefetchErrors`, from imgcache's `GET /v2/cache`) shows `queued (retrying: <its last error>)`. No colours,
+ * so output is the same on a terminal, in a pipe and in a test.
  */
-export function renderCacheTable(cached: readonly CachedImage[], queued: readonly string[]): string {
+export function renderCacheTable(
+  cached: readonly ListedImage[],
+  queued: readonly string[],
+  prefetchErrors: Readonly<Record<string, string>> = {},
+): string {
   const table = new Table({
     head: [...LIST_COLUMNS],
     colAligns: ['left', 'left', 'left', 'left', 'right', 'right'],
@@ -34,8 +45,20 @@ export function renderCacheTable(cached: readonly CachedImage[], queued: readonl
       image.hits,
     ]);
   }
-  for (const id of queued) table.push([id, 'queued', 'N/A', 'N/A', 0, 0]);
+  for (const id of queued) {
+    const error = Object.hasOwn(prefetchErrors, id) ? prefetchErrors[id] : undefined;
+    const state = error === undefined ? 'queued' : `queued (retrying: ${shorten(oneLine(error), MAX_ERROR_CHARS)})`;
+    table.push([id, state, 'N/A', 'N/A', 0, 0]);
+  }
   return table.toString();
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+function shorten(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
 /** `n thing` / `n things`, for one-line summaries. */

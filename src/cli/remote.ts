@@ -32,7 +32,7 @@ export type RemoteListing = z.infer<typeof listingSchema>;
 const pruneSchema = z.object({ total_files_pruned: z.number(), total_bytes_pruned: z.number() });
 
 /** The answer about one image id: done, or refused for a reason that concerns this id only (400, 404, 405). */
-export type ImageOutcome = { ok: true } | { ok: false; status: number; code: string | null; reason: string };
+export type ImageOutcome = { ok: true } | { ok: false; status: number; reason: string };
 
 /** Options of {@link RemoteCache}. */
 export interface RemoteCacheOptions {
@@ -52,12 +52,15 @@ export function parseServerUrl(raw: string, source: string): URL {
   try {
     url = new URL(raw);
   } catch {
-    throw new CliUsageError(`${source} must be an http:// or https:// URL such as http://127.0.0.1:9292; got ${quote(raw)}`);
+    throw new CliUsageError(`${source} must be an http:// or https:// URL (http://HOST:PORT); got ${quote(raw)}`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new CliUsageError(`${source} must be an http:// or https:// URL; got ${quote(raw)}`);
   }
   if (url.search !== '' || url.hash !== '') throw new CliUsageError(`${source} must not have a query or a fragment`);
+  if (url.username !== '' || url.password !== '') {
+    throw new CliUsageError(`${source} must not hold a user name or password; pass a token with --token instead`);
+  }
   // A path prefix (a proxy's /glance) is kept: request paths are resolved below it.
   if (!url.pathname.endsWith('/')) url.pathname += '/';
   return url;
@@ -84,12 +87,15 @@ export class RemoteCache {
     this.#logger = options.logger;
   }
 
-  /** `GET /v2/cache`. */
-  async list(): Promise<RemoteListing> {
+  /** `GET /v2/cache`: the listing, checked, and the body as the server sent it (for `list --json`). */
+  async list(): Promise<{ listing: RemoteListing; body: unknown }> {
     const response = await this.#expect('GET', 'v2/cache', 200);
-    const parsed = listingSchema.safeParse(await jsonOf(response));
-    if (!parsed.success) throw new CliFailure(`${this.host} answered GET /v2/cache with something that is not a cache listing`);
-    return parsed.data;
+    const body = await jsonOf(response);
+    const parsed = listingSchema.safeParse(body);
+    if (!parsed.success) {
+      throw new CliFailure(`${this.host} answered GET /v2/cache with something that is not a cache listing`);
+    }
+    return { listing: parsed.data, body };
   }
 
   /** `PUT /v2/cache/{id}`: 202 when queued (Glance does not say whether it was cached already). */
@@ -126,12 +132,12 @@ export class RemoteCache {
     if (response.status === success) return { ok: true };
     // Anything else is about this id: a 404 that reached here is ERR_IMAGE_NOT_FOUND, a 400 an inactive image,
     // a 405 an id that is also a route (`clean`, `prune`: spec §4.4). 5xx (the origin failing) too.
-    const { code, message } = await errorOf(response);
-    return { ok: false, status: response.status, code, reason: message };
+    return { ok: false, status: response.status, reason: (await errorOf(response)).message };
   }
 
+  /** One request that must answer `success`; anything else fails the command with the server's message. */
   async #expect(method: string, path: string, success: number, headers: Record<string, string> = {}) {
-    const response = await this.#send(method, path, headers);
+    const response: Response = await this.#send(method, path, headers);
     if (response.status !== success) {
       const { message } = await errorOf(response);
       throw new CliFailure(`${this.host} refused ${method} /${path} (HTTP ${response.status}): ${message}`);
@@ -157,14 +163,16 @@ export class RemoteCache {
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (error) {
-      throw new CliFailure(`cannot reach ${this.#url.origin}: ${this.#networkReason(error)}`, { cause: error });
+      const reason = networkReason(error, this.#url, this.#timeoutMs);
+      throw new CliFailure(`cannot reach ${this.#url.origin}: ${reason}`, { cause: error });
     }
     this.#logger?.info({ method, path: `/${path}`, status: response.status, ms: Date.now() - started }, 'cache API');
     const { status } = response;
     if (status >= 300 && status < 400) {
       await response.body?.cancel();
       const to = response.headers.get('location');
-      throw new CliFailure(`${this.host} redirects ${method} /${path}${to ? ` to ${to}` : ''}; pass the final URL as --url`);
+      const where = to ? ` to ${to}` : '';
+      throw new CliFailure(`${this.host} redirects ${method} /${path}${where}; pass the final URL as --url`);
     }
     if (status === 401) throw new CliFailure('authentication failed: pass a valid --token (or set IMGCACHE_TOKEN)');
     if (status === 403) throw new CliFailure('Not authorized to make this request.');
@@ -176,13 +184,18 @@ export class RemoteCache {
     }
     return response;
   }
+}
 
-  #networkReason(error: unknown): string {
-    if (error instanceof Error && error.name === 'TimeoutError') return `no answer within ${this.#timeoutMs / 1000} s`;
-    const cause = error instanceof Error ? (error.cause as (Error & { code?: string; errors?: Error[] }) | undefined) : undefined;
-    const inner = cause?.errors?.[0] ?? cause;
-    return inner?.message || cause?.code || (error instanceof Error ? error.message : String(error));
-  }
+/** Why fetch failed, in one line: `connect ECONNREFUSED 127.0.0.1:9292`, a DNS error, or the timeout. */
+function networkReason(error: unknown, url: URL, timeoutMs: number): string {
+  if (!(error instanceof Error)) return String(error);
+  if (error.name === 'TimeoutError') return `no answer within ${timeoutMs / 1000} s`;
+  const cause = error.cause as (Error & { code?: string; errors?: Error[] }) | undefined;
+  // `localhost` tries ::1 and 127.0.0.1: the AggregateError's own message is empty.
+  const inner = cause?.errors?.[0] ?? cause;
+  // fetch refuses the "bad ports" of the Fetch standard (25, 6000, ...) without trying them.
+  if (inner?.message === 'bad port') return `fetch refuses port ${url.port} (reserved for another protocol)`;
+  return inner?.message || cause?.code || error.message;
 }
 
 /** The `{"error": {"code", "message"}}` of imgcache, Glance's text, or the status line: one line either way. */
@@ -192,11 +205,11 @@ async function errorOf(response: Response): Promise<{ code: string | null; messa
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown }; message?: unknown };
     const message = body.error?.message ?? body.message;
     const code = body.error?.code;
-    if (typeof message === 'string') return { code: typeof code === 'string' ? code : null, message };
+    if (typeof message === 'string') return { code: typeof code === 'string' ? code : null, message: oneLine(message) };
   } catch {
     // Not JSON: Glance's webob errors are text/plain or HTML.
   }
-  const plain = text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
+  const plain = oneLine(text.replace(/<[^>]*>/g, ' '));
   return { code: null, message: plain.slice(0, 300) || response.statusText || `HTTP ${response.status}` };
 }
 
@@ -212,6 +225,10 @@ async function jsonOf(response: Response): Promise<unknown> {
   } catch {
     return undefined;
   }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
 }
 
 function quote(text: string): string {

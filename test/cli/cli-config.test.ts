@@ -80,7 +80,7 @@ describe('imgcache usage errors', { concurrency: 4 }, () => {
     const dir = await tempDir(t);
     const result = await runCli(['list', '--driver', 'bogus', '--cache-dir', join(dir, 'cache')]);
     assert.equal(result.code, 2);
-    assertOneErrorLine(result, /image_cache_driver must be one of sqlite, xattr; got "bogus" from --driver/);
+    assertOneErrorLine(result, /image_cache_driver must be one of sqlite, xattr, postgres, centralized_db; got "bogus" from --driver/);
     assert.equal(await exists(join(dir, 'cache')), false);
   });
 
@@ -145,6 +145,6 @@ describe('imgcache configuration sources', { concurrency: 4 }, () => {
     const dir = await tempDir(t);
     const result = await runCli(['list', '--cache-dir', dir], { env: { IMGCACHE_DRIVER: 'XATTR' } });
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(await listTree(dir), ['incomplete/', 'invalid/', 'queue/']);
+    assert.deepEqual(await listTree(dir), ['.trash/', 'incomplete/', 'invalid/', 'queue/']);
   });
 });

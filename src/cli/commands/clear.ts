@@ -7,13 +7,21 @@ import { plural } from '../format.js';
 export const CLEAR_TARGETS = ['cache', 'queue', 'both'] as const;
 export type ClearTarget = (typeof CLEAR_TARGETS)[number];
 
+/** What a remote clear removed: `DELETE /v2/cache` answers 204 with no counts. */
+const REMOVED: Record<ClearTarget, string> = {
+  cache: 'every cached image',
+  queue: 'every queue entry',
+  both: 'every cached image and queue entry',
+};
+
 interface ClearOptions {
   target: ClearTarget;
 }
 
 /**
  * `imgcache clear [--target cache|queue|both]`: deletes every cached image, every queue entry, or both, and
- * prints how many went. Glance's API computes these counts and throws them away; we print them.
+ * prints how many went. Glance's API computes these counts and throws them away; we print them, except with
+ * `--url`, where `DELETE /v2/cache` (no header for `both`) is all there is.
  */
 export function registerClear(program: Command, ctx: CliContext): void {
   program
@@ -21,16 +29,23 @@ export function registerClear(program: Command, ctx: CliContext): void {
     .description('delete all cached images and/or all queue entries')
     .addOption(new Option('--target <target>', 'what to clear').choices(CLEAR_TARGETS).default('both'))
     .action(async (options: ClearOptions, command: Command) => {
-      ctx.exitCode = await ctx.withCache(command, {}, async (cache) => {
-        const parts: string[] = [];
-        if (options.target !== 'queue') {
-          parts.push(plural(await cache.deleteAllCachedImages(), 'cached image'));
-        }
-        if (options.target !== 'cache') {
-          parts.push(plural(await cache.deleteAllQueuedImages(), 'queued image'));
-        }
-        ctx.out(`removed ${parts.join(' and ')}`);
-        return EXIT.ok;
+      ctx.exitCode = await ctx.withTarget(command, {}, {
+        local: async (cache) => {
+          const parts: string[] = [];
+          if (options.target !== 'queue') {
+            parts.push(plural(await cache.deleteAllCachedImages(), 'cached image'));
+          }
+          if (options.target !== 'cache') {
+            parts.push(plural(await cache.deleteAllQueuedImages(), 'queued image'));
+          }
+          ctx.out(`removed ${parts.join(' and ')}`);
+          return EXIT.ok;
+        },
+        remote: async (server) => {
+          await server.clear(options.target);
+          ctx.out(`removed ${REMOVED[options.target]} on ${server.host} (the API returns no counts)`);
+          return EXIT.ok;
+        },
       });
     });
 }
