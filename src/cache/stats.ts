@@ -31,5 +31,8 @@ export class CacheStats {
   /** Images evicted to make room at admission or by prune. */
   evictions = 0;
   bytesFromCache = 0;
+  /** Bytes fills read upstream: from the origin, or from a peer node (counted in both). */
   bytesFromOrigin = 0;
+  /** The part of {@link bytesFromOrigin} that came from a peer node instead of the origin. */
+  bytesFromPeer = 0;
 }

@@ -5,7 +5,10 @@ import type { PolicyEnforcer } from '../auth/policy.js';
 import type { ImageCache } from '../cache/image-cache.js';
 import type { Origin } from '../origin/origin.js';
 import type { Prefetcher } from '../workers/prefetcher.js';
+import type { Cluster } from '../cluster/cluster.js';
+import { PEER_IMAGE_PATH } from '../cluster/peer.js';
 import { registerCacheApi } from './cache-api.js';
+import { registerClusterApi } from './cluster-api.js';
 import { BadRequestError, ImageNotFoundError } from '../errors.js';
 import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
@@ -30,6 +33,8 @@ export interface AppDeps {
   prefetcher: Prefetcher;
   metrics: Metrics;
   logger: Logger;
+  /** The cluster this node belongs to (postgres driver), or null for a standalone node. */
+  cluster: Cluster | null;
 }
 
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
@@ -87,7 +92,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request) => {
     const path = request.url.split('?')[0] ?? '/';
     assertCleanPath(path);
-    if (PUBLIC_ROUTES.has(path)) return;
+    // The intra-cluster API checks the cluster secret itself; it has no user identity.
+    if (PUBLIC_ROUTES.has(path) || path.startsWith(`${PEER_IMAGE_PATH}/`)) return;
     request.identity = await deps.auth.authenticate(request.headers);
   });
   app.addHook('onResponse', async (request, reply) => {
@@ -116,6 +122,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerImageRoutes(app, deps);
   registerCacheApi(app, deps);
   registerLegacyApi(app, deps);
+  registerClusterApi(app, deps);
   registerProxy(app, deps);
   return app;
 }

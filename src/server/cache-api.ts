@@ -70,9 +70,16 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
       if (!(await cache.isQueued(imageId)) && !(await cache.isCached(imageId))) throw error;
     }
     policy.enforce('cache_delete', request.identity, target);
+    const scope = (request.query as { scope?: string }).scope ?? 'node';
+    if (scope !== 'node' && scope !== 'cluster') throw new BadRequestError('scope must be "node" or "cluster"');
+    if (scope === 'cluster' && !deps.cluster) {
+      throw new CapabilityNotSupportedError(cache.driver.name, 'scope=cluster (a centralized driver is needed)');
+    }
     await cache.deleteCachedImage(imageId);
     await cache.deleteQueuedImage(imageId);
     prefetcher.forget(imageId);
+    // Every other node drops its copy and queue entry too (Glance leaves them until they are pruned).
+    if (scope === 'cluster') await deps.cluster?.invalidate(imageId);
     return reply.code(204).send();
   });
   methodNotAllowed(app, '/v2/cache/:imageId', ['DELETE', 'PUT']);

@@ -5,6 +5,7 @@ import { ForbiddenError, ImageNotFoundError } from '../errors.js';
 import type { ImageRecord, OriginCaller } from '../origin/origin.js';
 import type { AppDeps } from './app.js';
 import { RangeNotSatisfiableError } from './errors.js';
+import { cutRange } from '../streams/slice.js';
 import { parseRange } from './range.js';
 
 interface ImageParams {
@@ -65,10 +66,20 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   function fetchRequest(request: FastifyRequest<{ Params: ImageParams }>, image: ImageRecord): FetchRequest {
     const caller = callerOf(request);
+    /** The origin from a byte offset: where a peer that died mid-stream stopped. */
+    const fromOffset = (offset: number, signal: AbortSignal) => {
+      if (offset === 0) return origin.openImage(image.id, caller, signal);
+      const end = (image.size || 0) - 1;
+      if (origin.openImageRange && end >= offset) {
+        return origin.openImageRange(image.id, caller, { start: offset, end }, signal);
+      }
+      return origin.openImage(image.id, caller, signal).then((whole) => cutRange(whole, { start: offset, end: Infinity }));
+    };
     return {
       imageId: image.id,
       expected: expectedOf(image),
-      openOrigin: (signal) => origin.openImage(image.id, caller, signal),
+      openOrigin: (signal) =>
+        deps.cluster ? deps.cluster.open(image.id, fromOffset, signal) : origin.openImage(image.id, caller, signal),
       ...(origin.openImageRange
         ? { openOriginRange: (range, signal) => origin.openImageRange!(image.id, caller, range, signal) }
         : {}),

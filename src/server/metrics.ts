@@ -41,6 +41,10 @@ export class Metrics {
       [{ source: 'cache' }, stats.bytesFromCache],
       [{ source: 'origin' }, stats.bytesFromOrigin],
     ]);
+    mirror('imgcache_fill_bytes_total', 'Bytes fills read upstream, by source', ['source'], () => [
+      [{ source: 'origin' }, stats.bytesFromOrigin - stats.bytesFromPeer],
+      [{ source: 'peer' }, stats.bytesFromPeer],
+    ]);
     mirror('imgcache_fill_failures_total', 'Fills that did not end in a cached image', ['reason'], () =>
       Object.entries(stats.fillFailures).map(([reason, n]) => [{ reason }, n]),
     );

@@ -44,6 +44,10 @@ export interface ServerOptions {
   shutdown_timeout: number;
   /** pino level. @default info */
   log_level: string;
+  /** Fetch misses from live peer nodes (postgres driver) before the origin. @default false */
+  peer_fetch: boolean;
+  /** Shared secret of the intra-cluster API (peer fetch); without it that API does not exist. */
+  cluster_secret: string | undefined;
   /** Keystone (`[keystone_authtoken]`, Glance's section and names). */
   auth_url: string | undefined;
   username: string | undefined;
@@ -89,6 +93,8 @@ export const SERVER_OPTIONS = {
   prune_interval: at('imgcache', 'IMGCACHE_PRUNE_INTERVAL', wholeSeconds('prune_interval', 0)),
   clean_interval: at('imgcache', 'IMGCACHE_CLEAN_INTERVAL', wholeSeconds('clean_interval', 0)),
   shutdown_timeout: at('imgcache', 'IMGCACHE_SHUTDOWN_TIMEOUT', wholeSeconds('shutdown_timeout', 0)),
+  peer_fetch: at('imgcache', 'IMGCACHE_PEER_FETCH', flag),
+  cluster_secret: at('imgcache', 'IMGCACHE_CLUSTER_SECRET', text('cluster_secret')),
   log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
   auth_url: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_URL', z.url({ error: 'auth_url must be a URL' })),
   username: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_USERNAME', text('username')),
@@ -113,6 +119,8 @@ export const SERVER_DEFAULTS: ServerOptions = {
   clean_interval: 0,
   shutdown_timeout: 30,
   log_level: 'info',
+  peer_fetch: false,
+  cluster_secret: undefined,
   auth_url: undefined,
   username: undefined,
   password: undefined,

@@ -25,6 +25,7 @@ export function registerProxy(app: FastifyInstance, deps: AppDeps): void {
     await cache.deleteCachedImage(imageId);
     await cache.deleteQueuedImage(imageId);
     prefetcher.forget(imageId);
+    await deps.cluster?.invalidate(imageId); // the image is gone: every node drops its copy
     return reply.code(204).send();
   });
 

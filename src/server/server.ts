@@ -5,6 +5,7 @@ import type { Authenticator } from '../auth/identity.js';
 import { assertLoopbackBind } from '../auth/noauth.js';
 import { PolicyEnforcer } from '../auth/policy.js';
 import { ImageCache } from '../cache/image-cache.js';
+import { Cluster } from '../cluster/cluster.js';
 import { ImageCacheError } from '../errors.js';
 import { createOrigin } from '../origin/from-spec.js';
 import type { Origin } from '../origin/origin.js';
@@ -66,15 +67,26 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
   const origin: Origin = createOrigin(server.origin, server.service_token ? { serviceToken: server.service_token } : {});
   let cache: ImageCache | undefined;
   let app: FastifyInstance | undefined;
+  let cluster: Cluster | null = null;
   try {
     cache = await ImageCache.open(config.cache, { logger, reconcile: true });
     const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
-    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger });
+    cluster = Cluster.of({
+      cache,
+      selfUrl: config.cache.worker_self_reference_url,
+      secret: server.cluster_secret,
+      peerFetch: server.peer_fetch,
+      logger,
+      onDropped: (imageId) => prefetcher.forget(imageId),
+    });
+    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger, cluster });
     await app.listen({ host: server.bind_host, port: server.bind_port });
-    return running(config, logger, { app, cache, origin, auth, prefetcher });
+    await cluster?.start();
+    return running(config, logger, { app, cache, origin, auth, prefetcher, cluster });
   } catch (error) {
     // Whatever was opened before the failure (a port in use, a bad cache dir) is closed again.
     await app?.close().catch(() => {});
+    await cluster?.stop().catch(() => {});
     await cache?.close().catch(() => {});
     await origin.close().catch(() => {});
     await auth.close().catch(() => {});
@@ -88,12 +100,13 @@ interface Parts {
   origin: Origin;
   auth: Authenticator;
   prefetcher: Prefetcher;
+  cluster: Cluster | null;
 }
 
 /** Starts the background work of a listening server and returns its handle with the graceful close. */
 function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServer {
   const { server } = config;
-  const { app, cache, origin, auth, prefetcher } = parts;
+  const { app, cache, origin, auth, prefetcher, cluster } = parts;
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : server.bind_port;
   const host = server.bind_host.includes(':') ? `[${server.bind_host}]` : server.bind_host;
@@ -124,6 +137,7 @@ function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServ
       await cache.abortFills(shuttingDown());
       await prefetcher.stop();
       await stopped;
+      await cluster?.stop();
       await cache.close();
       await origin.close();
       await auth.close();

@@ -15,6 +15,8 @@ interface ServeFlags {
   auth?: string;
   tokensFile?: string;
   insecureNoauthBind?: boolean;
+  peerFetch?: boolean;
+  clusterSecret?: string;
   demo?: boolean;
 }
 
@@ -33,6 +35,8 @@ export function registerServe(program: Command, ctx: CliContext): void {
     .option('--auth <strategy>', 'auth_strategy: noauth, tokens or keystone; default noauth')
     .option('--tokens-file <file>', 'JSON file of tokens for --auth tokens')
     .option('--insecure-noauth-bind', 'allow noauth on a non-loopback address (every caller is an admin)')
+    .option('--peer-fetch', 'fetch misses from peer nodes that hold the image (postgres driver, needs a cluster secret)')
+    .option('--cluster-secret <secret>', 'shared secret of the intra-cluster API (or IMGCACHE_CLUSTER_SECRET)')
     .option('--demo', 'serve a generated demo image from ./var (what `npm start` runs)')
     .action(async (flags: ServeFlags, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions & ServeFlags>();
@@ -51,6 +55,8 @@ export function registerServe(program: Command, ctx: CliContext): void {
         auth_strategy: flags.auth,
         auth_tokens_file: flags.tokensFile,
         allow_noauth_non_loopback: flags.insecureNoauthBind,
+        peer_fetch: flags.peerFetch,
+        cluster_secret: flags.clusterSecret,
       };
       const names: Record<string, string> = {
         image_cache_dir: '--cache-dir',
@@ -61,6 +67,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         bind_port: '--port',
         auth_strategy: '--auth',
         auth_tokens_file: '--tokens-file',
+        cluster_secret: '--cluster-secret',
       };
       const layer: ConfigLayer = { source: 'the command line', values, sources: names };
       const file = globals.config ?? (ctx.env[CONFIG_ENV] || undefined);

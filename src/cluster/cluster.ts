@@ -1,0 +1,105 @@
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ImageCache } from '../cache/image-cache.js';
+import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import { ConfigError } from '../errors.js';
+import { openFromPeers } from './peer.js';
+
+export interface ClusterOptions {
+  cache: ImageCache;
+  /** This node's URL (`worker_self_reference_url`): never fetched from as a peer. */
+  selfUrl: string | undefined;
+  /** Shared secret of the intra-cluster API; without it there is no peer fetch and no peer endpoint. */
+  secret: string | undefined;
+  /** Fetch misses from live peers before the origin. */
+  peerFetch: boolean;
+  logger: Logger;
+  /** Called after an image was dropped because another node invalidated it (the prefetcher forgets it). */
+  onDropped?: (imageId: string) => void;
+}
+
+/**
+ * What makes a set of nodes sharing one PostgreSQL database a coherent cluster (Glance leaves other nodes'
+ * copies in place until they are pruned, spec §7.3): cluster-wide invalidation over LISTEN/NOTIFY with a
+ * catch-up scan after every reconnect, and peer fetch of misses from nodes that hold the image.
+ */
+export class Cluster {
+  readonly store: PostgresStore;
+  readonly #options: ClusterOptions;
+  #stopListening: (() => Promise<void>) | null = null;
+
+  private constructor(store: PostgresStore, options: ClusterOptions) {
+    this.store = store;
+    this.#options = options;
+  }
+
+  /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
+  static of(options: ClusterOptions): Cluster | null {
+    const store = postgresStoreOf(options.cache.driver);
+    if (!store) {
+      if (options.peerFetch) throw new ConfigError('peer_fetch needs image_cache_driver = postgres (a shared database)');
+      return null;
+    }
+    if (options.peerFetch && !options.secret) {
+      throw new ConfigError('peer_fetch needs cluster_secret (--cluster-secret or IMGCACHE_CLUSTER_SECRET)');
+    }
+    return new Cluster(store, options);
+  }
+
+  /** The secret peers must present, when the intra-cluster API is on. */
+  get secret(): string | undefined {
+    return this.#options.secret;
+  }
+
+  get peerFetch(): boolean {
+    return this.#options.peerFetch;
+  }
+
+  /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
+  async start(): Promise<void> {
+    this.#stopListening = await this.store.listen((imageId) => void this.#drop(imageId));
+  }
+
+  async stop(): Promise<void> {
+    await this.#stopListening?.();
+    this.#stopListening = null;
+  }
+
+  /** Drops the image here and tells every other node to drop its copy and queue entry. */
+  async invalidate(imageId: string): Promise<void> {
+    await this.#drop(imageId);
+    await this.store.recordInvalidation(imageId);
+  }
+
+  /**
+   * Opens a miss: from a live peer that holds the image when peer fetch is on, else (or when every peer fails
+   * or is slow) from the origin. `openOrigin(offset)` continues from a byte offset after a peer died mid-stream.
+   */
+  async open(
+    imageId: string,
+    openOrigin: (offset: number, signal: AbortSignal) => Promise<Readable>,
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    const { secret, peerFetch, selfUrl, logger, cache } = this.#options;
+    if (!peerFetch || !secret) return openOrigin(0, signal);
+    const self = selfUrl?.replace(/\/+$/, '');
+    const peers = (await this.store.cachedNodes(imageId)).filter((url) => url.replace(/\/+$/, '') !== self);
+    return openFromPeers(
+      imageId,
+      { peers, secret, openOrigin, logger, onPeerBytes: (bytes) => (cache.stats.bytesFromPeer += bytes) },
+      signal,
+    );
+  }
+
+  async #drop(imageId: string): Promise<void> {
+    const { cache, logger, onDropped } = this.#options;
+    try {
+      await cache.deleteCachedImage(imageId);
+      await cache.deleteQueuedImage(imageId);
+      onDropped?.(imageId);
+      logger.info({ imageId }, 'image invalidated cluster-wide: local copy dropped');
+    } catch (error) {
+      logger.error({ imageId, err: error }, 'could not drop an invalidated image');
+    }
+  }
+}

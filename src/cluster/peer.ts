@@ -1,0 +1,95 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import type { Logger } from 'pino';
+
+/** Header carrying the shared cluster secret on intra-cluster requests. */
+export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
+/** Path prefix of the intra-cluster API: never reachable without the secret. */
+export const PEER_IMAGE_PATH = '/cluster/v1/images';
+
+/** How long a peer may take to answer with headers before we go to the origin instead ("slow"). */
+const PEER_HEADERS_TIMEOUT_MS = 2000;
+
+/** Compares a presented secret with the configured one in constant time (hashes first: lengths differ). */
+export function secretMatches(presented: string | undefined, secret: string): boolean {
+  if (!presented) return false;
+  const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
+  return timingSafeEqual(digest(presented), digest(secret));
+}
+
+export interface PeerSource {
+  /** Peer base URLs that hold the image (live, not this node), best first. */
+  peers: string[];
+  secret: string;
+  /** Opens the origin from byte `offset` (0: the whole image). */
+  openOrigin: (offset: number, signal: AbortSignal) => Promise<Readable>;
+  /** Counts bytes that came from a peer (the rest came from the origin). */
+  onPeerBytes: (bytes: number) => void;
+  logger: Logger;
+}
+
+/**
+ * The image from a peer that holds it, else from the origin. A peer that refuses, errors or does not answer
+ * within {@link PEER_HEADERS_TIMEOUT_MS} is skipped; a peer that fails mid-stream is replaced by the origin from
+ * the byte where it stopped, so the fill (which verifies every byte) never notices.
+ */
+export async function openFromPeers(imageId: string, source: PeerSource, signal: AbortSignal): Promise<Readable> {
+  for (const peer of source.peers) {
+    const body = await openPeer(peer, imageId, source, signal);
+    if (body) return resumeOnFailure(body, imageId, source, signal);
+  }
+  return source.openOrigin(0, signal);
+}
+
+async function openPeer(peer: string, imageId: string, source: PeerSource, signal: AbortSignal): Promise<Readable | null> {
+  const url = `${peer.replace(/\/+$/, '')}${PEER_IMAGE_PATH}/${encodeURIComponent(imageId)}`;
+  const timeout = AbortSignal.timeout(PEER_HEADERS_TIMEOUT_MS);
+  try {
+    const response = await fetch(url, {
+      headers: { [CLUSTER_SECRET_HEADER]: source.secret },
+      signal: AbortSignal.any([signal, timeout]),
+      redirect: 'error',
+    });
+    if (response.status !== 200 || !response.body) {
+      await response.body?.cancel();
+      source.logger.info({ imageId, peer, status: response.status }, 'peer cannot serve the image');
+      return null;
+    }
+    return Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  } catch (error) {
+    if (signal.aborted) throw error;
+    source.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
+    return null;
+  }
+}
+
+/** Passes the peer's bytes on; if the peer dies, continues with the origin from the same offset. */
+function resumeOnFailure(body: Readable, imageId: string, source: PeerSource, signal: AbortSignal): Readable {
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  let offset = 0;
+  const pump = async (stream: Readable, fromPeer: boolean): Promise<void> => {
+    for await (const chunk of stream) {
+      const buffer = chunk as Buffer;
+      offset += buffer.length;
+      if (fromPeer) source.onPeerBytes(buffer.length);
+      if (!out.write(buffer)) await new Promise((resolve) => out.once('drain', resolve));
+      if (out.destroyed) return;
+    }
+  };
+  void (async () => {
+    try {
+      try {
+        await pump(body, true);
+      } catch (error) {
+        if (signal.aborted || out.destroyed) throw error;
+        source.logger.warn({ imageId, offset, err: error }, 'peer failed mid-stream; continuing from the origin');
+        await pump(await source.openOrigin(offset, signal), false);
+      }
+      out.end();
+    } catch (error) {
+      out.destroy(error as Error);
+    }
+  })();
+  out.once('close', () => body.destroy());
+  return out;
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { resolveServeConfig } from '../../src/server/options.js';
+import { type RunningServer, startServer } from '../../src/server/server.js';
+import { FakeGlance } from '../helpers/glance-server.js';
+import { imageBytes } from '../helpers/origin.js';
+import { PG_URL, pgSchema } from '../helpers/postgres.js';
+import { request } from '../helpers/server.js';
+import { freePort } from '../helpers/server-extra.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const ID = '6c6b7e2a-2d3b-4c8e-9a51-3f0e5d2f8a11';
+const SECRET = 'cluster-secret-for-tests';
+
+interface Node extends RunningServer {
+  dir: string;
+}
+
+/** `count` nodes on one schema and one fake Glance, each with its own cache dir and port (in this process). */
+async function startCluster(t: TestContext, count: number, values: Record<string, string> = {}) {
+  const glance = new FakeGlance({ auth: 'noauth' });
+  const glanceUrl = await glance.start();
+  const schema = await pgSchema(t);
+  const root = await tempDir(t);
+  const nodes: Node[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = await freePort();
+    const dir = join(root, `node${i}`);
+    const config = resolveServeConfig(undefined, {}, {
+      source: 'test',
+      values: {
+        image_cache_dir: dir,
+        image_cache_driver: 'postgres',
+        connection: PG_URL,
+        database_schema: schema,
+        worker_self_reference_url: `http://127.0.0.1:${port}`,
+        origin: `glance:${glanceUrl}`,
+        bind_port: String(port),
+        log_level: 'silent',
+        peer_fetch: 'true',
+        cluster_secret: SECRET,
+        node_liveness_window: '3',
+        ...values,
+      },
+    });
+    nodes.push({ ...(await startServer(config, pino({ level: 'silent' }))), dir });
+  }
+  t.after(async () => {
+    for (const node of nodes) await node.close();
+    await glance.close();
+  });
+  return { glance, nodes };
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+async function until(condition: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+describe('cluster (postgres driver, several nodes)', () => {
+  it('lists the nodes holding an image, fetches a miss from a peer, and invalidates every copy on delete', async (t) => {
+    const { glance, nodes } = await startCluster(t, 3);
+    const [a, b, c] = nodes as [Node, Node, Node];
+    const data = imageBytes(3 << 20, 1);
+    glance.addImage({ id: ID }, data);
+
+    assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), []);
+    assert.ok((await request(`${a.url}/v2/images/${ID}/file`)).body.equals(data));
+    assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), [a.url]);
+
+    const fromPeer = await request(`${b.url}/v2/images/${ID}/file`);
+    assert.ok(fromPeer.body.equals(data));
+    assert.equal(fromPeer.headers.get('x-cache-status'), 'MISS');
+    assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 1, 'the origin sent the image once');
+    assert.equal(b.cache.stats.bytesFromPeer, data.length);
+    assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), [a.url, b.url].sort());
+    const metrics = (await request(`${b.url}/metrics`)).text;
+    assert.match(metrics, new RegExp(`imgcache_fill_bytes_total\\{source="peer"\\} ${data.length}`));
+
+    await b.cache.queueImage('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9');
+    assert.equal((await request(`${c.url}/v2/images/${ID}`, { method: 'DELETE' })).status, 204);
+    await until(
+      async () => !(await exists(join(a.dir, ID))) && !(await exists(join(b.dir, ID))),
+      'every node to drop its copy',
+      5000,
+    );
+    assert.equal((await request(`${c.url}/v2/cache/nodes/${ID}`)).status, 404, 'the image is gone (scenario 88)');
+    assert.equal(await b.cache.isQueued('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9'), true, 'other images stay queued');
+  });
+
+  it('refuses the intra-cluster API without the secret', async (t) => {
+    const { glance, nodes } = await startCluster(t, 1);
+    const [a] = nodes as [Node];
+    glance.addImage({ id: ID }, imageBytes(1000, 2));
+    await request(`${a.url}/v2/images/${ID}/file`);
+    assert.equal((await request(`${a.url}/cluster/v1/images/${ID}`)).status, 403);
+    const wrong = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': 'nope' } });
+    assert.equal(wrong.status, 403);
+    const right = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': SECRET } });
+    assert.equal(right.status, 200);
+    assert.equal(right.body.length, 1000);
+  });
+
+  it('drops a copy with DELETE /v2/cache/{id}?scope=cluster on every node', async (t) => {
+    const { glance, nodes } = await startCluster(t, 2, { peer_fetch: 'false' });
+    const [a, b] = nodes as [Node, Node];
+    glance.addImage({ id: ID }, imageBytes(2000, 3));
+    await request(`${a.url}/v2/images/${ID}/file`);
+    await request(`${b.url}/v2/images/${ID}/file`);
+    assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2, 'without peer fetch each node asks the origin');
+    assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
+    await until(async () => !(await b.cache.isCached(ID)), 'node b to drop its copy', 5000);
+    assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=galaxy`, { method: 'DELETE' })).status, 400);
+  });
+
+  it('stops listing a node whose heartbeat stopped, and then fetches misses from the origin', async (t) => {
+    const { glance, nodes } = await startCluster(t, 2);
+    const [a, b] = nodes as [Node, Node];
+    glance.addImage({ id: ID }, imageBytes(2000, 4));
+    await request(`${a.url}/v2/images/${ID}/file`);
+    await a.close(); // its heartbeat stops, its row stays
+    await until(
+      async () => ((await request(`${b.url}/v2/cache/nodes/${ID}`)).json() as string[]).length === 0,
+      'the liveness window to pass',
+      8000,
+    );
+    assert.ok((await request(`${b.url}/v2/images/${ID}/file`)).body.length === 2000);
+    assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2);
+    assert.equal(b.cache.stats.bytesFromPeer, 0);
+  });
+});
