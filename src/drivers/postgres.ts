@@ -8,7 +8,6 @@ import { messageOf } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
 import { INVALIDATE_CHANNEL, InvalidationListener } from './postgres-listener.js';
 import { connectionOf, type Tables, tablesOf, upgradeSchema, upsertNode } from './postgres-schema.js';
-
 import { migrateSqliteToPostgres } from './sqlite-migration.js';
 import { SqliteStore, type SqliteDriverOptions } from './sqlite.js';
 
