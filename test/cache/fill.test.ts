@@ -9,6 +9,7 @@ import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { ChecksumMismatchError } from '../../src/errors.js';
 import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const MIB = 1 << 20;
 
@@ -26,15 +27,6 @@ async function newCache(
   });
   t.after(() => cache.close());
   return { cache, dir };
-}
-
-/** Waits until `condition` holds, checking on every turn of the event loop (bounded). */
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
 }
 
 describe('fill engine', () => {

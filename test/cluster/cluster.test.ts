@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { resolveServeConfig } from '../../src/server/options.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
@@ -12,6 +11,7 @@ import { PG_URL, pgSchema } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
 import { freePort } from '../helpers/server-extra.js';
 import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const ID = '6c6b7e2a-2d3b-4c8e-9a51-3f0e5d2f8a11';
 const SECRET = 'cluster-secret-for-tests';
@@ -61,14 +61,6 @@ const exists = (path: string) =>
     () => true,
     () => false,
   );
-
-async function until(condition: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 describe('cluster (postgres driver, several nodes)', () => {
   it('lists the nodes holding an image, fetches a miss from a peer, and invalidates every copy on delete', async (t) => {

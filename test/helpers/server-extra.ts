@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { pino } from 'pino';
@@ -124,20 +123,7 @@ export async function snapshotDeep(root: string, skip: (path: string) => boolean
   return out;
 }
 
-/** Waits (bounded) until `condition` resolves truthy; fails the test naming `what` otherwise. */
-export async function until(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 5_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return;
-    await sleep(20);
-  }
-  if (await condition()) return;
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+export { until } from './wait.js';
 
 /** A port nobody listens on right now (listen on 0, read it, close). */
 export async function freePort(): Promise<number> {

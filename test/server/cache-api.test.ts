@@ -2,20 +2,12 @@ import assert from 'node:assert/strict';
 import { utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { imageBytes } from '../helpers/origin.js';
 import { request, startTestServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/wait.js';
 
 const A = 'aaaaaaaa-0000-4000-8000-000000000001';
 const B = 'bbbbbbbb-0000-4000-8000-000000000002';
-
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 async function cacheImage(server: TestServer, id: string, size = 10 * 1024): Promise<void> {
   server.glance.addImage({ id }, imageBytes(size, id.charCodeAt(0)));
@@ -208,7 +200,10 @@ describe('v2 Cache API', () => {
     assert.ok((listing.prefetch_errors[A]?.next_attempt ?? 0) > (listing.prefetch_errors[A]?.last_attempt ?? 0));
     server.glance.setFaults(A, {});
     assert.equal((await request(`${server.url}/v2/cache/${A}`, { method: 'PUT' })).status, 202, 'a PUT retries at once');
-    await until(async () => (await server.cache.isCached(A)) && !(await server.cache.isQueued(A)), 'the retry');
+    await until(
+      async () => (await server.cache.isCached(A)) && !(await server.cache.isQueued(A)) && !(A in server.prefetcher.errors()),
+      'the retry',
+    );
     assert.deepEqual((await request(`${server.url}/v2/cache`)).json(), {
       cached_images: (await server.cache.getCachedImages()).map((i) => ({
         image_id: i.imageId,
