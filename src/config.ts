@@ -25,7 +25,7 @@ export interface CacheConfig {
   worker_self_reference_url: string | undefined;
   /** `[database] connection`: PostgreSQL URL for the `postgres` (`centralized_db`) driver. */
   connection: string | undefined;
-  /** `[database] schema` (ours): PostgreSQL schema holding the cache tables. @default public */
+  /** `[database] database_schema` (ours): PostgreSQL schema holding the cache tables. @default public */
   database_schema: string;
   /** `[imgcache] node_liveness_window`: seconds after its last heartbeat that a node still counts as live. @default 30 */
   node_liveness_window: number;

@@ -37,8 +37,17 @@ export interface GlobalOptions {
   verbose?: boolean;
   /** `--url`: act on this server's v2 Cache API instead of a directory. @default $IMGCACHE_URL */
   url?: string;
-  /** `--token`: sent as `X-Auth-Token` with `--url`. @default $IMGCACHE_TOKEN */
+  /** `--token`: sent as `X-Auth-Token` with `--url` (and to every node by `cluster prune`). @default $IMGCACHE_TOKEN */
   token?: string;
+  /** `--database-url`: `[database] connection`, the central PostgreSQL of the `postgres` driver. */
+  databaseUrl?: string;
+  /** `--database-schema`: `database_schema` in `[database]`. @default public */
+  databaseSchema?: string;
+  /**
+   * `--self-url`: `worker_self_reference_url`, the node whose cache this is. The postgres driver registers it
+   * and refreshes its heartbeat on open, so the CLI run on a node must pass that node's own URL.
+   */
+  selfUrl?: string;
 }
 
 /** Environment variable naming the config file, used when `--config` is not given. */
@@ -54,7 +63,22 @@ const LOCAL_FLAGS = [
   ['driver', '--driver', 'the server uses its own image_cache_driver'],
   ['maxSize', '--max-size', 'the server prunes to its own image_cache_max_size'],
   ['config', '--config', 'the server reads its own configuration'],
+  ['databaseUrl', '--database-url', 'the server uses its own [database] connection'],
+  ['databaseSchema', '--database-schema', 'the server uses its own [database] database_schema'],
+  ['selfUrl', '--self-url', 'the server is its own node (worker_self_reference_url)'],
 ] as const;
+
+/** `image_cache_driver` names of the central-database driver (Glance calls it `centralized_db`). */
+export const POSTGRES_DRIVERS: readonly string[] = ['postgres', 'centralized_db'];
+
+/** Options of {@link CliContext.withCache} and {@link CliContext.withTarget}'s local half. */
+export interface LocalOptions {
+  ids?: readonly string[];
+  /** Command-specific flags under their Glance option names (`--stall-time`). */
+  extra?: RawOptions;
+  /** Checks the resolved configuration before anything is opened or created (throw to refuse). */
+  check?: (config: CacheConfig) => void;
+}
 
 /** The two ways a management command can run: on a directory, or on a server through the v2 Cache API. */
 export interface CommandBodies {
@@ -68,6 +92,9 @@ const FLAG_NAMES: Partial<Record<OptionName, string>> = {
   image_cache_driver: '--driver',
   image_cache_max_size: '--max-size',
   image_cache_stall_time: '--stall-time',
+  connection: '--database-url',
+  database_schema: '--database-schema',
+  worker_self_reference_url: '--self-url',
 };
 
 /** What one invocation of a command needs: streams, environment, and a way to open the cache. */
@@ -104,9 +131,11 @@ export class CliContext {
 
   /**
    * Merges defaults < config file < environment < flags. The file is `--config`, else `$IMGCACHE_CONFIG`, else
-   * none. `extra` carries command-specific flags (`--stall-time`) under their Glance option names.
+   * none. `extra` carries command-specific flags (`--stall-time`) under their Glance option names. For the
+   * cluster commands (`forCluster`) a missing `image_cache_dir` is left undefined (they make a temporary one) and
+   * the postgres options are left to their own check, whose message names the cluster commands.
    */
-  resolveConfig(globals: GlobalOptions, extra: RawOptions = {}): CacheConfig {
+  resolveConfig(globals: GlobalOptions, extra: RawOptions = {}, forCluster = false): CacheConfig {
     const layers: ConfigLayer[] = [];
     const file = globals.config ?? nonEmpty(this.env[CONFIG_ENV]);
     if (file !== undefined) layers.push(readConfigFile(file));
@@ -115,6 +144,9 @@ export class CliContext {
       image_cache_dir: globals.cacheDir,
       image_cache_driver: globals.driver,
       image_cache_max_size: globals.maxSize,
+      connection: globals.databaseUrl,
+      database_schema: globals.databaseSchema,
+      worker_self_reference_url: globals.selfUrl,
       ...extra,
     };
     const sources: Partial<Record<OptionName, string>> = {};
@@ -125,7 +157,7 @@ export class CliContext {
     layers.push({ source: 'the command line', values: flags, sources });
 
     const config = resolveConfig(layers);
-    if (config.image_cache_dir === undefined) {
+    if (config.image_cache_dir === undefined && !forCluster) {
       throw new CliUsageError(
         `no cache directory: pass --cache-dir DIR, set ${ENV_NAMES.image_cache_dir}, or set image_cache_dir in the ` +
           `[DEFAULT] section of the --config file (or $${CONFIG_ENV})`,
@@ -138,7 +170,13 @@ export class CliContext {
           `${JSON.stringify(config.image_cache_driver)} from ${sourceOf(layers, 'image_cache_driver')}`,
       );
     }
+    if (!forCluster) checkPostgresOptions(config);
     return config;
+  }
+
+  /** `--token`, else `$IMGCACHE_TOKEN`, else undefined. */
+  token(globals: GlobalOptions): string | undefined {
+    return globals.token ?? nonEmpty(this.env[TOKEN_ENV]);
   }
 
   /** `--url` (else `$IMGCACHE_URL`) and where it came from; null in local mode. */
@@ -156,7 +194,7 @@ export class CliContext {
    */
   async withTarget(
     command: Command,
-    options: { ids?: readonly string[]; extra?: RawOptions },
+    options: LocalOptions,
     bodies: CommandBodies,
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
@@ -176,7 +214,7 @@ export class CliContext {
     const layout = new CacheLayout('.');
     for (const id of options.ids ?? []) layout.validate(id);
 
-    const token = globals.token ?? nonEmpty(this.env[TOKEN_ENV]);
+    const token = this.token(globals);
     const logger = this.logger(globals);
     // The token is never logged: only whether there is one.
     logger.info({ command: command.name(), server: url.host, token: token !== undefined }, 'using the cache API');
@@ -190,7 +228,7 @@ export class CliContext {
    */
   async withCache(
     command: Command,
-    options: { ids?: readonly string[]; extra?: RawOptions },
+    options: LocalOptions,
     body: (cache: ImageCache, config: CacheConfig) => Promise<ExitCode>,
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
@@ -204,6 +242,7 @@ export class CliContext {
     const ids = options.ids ?? [];
     const layout = new CacheLayout(config.image_cache_dir ?? '.');
     for (const id of ids) layout.validate(id);
+    options.check?.(config);
 
     const logger = this.logger(globals);
     // No reconcile (the default): it moves every incomplete/ file this process is not writing to invalid/, which
@@ -232,4 +271,24 @@ function sourceOf(layers: readonly ConfigLayer[], option: OptionName): string {
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
+}
+
+/**
+ * The options the postgres driver cannot open without, refused as a command line error (exit 2) naming the flags:
+ * the driver refuses them too, but as a broken driver (exit 1). A config without the postgres driver passes.
+ */
+export function checkPostgresOptions(config: CacheConfig): void {
+  if (!POSTGRES_DRIVERS.includes(config.image_cache_driver.toLowerCase())) return;
+  if (config.connection === undefined) {
+    throw new CliUsageError(
+      `the ${config.image_cache_driver} driver needs [database] connection: pass --database-url URL, set ` +
+        `${ENV_NAMES.connection}, or set connection in the [database] section of the --config file`,
+    );
+  }
+  if (config.worker_self_reference_url === undefined) {
+    throw new CliUsageError(
+      `the ${config.image_cache_driver} driver needs worker_self_reference_url, the URL of the node this cache ` +
+        `belongs to: pass --self-url URL, set ${ENV_NAMES.worker_self_reference_url}, or set it in the --config file`,
+    );
+  }
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerClean } from './commands/clean.js';
 import { registerClear } from './commands/clear.js';
+import { registerCluster } from './commands/cluster.js';
 import { registerDelete } from './commands/delete.js';
 import { registerImport } from './commands/import.js';
 import { registerList } from './commands/list.js';
@@ -20,9 +21,19 @@ function packageVersion(): string {
 
 const HELP_FOOTER = `
 Configuration, strongest first: flags; environment (IMGCACHE_CACHE_DIR, IMGCACHE_DRIVER, IMGCACHE_MAX_SIZE,
-IMGCACHE_STALL_TIME, IMGCACHE_SQLITE_DB,
-IMGCACHE_FILL_IDLE_TIMEOUT); the [DEFAULT] section of --config FILE or $${CONFIG_ENV}
-(glance-api.conf option names: image_cache_dir, image_cache_driver, ...); defaults.
+IMGCACHE_STALL_TIME, IMGCACHE_SQLITE_DB, IMGCACHE_FILL_IDLE_TIMEOUT, IMGCACHE_DATABASE_URL,
+IMGCACHE_DATABASE_SCHEMA, IMGCACHE_SELF_URL); --config FILE or $${CONFIG_ENV} (glance-api.conf option names:
+image_cache_dir, image_cache_driver, ... in [DEFAULT]; connection, database_schema in [database]); defaults.
+
+Central database: --driver postgres (Glance's centralized_db) keeps every node's metadata in one PostgreSQL
+database and needs --database-url postgresql://... (connection), optionally --database-schema NAME, and
+--self-url URL (worker_self_reference_url): the node whose cache the command acts on. Opening the database
+registers that node and refreshes its heartbeat, so on a node always pass that node's own URL. Every local
+command (list, queue, delete, clear, prune, clean, import, verify) then works on that node's share.
+
+Cluster: cluster list [--json] shows which node caches which image (from the database; no --cache-dir needed,
+an empty temporary one is used); cluster prune asks every live node's v2 Cache API to prune (--token is sent to
+each); delete --cluster ID also drops the image on every node (with --url: DELETE /v2/cache/ID?scope=cluster).
 
 Remote mode: with --url http://HOST:PORT (or $${URL_ENV}), list, queue, delete, clear, prune and clean act on a
 running server through its v2 Cache API instead of a directory; --token TOKEN (or $${TOKEN_ENV}, which keeps
@@ -48,12 +59,15 @@ export function buildProgram(ctx: CliContext): Command {
     .description('Manage a Glance-compatible image cache directory, or a running server with --url.')
     .version(packageVersion(), '-V, --version', 'print the version')
     .option('--cache-dir <dir>', 'cache directory (image_cache_dir)')
-    .option('--driver <name>', 'metadata driver: sqlite or xattr (image_cache_driver); default sqlite')
+    .option('--driver <name>', 'metadata driver: sqlite, xattr or postgres (image_cache_driver); default sqlite')
     .option('--max-size <bytes>', 'cache size limit for prune, e.g. 10G (image_cache_max_size); default 10G')
     .option('--config <file>', `glance-api.conf style INI file to read [DEFAULT] options from (or $${CONFIG_ENV})`)
     .option('-v, --verbose', 'log progress (info level) to stderr')
     .option('--url <url>', `act on a running server's v2 Cache API, e.g. http://127.0.0.1:9292 (or $${URL_ENV})`)
-    .option('--token <token>', `X-Auth-Token for --url (or $${TOKEN_ENV})`)
+    .option('--token <token>', `X-Auth-Token for --url and cluster prune (or $${TOKEN_ENV})`)
+    .option('--database-url <url>', 'PostgreSQL URL of the postgres driver ([database] connection)')
+    .option('--database-schema <name>', 'PostgreSQL schema of the tables ([database] database_schema); default public')
+    .option('--self-url <url>', "this node's URL, its identity in the database (worker_self_reference_url)")
     .addHelpText('after', HELP_FOOTER);
 
   registerList(program, ctx);
@@ -65,6 +79,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerImport(program, ctx);
   registerVerify(program, ctx);
   registerServe(program, ctx);
+  registerCluster(program, ctx);
   return program;
 }
 

@@ -103,9 +103,12 @@ export class RemoteCache {
     return this.#forImage('PUT', id, 202);
   }
 
-  /** `DELETE /v2/cache/{id}`: removes the cached file and the queue entry (204). */
-  async delete(id: string): Promise<ImageOutcome> {
-    return this.#forImage('DELETE', id, 204);
+  /**
+   * `DELETE /v2/cache/{id}`: removes the cached file and the queue entry (204). With `scope: 'cluster'`
+   * (imgcache's `?scope=cluster`) the server also records a cluster-wide invalidation: every node drops its copy.
+   */
+  async delete(id: string, options: { scope?: 'node' | 'cluster' } = {}): Promise<ImageOutcome> {
+    return this.#forImage('DELETE', id, 204, options.scope === 'cluster' ? '?scope=cluster' : '');
   }
 
   /** `DELETE /v2/cache`; the API returns no counts (Glance computes and drops them). */
@@ -127,8 +130,8 @@ export class RemoteCache {
     await this.#expect('POST', 'v2/cache/clean', 200);
   }
 
-  async #forImage(method: string, id: string, success: number): Promise<ImageOutcome> {
-    const response = await this.#send(method, `v2/cache/${encodeURIComponent(id)}`, {}, id);
+  async #forImage(method: string, id: string, success: number, query = ''): Promise<ImageOutcome> {
+    const response = await this.#send(method, `v2/cache/${encodeURIComponent(id)}${query}`, {}, id);
     if (response.status === success) return { ok: true };
     // Anything else is about this id: a 404 that reached here is ERR_IMAGE_NOT_FOUND, a 400 an inactive image,
     // a 405 an id that is also a route (`clean`, `prune`: spec §4.4). 5xx (the origin failing) too.

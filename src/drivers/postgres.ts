@@ -15,7 +15,7 @@ import { SqliteStore, type SqliteDriverOptions } from './sqlite.js';
 export interface PostgresDriverOptions {
   /** `[database] connection`: a `postgresql://` URL (SQLAlchemy's `postgresql+psycopg2://` is accepted too). */
   databaseUrl?: string;
-  /** `[database] schema`: the PostgreSQL schema holding the cache tables, created when missing. @default public */
+  /** `[database] database_schema`: the PostgreSQL schema holding the cache tables, created when missing. @default public */
   databaseSchema?: string;
   /** `worker_self_reference_url`: this node's identity in the central DB. Required, as in Glance (spec §7.4). */
   nodeUrl?: string;
@@ -153,7 +153,7 @@ export class PostgresStore implements MetadataStore {
       });
       await upgradeSchema(client, this.schema).catch((error: unknown) => {
         throw new BadDriverConfigurationError(
-          `[database] schema ${this.schema} at ${where} cannot be created or upgraded (${messageOf(error)})`,
+          `[database] database_schema ${this.schema} at ${where} cannot be created or upgraded (${messageOf(error)})`,
           { cause: error },
         );
       });
