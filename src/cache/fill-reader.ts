@@ -17,8 +17,10 @@ export class FillReader extends Readable implements FillConsumer {
   #pumping = false;
   /** Until `activate()`, the fill's failures belong to whoever is waiting for `fill.ready`, not to this stream. */
   #active = false;
+  /** The consumer asked for more (`_read`) and has not been refused since: back-pressure is honoured. */
+  #wanted = false;
   readonly #wake = () => {
-    if (this.#active) void this.#pump();
+    if (this.#active && this.#wanted) void this.#pump();
   };
 
   constructor(fill: Fill, retry: RetryFill | null) {
@@ -35,10 +37,11 @@ export class FillReader extends Readable implements FillConsumer {
   /** Starts delivering: call once the fill's origin is open. */
   activate(): void {
     this.#active = true;
-    void this.#pump();
+    if (this.#wanted) void this.#pump();
   }
 
   override _read(): void {
+    this.#wanted = true;
     if (this.#active) void this.#pump();
   }
 
@@ -69,7 +72,11 @@ export class FillReader extends Readable implements FillConsumer {
           if (this.destroyed) return;
           this.position += chunk.length;
           fill.consumed();
-          if (!this.push(chunk)) return;
+          if (!this.push(chunk)) {
+            // A slow consumer waits for its next _read: progress events must not buffer the image into it.
+            this.#wanted = false;
+            return;
+          }
           continue;
         }
         if (fill.error) {

@@ -85,6 +85,18 @@ describe('fill engine', () => {
     assert.equal(origin.opens, 1);
   });
 
+  it('honours back-pressure: a paused consumer of a fast fill buffers a few chunks, not the image', async (t) => {
+    const { cache } = await newCache(t);
+    const data = imageBytes(24 * MIB, 9);
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open };
+    const fast = await cache.fetch(request);
+    const slow = await cache.fetch(request);
+    slow.stream.pause();
+    assert.ok((await collect(fast.stream)).equals(data));
+    assert.ok(slow.stream.readableLength <= 3 * MIB, `paused consumer buffered ${slow.stream.readableLength} bytes`);
+    assert.ok((await collect(slow.stream)).equals(data), 'and later gets every byte');
+  });
+
   it('keeps filling for the others when the first consumer disconnects', async (t) => {
     const { cache } = await newCache(t);
     const data = imageBytes(4 * MIB, 4);
