@@ -159,6 +159,17 @@ export class ImageCache {
     return result;
   }
 
+  /**
+   * A cached image as a stream, for another node of the cluster: in use (never evicted) while it streams, the fd
+   * closed when it ends or is destroyed, and no hit recorded (a peer's copy is not a client's read).
+   * @throws ImageNotCachedError
+   */
+  async streamForPeer(imageId: string): Promise<{ stream: Readable; size: number }> {
+    const reader = await this.driver.openForRead(imageId);
+    const stream = streamHit(reader, this.#admission, this.stats, this.#logger, { recordHit: false });
+    return { stream, size: reader.size };
+  }
+
   /** Re-hashes every cached image against its recorded digests; see {@link verifyCache}. */
   async verify(options: VerifyOptions = {}): Promise<VerifyEntry[]> {
     const results = await verifyCache(this.driver, options);

@@ -84,6 +84,11 @@ export class Cluster {
     if (!peerFetch || !secret) return openOrigin(0, signal);
     const self = selfUrl?.replace(/\/+$/, '');
     const peers = (await this.store.cachedNodes(imageId)).filter((url) => url.replace(/\/+$/, '') !== self);
+    // A random order spreads peer load; sorted URLs would send every node to the same peer first.
+    for (let i = peers.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [peers[i], peers[j]] = [peers[j] as string, peers[i] as string];
+    }
     return openFromPeers(
       imageId,
       { peers, secret, openOrigin, logger, onPeerBytes: (bytes) => (cache.stats.bytesFromPeer += bytes) },

@@ -20,9 +20,7 @@ export function registerClusterApi(app: FastifyInstance, deps: AppDeps): void {
     if (!secretMatches(Array.isArray(presented) ? presented[0] : presented, secret)) {
       throw new ForbiddenError('the intra-cluster API needs the cluster secret');
     }
-    const reader = await deps.cache.openForRead(request.params.imageId);
-    const stream = reader.createReadStream();
-    stream.once('close', () => void reader.close());
-    return reply.type('application/octet-stream').header('content-length', reader.size).send(stream);
+    const { stream, size } = await deps.cache.streamForPeer(request.params.imageId);
+    return reply.type('application/octet-stream').header('content-length', size).send(stream);
   });
 }

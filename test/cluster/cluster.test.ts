@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { resolveServeConfig } from '../../src/server/options.js';
 import { type RunningServer, startServer } from '../../src/server/server.js';
@@ -101,9 +102,17 @@ describe('cluster (postgres driver, several nodes)', () => {
     assert.equal((await request(`${a.url}/cluster/v1/images/${ID}`)).status, 403);
     const wrong = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': 'nope' } });
     assert.equal(wrong.status, 403);
-    const right = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': SECRET } });
-    assert.equal(right.status, 200);
-    assert.equal(right.body.length, 1000);
+    const { readdir } = await import('node:fs/promises');
+    const openFds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await openFds();
+    for (let i = 0; i < 8; i++) {
+      const right = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': SECRET } });
+      assert.equal(right.status, 200);
+      assert.equal(right.body.length, 1000);
+    }
+    await sleep(50);
+    assert.ok((await openFds()) - before < 4, 'every peer transfer closes its file');
+    assert.equal(await a.cache.getHitCount(ID), 0, 'a peer copy is not a client hit');
   });
 
   it('drops a copy with DELETE /v2/cache/{id}?scope=cluster on every node', async (t) => {
