@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { CLI_BIN } from '../helpers/cli.js';
 import { FakeGlance } from '../helpers/glance-server.js';
+import { GLANCE_SQLITE_DDL, sqliteImageIds } from '../helpers/glance-sqlite.js';
 import { imageBytes } from '../helpers/origin.js';
 import { dropSchemas, newSchemaName, PG_URL, pgQuery } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
@@ -29,15 +30,6 @@ const ID2 = '8b2e4d3f-6c5e-4f70-9bac-1d2e3f4a5b6c';
 /** The row of the Glance sqlite cache.db that node C finds in its cache dir. */
 const MIGRATED = '9c3f5e40-7d6f-4081-acbd-2e3f4a5b6c7d';
 
-/** Glance's own DDL of `cached_images` (glance/image_cache/drivers/sqlite.py), as in test/drivers/sqlite.test.ts. */
-const GLANCE_DDL = `CREATE TABLE IF NOT EXISTS cached_images (
-  image_id TEXT PRIMARY KEY,
-  last_accessed REAL DEFAULT 0.0,
-  last_modified REAL DEFAULT 0.0,
-  size INTEGER DEFAULT 0,
-  hits INTEGER DEFAULT 0,
-  checksum TEXT
-);`;
 
 interface NodeProcess {
   name: string;
@@ -150,7 +142,7 @@ async function seedGlanceSqliteCache(dir: string, data: Buffer): Promise<void> {
   await mkdir(dir, { recursive: true });
   const db = new Database(join(dir, 'cache.db'));
   try {
-    db.exec(GLANCE_DDL);
+    db.exec(GLANCE_SQLITE_DDL);
     db.prepare(
       'INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits) VALUES (?, ?, ?, ?, ?)',
     ).run(MIGRATED, 1700000100.5, 1700000000.25, data.length, 7);
@@ -160,16 +152,6 @@ async function seedGlanceSqliteCache(dir: string, data: Buffer): Promise<void> {
   await writeFile(join(dir, MIGRATED), data);
 }
 
-function sqliteRows(dir: string): string[] {
-  const db = new Database(join(dir, 'cache.db'), { readonly: true });
-  try {
-    return (db.prepare('SELECT image_id FROM cached_images ORDER BY image_id').all() as Array<{ image_id: string }>).map(
-      (row) => row.image_id,
-    );
-  } finally {
-    db.close();
-  }
-}
 
 /** Rows of the central DB for `imageId`, as (node URL, hits) pairs. */
 async function centralRows(schema: string, imageId: string): Promise<Array<{ url: string; hits: number }>> {
@@ -221,7 +203,7 @@ describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema
         migrated.map((image) => [image.image_id, image.hits, image.size, image.last_modified]),
         [[MIGRATED, 7, migratedData.length, 1700000000.25]],
       );
-      assert.deepEqual(sqliteRows(dirC), [], 'the migrated row is still in cache.db');
+      assert.deepEqual(sqliteImageIds(dirC), [], 'the migrated row is still in cache.db');
       assert.deepEqual(await centralRows(schema, MIGRATED), [{ url: c.url, hits: 7 }]);
       assert.equal((await listingOf(a)).cached_images.length, 0, 'C\'s migrated row shows up on A');
 
@@ -295,7 +277,7 @@ describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema
       assert.equal(again.length, 1);
       assert.equal(again[0]?.hits, 7);
       assert.deepEqual(await centralRows(schema, MIGRATED), [{ url: c.url, hits: 7 }]);
-      assert.deepEqual(sqliteRows(dirC), []);
+      assert.deepEqual(sqliteImageIds(dirC), []);
       assert.ok(await exists(join(dirC, 'cache.db')), 'the migration removed cache.db (Glance keeps it)');
 
       await Promise.all([stopNode(b), stopNode(c2)]);

@@ -16,6 +16,7 @@ import { createDriver } from '../../src/drivers/registry.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { BadDriverConfigurationError } from '../../src/errors.js';
 import { dropSchemas, newSchemaName, PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
+import { sqliteImageIds, writeGlanceSqlite } from '../helpers/glance-sqlite.js';
 import { tempDir } from '../helpers/tmp.js';
 import { describeDriver, put, readAll, setUp } from './conformance.js';
 
@@ -97,31 +98,6 @@ function glanceDdl(schema: string): string {
     );`;
 }
 
-/** Glance's sqlite DDL (spec §2.3), for migration tests. */
-const GLANCE_SQLITE_DDL = `CREATE TABLE IF NOT EXISTS cached_images (
-  image_id TEXT PRIMARY KEY, last_accessed REAL DEFAULT 0.0, last_modified REAL DEFAULT 0.0,
-  size INTEGER DEFAULT 0, hits INTEGER DEFAULT 0, checksum TEXT)`;
-
-function glanceSqlite(dir: string, rows: Array<[string, number, number, number, number]>): void {
-  const db = new Database(join(dir, 'cache.db'));
-  db.exec(GLANCE_SQLITE_DDL);
-  const insert = db.prepare(
-    'INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits) VALUES (?, ?, ?, ?, ?)',
-  );
-  for (const row of rows) insert.run(...row);
-  db.close();
-}
-
-function sqliteIds(dir: string): string[] {
-  const db = new Database(join(dir, 'cache.db'), { readonly: true });
-  try {
-    return (db.prepare('SELECT image_id FROM cached_images ORDER BY image_id').all() as Array<{ image_id: string }>).map(
-      (row) => row.image_id,
-    );
-  } finally {
-    db.close();
-  }
-}
 
 describe('postgres driver: configuration and startup (spec §7.4, §8 K)', () => {
   it('refuses to start without [database] connection, naming the option and its variable', async (t) => {
@@ -308,14 +284,14 @@ describe('postgres driver: sqlite migration at open (spec §7.4, scenarios 114-1
   it('moves a sqlite row to this node, deletes it from sqlite and keeps the file (114)', async (t) => {
     const schema = await pgSchema(t);
     const dir = await tempDir(t);
-    glanceSqlite(dir, [['img', 1700000100.5, 1700000000.25, 100, 0]]);
+    writeGlanceSqlite(dir, [['img', 1700000100.5, 1700000000.25, 100, 0]]);
     await writeFile(join(dir, 'img'), Buffer.alloc(100, 1));
     const { driver } = await openNode(t, schema, { dir });
     assert.deepEqual(
       (await driver.getCachedImages()).map((i) => [i.imageId, i.hits, i.lastAccessed, i.lastModified, i.size]),
       [['img', 0, 1700000100.5, 1700000000.25, 100]],
     );
-    assert.deepEqual(sqliteIds(dir), [], 'the migrated row is deleted from sqlite');
+    assert.deepEqual(sqliteImageIds(dir), [], 'the migrated row is deleted from sqlite');
     assert.deepEqual(await readFile(join(dir, 'img')), Buffer.alloc(100, 1), 'the cached file is untouched');
     assert.equal(await driver.getCacheSize(), 100, 'cache.db, kept in the cache dir, is never an image');
   });
@@ -326,7 +302,7 @@ describe('postgres driver: sqlite migration at open (spec §7.4, scenarios 114-1
     const first = await openNode(t, schema, { dir, now: () => Date.UTC(2026, 0, 2) });
     await put(first.driver, 'a', 'central');
     await first.driver.close();
-    glanceSqlite(dir, [
+    writeGlanceSqlite(dir, [
       ['a', 1600000000, 1600000000, 1, 5],
       ['b', 1600000001, 1600000001, 2, 3],
     ]);
@@ -338,13 +314,13 @@ describe('postgres driver: sqlite migration at open (spec §7.4, scenarios 114-1
         ['b', 3, 1600000001, 2],
       ],
     );
-    assert.deepEqual(sqliteIds(dir), ['a']);
+    assert.deepEqual(sqliteImageIds(dir), ['a']);
   });
 
   it('does nothing on a second run and tolerates the existing node row (116)', async (t) => {
     const schema = await pgSchema(t);
     const dir = await tempDir(t);
-    glanceSqlite(dir, [['img', 1700000000, 1700000000, 10, 2]]);
+    writeGlanceSqlite(dir, [['img', 1700000000, 1700000000, 10, 2]]);
     const first = await openNode(t, schema, { dir });
     const before = await first.driver.getCachedImages();
     await first.driver.close();

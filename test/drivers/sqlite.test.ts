@@ -6,26 +6,18 @@ import Database from 'better-sqlite3';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { BadDriverConfigurationError, InvalidImageIdError } from '../../src/errors.js';
+import { GLANCE_SQLITE_DDL } from '../helpers/glance-sqlite.js';
 import { tempDir } from '../helpers/tmp.js';
 import { describeDriver, put, readAll, setUp } from './conformance.js';
 
 describeDriver('sqlite', createSqliteDriver);
 
-/** Glance's exact DDL (glance/image_cache/drivers/sqlite.py, spec §2.3). */
-const GLANCE_DDL = `CREATE TABLE IF NOT EXISTS cached_images (
-  image_id TEXT PRIMARY KEY,
-  last_accessed REAL DEFAULT 0.0,
-  last_modified REAL DEFAULT 0.0,
-  size INTEGER DEFAULT 0,
-  hits INTEGER DEFAULT 0,
-  checksum TEXT
-);`;
 
 describe('sqlite driver specifics', () => {
   it('opens a Glance cache.db as it is, keeps every row and upgrades it in place', async (t) => {
     const dir = await tempDir(t);
     const glance = new Database(join(dir, 'cache.db'));
-    glance.exec(GLANCE_DDL);
+    glance.exec(GLANCE_SQLITE_DDL);
     const insert = glance.prepare(
       'INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits) VALUES (?, ?, ?, ?, ?)',
     );
@@ -77,7 +69,7 @@ describe('sqlite driver specifics', () => {
   it('upgrades a Glance DB once even when two drivers open it at the same time', async (t) => {
     const dir = await tempDir(t);
     const glance = new Database(join(dir, 'cache.db'));
-    glance.exec(GLANCE_DDL);
+    glance.exec(GLANCE_SQLITE_DDL);
     glance.prepare('INSERT INTO cached_images (image_id, size) VALUES (?, ?)').run('a', 1);
     glance.close();
     const drivers = [createSqliteDriver({ cacheDir: dir }), createSqliteDriver({ cacheDir: dir })];
