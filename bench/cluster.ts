@@ -28,13 +28,11 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { pino } from 'pino';
 import { createDriver, type Driver } from '../src/index.js';
-import { resolveServeConfig } from '../src/server/options.js';
-import { type RunningServer, startServer } from '../src/server/server.js';
+import type { RunningServer } from '../src/server/server.js';
+import { startPostgresNode } from '../test/helpers/cluster-node.js';
 import { FakeGlance } from '../test/helpers/glance-server.js';
 import { PG_URL } from '../test/helpers/postgres.js';
-import { freePort } from '../test/helpers/server-extra.js';
 
 const MIB = 1 << 20;
 const SECRET = 'bench-cluster-secret';
@@ -162,23 +160,14 @@ async function startNodes(count: number, glanceUrl: string, schema: string, peer
   const nodes: RunningServer[] = [];
   try {
     for (let i = 0; i < count; i++) {
-      const port = await freePort();
-      const config = resolveServeConfig(undefined, {}, {
-        source: 'bench',
-        values: {
-          image_cache_dir: join(root, `node${i}`),
-          image_cache_driver: 'postgres',
-          connection: PG_URL,
-          database_schema: schema,
-          worker_self_reference_url: `http://127.0.0.1:${port}`,
-          origin: `glance:${glanceUrl}`,
-          bind_port: String(port),
-          log_level: 'silent',
-          peer_fetch: String(peerFetch),
-          cluster_secret: SECRET,
-        },
-      });
-      nodes.push(await startServer(config, pino({ level: 'silent' })));
+nodes.push(
+        await startPostgresNode({
+          dir: join(root, `node${i}`),
+          schema,
+          glanceUrl,
+          values: { peer_fetch: String(peerFetch), cluster_secret: SECRET },
+        }),
+      );
     }
   } catch (error) {
     await Promise.all(nodes.map((node) => node.close()));

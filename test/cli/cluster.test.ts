@@ -3,10 +3,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { pino } from 'pino';
-import { resolveServeConfig } from '../../src/server/options.js';
-import { type RunningServer, startServer } from '../../src/server/server.js';
+import type { RunningServer } from '../../src/server/server.js';
 import { assertOneErrorLine, exists, runCli, tempDir, writeImageFile } from '../helpers/cli.js';
+import { startPostgresNode } from '../helpers/cluster-node.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
 import { freePort } from '../helpers/server-extra.js';
@@ -49,23 +48,9 @@ async function startNodes(t: TestContext, schema: string): Promise<Array<Running
     await glance.close();
   });
   for (const name of ['a', 'b']) {
-    const port = await freePort();
-    const dir = join(root, name);
-    const config = resolveServeConfig(undefined, {}, {
-      source: 'test',
-      values: {
-        image_cache_dir: dir,
-        image_cache_driver: 'postgres',
-        image_cache_max_size: '1000',
-        connection: PG_URL,
-        database_schema: schema,
-        worker_self_reference_url: `http://127.0.0.1:${port}`,
-        origin: `glance:${glanceUrl}`,
-        bind_port: String(port),
-        log_level: 'silent',
-      },
-    });
-    nodes.push({ ...(await startServer(config, pino({ level: 'silent' }))), dir });
+const dir = join(root, name);
+    const node = await startPostgresNode({ dir, schema, glanceUrl, values: { image_cache_max_size: '1000' } });
+    nodes.push({ ...node, dir });
   }
   return nodes;
 }

@@ -3,14 +3,12 @@ import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pino } from 'pino';
-import { resolveServeConfig } from '../../src/server/options.js';
-import { type RunningServer, startServer } from '../../src/server/server.js';
+import type { RunningServer } from '../../src/server/server.js';
+import { startPostgresNode } from '../helpers/cluster-node.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { imageBytes } from '../helpers/origin.js';
-import { PG_URL, pgSchema } from '../helpers/postgres.js';
+import { pgSchema } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
-import { freePort } from '../helpers/server-extra.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -22,33 +20,16 @@ interface Node extends RunningServer {
 }
 
 /** `count` nodes on one schema and one fake Glance, each with its own cache dir and port (in this process). */
-async function startCluster(t: TestContext, count: number, values: Record<string, string> = {}) {
+async function startCluster(t: TestContext, count: number, extra: Record<string, string> = {}) {
   const glance = new FakeGlance({ auth: 'noauth' });
   const glanceUrl = await glance.start();
   const schema = await pgSchema(t);
   const root = await tempDir(t);
   const nodes: Node[] = [];
   for (let i = 0; i < count; i++) {
-    const port = await freePort();
-    const dir = join(root, `node${i}`);
-    const config = resolveServeConfig(undefined, {}, {
-      source: 'test',
-      values: {
-        image_cache_dir: dir,
-        image_cache_driver: 'postgres',
-        connection: PG_URL,
-        database_schema: schema,
-        worker_self_reference_url: `http://127.0.0.1:${port}`,
-        origin: `glance:${glanceUrl}`,
-        bind_port: String(port),
-        log_level: 'silent',
-        peer_fetch: 'true',
-        cluster_secret: SECRET,
-        node_liveness_window: '3',
-        ...values,
-      },
-    });
-    nodes.push({ ...(await startServer(config, pino({ level: 'silent' }))), dir });
+const dir = join(root, `node${i}`);
+    const values = { peer_fetch: 'true', cluster_secret: SECRET, node_liveness_window: '3', ...extra };
+    nodes.push({ ...(await startPostgresNode({ dir, schema, glanceUrl, values })), dir });
   }
   t.after(async () => {
     for (const node of nodes) await node.close();
