@@ -6,7 +6,7 @@ import { assertLoopbackBind } from '../auth/noauth.js';
 import { PolicyEnforcer } from '../auth/policy.js';
 import { ImageCache } from '../cache/image-cache.js';
 import { Cluster } from '../cluster/cluster.js';
-import { ImageCacheError } from '../errors.js';
+import { ConfigError, ImageCacheError } from '../errors.js';
 import { createOrigin } from '../origin/from-spec.js';
 import type { Origin } from '../origin/origin.js';
 import { runOnce as clean } from '../workers/cleaner.js';
@@ -36,8 +36,8 @@ export interface RunningServer {
 export async function startServer(config: ServeConfig, logger: Logger): Promise<RunningServer> {
   const { server } = config;
   if (!server.origin) {
-    throw new ImageCacheError(
-      'ERR_INVALID_CONFIG',
+    // A ConfigError, so the CLI exits 2 (a configuration error) like every other missing option.
+    throw new ConfigError(
       'no origin: pass --origin directory:PATH|http:URL-TEMPLATE|glance:URL, set IMGCACHE_ORIGIN, or set origin ' +
         'in the [imgcache] section of the config file',
     );

@@ -91,6 +91,15 @@ describe('imgcache usage errors', { concurrency: 4 }, () => {
     assertOneErrorLine(result, /cannot read config file .*nope\.conf/);
   });
 
+  test('serve without an origin exits 2 and the message names --origin (issue 9: it exited 1)', async (t) => {
+    const dir = await tempDir(t);
+    const result = await runCli(['serve', '--cache-dir', join(dir, 'cache'), '--port', '0']);
+    assert.equal(result.code, 2, result.stderr);
+    assertOneErrorLine(result, /no origin: pass --origin .*IMGCACHE_ORIGIN.*origin in the \[imgcache\] section/);
+    assert.equal(result.stdout, '');
+    assert.equal(await exists(join(dir, 'cache')), false, 'nothing was created');
+  });
+
   test('--help and --version print to stdout and exit 0', async () => {
     const help = await runCli(['--help']);
     assert.equal(help.code, 0);
