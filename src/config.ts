@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseIni } from 'ini';
 import { z } from 'zod';
+import { parseIni } from './config-ini.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -176,18 +176,25 @@ export function resolveConfig(layers: readonly ConfigLayer[]): CacheConfig {
   return resolveOptions(CACHE_OPTIONS, DEFAULTS, layers);
 }
 
-/** Every section of an INI file (oslo.config style: `[DEFAULT]`, `[imgcache]`, ...), values as strings. */
-export function readIniFile(path: string): Record<string, Record<string, unknown>> {
+/**
+ * Every section of an INI file, read by oslo.config's rules ({@link parseIni}: no inline comments, so values are
+ * verbatim), each option with the last value the file gives it.
+ */
+export function readIniFile(path: string): Record<string, Record<string, string>> {
   let content: string;
   try {
     content = readFileSync(path, 'utf8');
   } catch (error) {
     throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`, { cause: error });
   }
-  const parsed = parseIni(content) as Record<string, unknown>;
-  const sections: Record<string, Record<string, unknown>> = {};
-  for (const [name, value] of Object.entries(parsed)) {
-    if (value && typeof value === 'object') sections[name === 'default' ? 'DEFAULT' : name] = value as Record<string, unknown>;
+  const sections: Record<string, Record<string, string>> = Object.create(null);
+  for (const [name, options] of parseIni(content, path)) {
+    const section: Record<string, string> = Object.create(null);
+    for (const [option, values] of options) {
+      const last = values.at(-1);
+      if (last !== undefined) section[option] = last;
+    }
+    sections[name] = section;
   }
   return sections;
 }
@@ -199,10 +206,7 @@ export function readConfigFile(path: string, tables: ReadonlyArray<Record<string
   for (const table of tables) {
     for (const [option, spec] of Object.entries(table)) {
       const value = sections[spec.section]?.[option];
-      if (typeof value === 'string' || typeof value === 'boolean') values[option] = value;
-      else if (value !== undefined) {
-        throw new ConfigError(`${option} in [${spec.section}] of ${path} must be a single value`);
-      }
+      if (value !== undefined) values[option] = value;
     }
   }
   return { source: path, values };

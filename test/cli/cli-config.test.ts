@@ -1,6 +1,6 @@
 // How `imgcache` refuses bad command lines, configuration and ids, and where its configuration comes from.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
@@ -134,6 +134,28 @@ describe('imgcache configuration sources', { concurrency: 4 }, () => {
     assert.deepEqual(await listTree(join(dir, 'from-env', 'queue')), ['one']);
     assert.deepEqual(await listTree(join(dir, 'from-flag', 'queue')), ['two']);
     assert.equal(await exists(join(dir, 'from-file')), false);
+  });
+
+  test('an image_cache_dir with # and ; in the config file is used verbatim, as oslo.config reads it (issue 9)', async (t) => {
+    const dir = await tempDir(t);
+    const config = join(dir, 'glance-api.conf');
+    const cache = join(dir, 'cache#1;a');
+    await writeFile(config, `# glance-api.conf\n[DEFAULT]\nimage_cache_dir = ${cache}\n; the end\n`);
+    const queued = await runCli(['queue', 'img', '--config', config]);
+    assert.equal(queued.code, 0, queued.stderr);
+    assert.deepEqual(await listTree(join(cache, 'queue')), ['img']);
+    assert.deepEqual((await listJson(['--config', config])).queued_images, ['img']);
+    // Nothing was made at the cut-off path (`cache`) the `ini` package gave.
+    assert.deepEqual((await readdir(dir)).sort(), ['cache#1;a', 'glance-api.conf']);
+  });
+
+  test('a malformed config file exits 2 naming the file and the line', async (t) => {
+    const dir = await tempDir(t);
+    const config = join(dir, 'glance-api.conf');
+    await writeFile(config, `[DEFAULT]\nimage_cache_dir = ${dir}\n  stray continuation\n\n  another\n`);
+    const result = await runCli(['list', '--config', config]);
+    assert.equal(result.code, 2);
+    assertOneErrorLine(result, /config file .*glance-api\.conf line 5: Unexpected continuation line: " {2}another"/);
   });
 
   test('--driver xattr imports and lists images without a database file', async (t) => {
