@@ -1,18 +1,34 @@
 import { basename, dirname, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { CacheLayout } from '../cache/layout.js';
-import { BadDriverConfigurationError } from '../errors.js';
+import { BadDriverConfigurationError, CacheIOError } from '../errors.js';
 import type { CachedImage } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';
 import { messageOf } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
+import { BusyWaiter } from './sqlite-busy.js';
 
 export interface SqliteDriverOptions extends DriverOptions {
   /** `image_cache_sqlite_db`: DB file, relative to the cache dir (an absolute path is used as is). @default cache.db */
   sqliteDb?: string;
-  /** How long a statement waits for another process's write lock, in ms (SQLite's busy timeout). @default 5000 */
+  /**
+   * How long one statement waits in-thread for another process's write lock, in ms (SQLite's busy timeout). Kept
+   * short because the wait blocks the event loop: past it the statement is retried on a timer (`busyBudgetMs`).
+   * @default 50
+   */
   busyTimeoutMs?: number;
+  /**
+   * How long, in total, an operation keeps retrying while another process holds the write lock, in ms, before it
+   * fails with `ERR_CACHE_IO`. The retries wait on timers, so the event loop keeps serving meanwhile.
+   * @default 5000
+   */
+  busyBudgetMs?: number;
 }
+
+/** {@link SqliteDriverOptions.busyTimeoutMs}'s default: short, since SQLite's busy wait blocks the thread. */
+export const DEFAULT_BUSY_TIMEOUT_MS = 50;
+/** {@link SqliteDriverOptions.busyBudgetMs}'s default: what the single 5 s busy timeout used to allow. */
+export const DEFAULT_BUSY_BUDGET_MS = 5000;
 
 export const DEFAULT_SQLITE_DB = 'cache.db';
 
@@ -60,9 +76,11 @@ type RawRow = [string, number | null, number | null, number | null, number | nul
 const COLUMNS = 'image_id, hits, last_accessed, last_modified, size, checksum, os_hash_algo, os_hash_value';
 
 /**
- * Metadata in one SQLite file, Glance-compatible. Unlike Glance: WAL and a busy timeout instead of a 2 s retry
- * loop (spec §9.1 item 13), errors propagate instead of turning listings into `null` (§9.2), and a re-commit
- * updates the row instead of silently keeping stale size and times.
+ * Metadata in one SQLite file, Glance-compatible. Unlike Glance: WAL, a short busy timeout and retries on timers
+ * instead of a 2 s sleeping retry loop (spec §9.1 item 13), so another process's write lock never stalls the
+ * event loop for longer than one short busy timeout (issue 9: a 5 s busy timeout stalled the server for 5 s);
+ * errors propagate instead of turning listings into `null` (§9.2), and a re-commit updates the row instead of
+ * silently keeping stale size and times.
  */
 export class SqliteStore implements MetadataStore {
   readonly name = 'sqlite';
@@ -70,12 +88,21 @@ export class SqliteStore implements MetadataStore {
   readonly reservedNames: readonly string[];
   readonly #dbPath: string;
   readonly #busyTimeoutMs: number;
+  readonly #busy: BusyWaiter;
+  /** Operations running or waiting out another process's lock: close() lets them finish first. */
+  readonly #running = new Set<Promise<unknown>>();
   #db: Database.Database | undefined;
   #statements: Statements | undefined;
 
-  constructor(cacheDir: string | undefined, options: Pick<SqliteDriverOptions, 'sqliteDb' | 'busyTimeoutMs'> = {}) {
+  constructor(
+    cacheDir: string | undefined,
+    options: Pick<SqliteDriverOptions, 'sqliteDb' | 'busyTimeoutMs' | 'busyBudgetMs'> = {},
+  ) {
     this.#dbPath = resolve(cacheDir ?? '.', options.sqliteDb ?? DEFAULT_SQLITE_DB);
-    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+    this.#busy = new BusyWaiter(options.busyBudgetMs ?? DEFAULT_BUSY_BUDGET_MS, (waitedMs, cause) =>
+      this.#busyError(waitedMs, cause),
+    );
     const inCacheDir = cacheDir !== undefined && dirname(this.#dbPath) === resolve(cacheDir);
     const file = basename(this.#dbPath);
     this.reservedNames = inCacheDir ? [file, `${file}-wal`, `${file}-shm`, `${file}-journal`] : [];
@@ -91,11 +118,16 @@ export class SqliteStore implements MetadataStore {
     const { default: openDatabase } = await import('better-sqlite3');
     let db: Database.Database | undefined;
     try {
-      db = new openDatabase(this.#dbPath, { timeout: this.#busyTimeoutMs });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      upgradeSchema(db);
-      this.#statements = prepareStatements(db);
+      const opened = new openDatabase(this.#dbPath, { timeout: this.#busyTimeoutMs });
+      db = opened;
+      // Switching to WAL and upgrading the schema take the write lock: wait for it on timers too.
+      const setUp = () => {
+        opened.pragma('journal_mode = WAL');
+        opened.pragma('synchronous = NORMAL');
+        upgradeSchema(opened);
+      };
+      await this.#busy.run(setUp, 'write');
+      this.#statements = prepareStatements(opened);
       this.#db = db;
     } catch (error) {
       db?.close();
@@ -108,68 +140,98 @@ export class SqliteStore implements MetadataStore {
   }
 
   async close(): Promise<void> {
+    // A hit or commit still waiting out another process's lock lands (or gives up) before the connection goes.
+    await Promise.allSettled([...this.#running]);
     this.#db?.close();
     this.#db = undefined;
     this.#statements = undefined;
   }
 
   async recordCommit(entry: NewEntry): Promise<void> {
-    this.#sql().upsert.run({
+    const row = {
       imageId: entry.imageId,
       at: entry.atMs / 1000,
       size: entry.size,
       checksum: entry.checksum ?? null,
       osHashAlgo: entry.osHashAlgo ?? null,
       osHashValue: entry.osHashValue ?? null,
-    });
+    };
+    await this.#write((sql) => sql.upsert.run(row));
   }
 
   /** Rows are written only at commit, so a failed fill has none to drop; an older cached copy keeps its row. */
   async afterRollback(): Promise<void> {}
 
   async recordHit(imageId: string, atMs: number): Promise<void> {
-    this.#sql().hit.run(atMs / 1000, imageId);
+    await this.#write((sql) => sql.hit.run(atMs / 1000, imageId));
   }
 
   async get(imageId: string): Promise<CachedImage | null> {
-    const row = this.#sql().get.get(imageId);
+    const row = await this.#read((sql) => sql.get.get(imageId));
     return row ? toCachedImage(row) : null;
   }
 
   async list(): Promise<CachedImage[]> {
-    return this.#sql()
-      .list.all()
-      .map(([imageId, hits, lastAccessed, lastModified, size, checksum, osHashAlgo, osHashValue]) => ({
-        imageId,
-        hits: hits ?? 0,
-        lastAccessed: lastAccessed ?? 0,
-        lastModified: lastModified ?? 0,
-        size: size ?? 0,
-        checksum,
-        osHashAlgo,
-        osHashValue,
-      }));
+    const rows = await this.#read((sql) => sql.list.all());
+    return rows.map(([imageId, hits, lastAccessed, lastModified, size, checksum, osHashAlgo, osHashValue]) => ({
+      imageId,
+      hits: hits ?? 0,
+      lastAccessed: lastAccessed ?? 0,
+      lastModified: lastModified ?? 0,
+      size: size ?? 0,
+      checksum,
+      osHashAlgo,
+      osHashValue,
+    }));
   }
 
   async leastRecentlyAccessed(limit: number): Promise<Array<[string, number]>> {
-    return this.#sql().lru.all(limit).map(([id, size]) => [id, size ?? 0]);
+    const rows = await this.#read((sql) => sql.lru.all(limit));
+    return rows.map(([id, size]) => [id, size ?? 0]);
   }
 
   async recordedSize(): Promise<number> {
-    return this.#sql().total.get() ?? 0;
+    return (await this.#read((sql) => sql.total.get())) ?? 0;
   }
 
   async remove(imageIds: readonly string[]): Promise<void> {
-    if (imageIds.length === 1) this.#sql().remove.run(imageIds[0]);
-    else if (imageIds.length > 1) this.#sql().removeMany(imageIds);
+    if (imageIds.length === 1) await this.#write((sql) => sql.remove.run(imageIds[0]));
+    else if (imageIds.length > 1) await this.#write((sql) => sql.removeMany(imageIds));
   }
 
   async adopt(files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>): Promise<void> {
-    if (files.length > 0) this.#sql().adopt(files);
+    if (files.length > 0) await this.#write((sql) => sql.adopt(files));
   }
 
   async removeAll(): Promise<void> {
-    this.#sql().removeAll.run();
+    await this.#write((sql) => sql.removeAll.run());
+  }
+
+  #read<T>(op: (sql: Statements) => T): Promise<T> {
+    return this.#run(op, 'read');
+  }
+
+  #write<T>(op: (sql: Statements) => T): Promise<T> {
+    return this.#run(op, 'write');
+  }
+
+  /** Runs `op` on the prepared statements, waiting out another process's write lock on timers ({@link BusyWaiter}). */
+  async #run<T>(op: (sql: Statements) => T, kind: 'read' | 'write'): Promise<T> {
+    const running = this.#busy.run(() => op(this.#sql()), kind);
+    this.#running.add(running);
+    try {
+      return await running;
+    } finally {
+      this.#running.delete(running);
+    }
+  }
+
+  #busyError(waitedMs: number, cause: unknown): CacheIOError {
+    return new CacheIOError(
+      `image_cache_sqlite_db ${this.#dbPath} stayed locked by another process for ${waitedMs} ms ` +
+        `(${cause === undefined ? 'database is locked' : messageOf(cause)}); a long imgcache or Glance command on the same cache may still be running`,
+      { cause },
+    );
   }
 
   #sql(): Statements {

@@ -2,11 +2,14 @@ import assert from 'node:assert/strict';
 import { readdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { ImageCache } from '../../src/cache/image-cache.js';
-import { createSqliteDriver } from '../../src/drivers/sqlite.js';
-import { BadDriverConfigurationError, InvalidImageIdError } from '../../src/errors.js';
+import { createSqliteDriver, SqliteStore } from '../../src/drivers/sqlite.js';
+import { CacheLayout } from '../../src/cache/layout.js';
+import { BadDriverConfigurationError, CacheIOError, InvalidImageIdError } from '../../src/errors.js';
 import { GLANCE_SQLITE_DDL } from '../helpers/glance-sqlite.js';
+import { lockSqliteFile } from '../helpers/sqlite-locker.js';
 import { tempDir } from '../helpers/tmp.js';
 import { describeDriver, put, readAll, setUp } from './conformance.js';
 
@@ -170,5 +173,50 @@ describe('sqlite driver specifics', () => {
     assert.equal(after?.hits, 1);
     assert.equal(after?.size, 3);
     assert.ok((after?.lastModified ?? 0) > (before?.lastModified ?? 0));
+  });
+});
+
+describe('sqlite driver while another process holds the write lock (issue 9)', () => {
+  it('waits on timers, not in-thread, and gives up after busyBudgetMs with ERR_CACHE_IO naming the file', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir, busyBudgetMs: 400 });
+    await driver.configure();
+    t.after(() => driver.close());
+    await put(driver, 'a', 'xyz');
+    const locker = await lockSqliteFile(t, join(dir, 'cache.db'));
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    t.after(() => delay.disable());
+    const started = Date.now();
+    await assert.rejects(readAll(driver, 'a'), (error: unknown) => {
+      assert.ok(error instanceof CacheIOError, String(error));
+      assert.match(error.message, /^image_cache_sqlite_db .*cache\.db stayed locked by another process for \d+ ms/);
+      return true;
+    });
+    const waited = Date.now() - started;
+    delay.disable();
+    assert.ok(waited >= 150 && waited <= 2000, `gave up after ${waited} ms, budget 400 ms`);
+    assert.ok(delay.max / 1e6 < 200, `the event loop stalled for ${(delay.max / 1e6).toFixed(0)} ms`);
+    await locker.release();
+    await readAll(driver, 'a');
+    assert.equal(await driver.getHitCount('a'), 1, 'the hit that gave up was not counted; the next one is');
+  });
+
+  it('close() lets a write already waiting out the lock land before the connection closes', async (t) => {
+    const dir = await tempDir(t);
+    // The store itself: recordHit enters it synchronously, so the write is waiting before close() is called.
+    const store = new SqliteStore(dir);
+    await store.open(new CacheLayout(dir));
+    await store.recordCommit({ imageId: 'a', size: 3, atMs: 1_700_000_000_000 });
+    const locker = await lockSqliteFile(t, join(dir, 'cache.db'));
+    const hit = store.recordHit('a', 1_700_000_001_000);
+    const closed = store.close();
+    await locker.release();
+    await hit;
+    await closed;
+    const reopened = new SqliteStore(dir);
+    await reopened.open(new CacheLayout(dir));
+    t.after(() => reopened.close());
+    assert.equal((await reopened.get('a'))?.hits, 1);
   });
 });
