@@ -7,7 +7,7 @@ import type { RunningServer } from '../../src/server/server.js';
 import { startPostgresNode } from '../helpers/cluster-node.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { imageBytes } from '../helpers/origin.js';
-import { pgSchema } from '../helpers/postgres.js';
+import { PG_SKIP, pgSchema } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
@@ -44,7 +44,7 @@ const exists = (path: string) =>
     () => false,
   );
 
-describe('cluster (postgres driver, several nodes)', () => {
+describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
   it('lists the nodes holding an image, fetches a miss from a peer, and invalidates every copy on delete', async (t) => {
     const { glance, nodes } = await startCluster(t, 3);
     const [a, b, c] = nodes as [Node, Node, Node];
