@@ -125,7 +125,7 @@ export class Cluster {
   async #drop(imageId: string): Promise<void> {
     const { cache, logger, onDropped } = this.#options;
     try {
-      await cache.deleteCachedImage(imageId);
+      await cache.invalidate(imageId); // a running fill of the old bytes must not commit them afterwards
       await cache.deleteQueuedImage(imageId);
       onDropped?.(imageId);
       logger.info({ imageId }, 'image invalidated cluster-wide: local copy dropped');
