@@ -113,10 +113,10 @@ export class CacheIOError extends ImageCacheError {
   }
 }
 
-/** Every consumer of a fill went away before it finished (and it was not a prefetch). */
+/** A fill was stopped before it finished: every consumer went away (and it was not a prefetch), or `why`. */
 export class FillAbortedError extends ImageCacheError {
-  constructor(imageId: string) {
-    super('ERR_FILL_ABORTED', `fill of image ${imageId} aborted: every consumer disconnected`);
+  constructor(imageId: string, why = 'every consumer disconnected') {
+    super('ERR_FILL_ABORTED', `fill of image ${imageId} aborted: ${why}`);
   }
 }
 

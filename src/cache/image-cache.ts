@@ -10,7 +10,7 @@ import type {
   ReconcileResult,
 } from '../drivers/driver.js';
 import { createDriver } from '../drivers/registry.js';
-import { ImageNotCachedError, NotCachedError } from '../errors.js';
+import { FillAbortedError, ImageNotCachedError, NotCachedError } from '../errors.js';
 import { Admission } from './admission.js';
 import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
@@ -434,5 +434,23 @@ export class ImageCache {
     }
     this.stats.requests.HIT += 1;
     return { status: 'HIT', size: reader.size, stream: streamHit(reader, this.#admission, this.stats, this.#logger) };
+  }
+
+  /**
+   * Drops an image that changed upstream (a cluster-wide invalidation): a running fill of it is aborted (its
+   * consumers get an error, its file goes to `invalid/`, it never commits the stale bytes), then the cached
+   * copy is deleted. Runs under the id's lock, so no fill of the old bytes can start in between; one that was
+   * already committing when aborted is deleted after it settled.
+   */
+  async invalidate(imageId: string): Promise<void> {
+    this.driver.getImageFilepath(imageId);
+    await this.#inflight.exclusive(imageId, async () => {
+      const fill = this.#inflight.get(imageId);
+      if (fill) {
+        fill.abort(new FillAbortedError(imageId, 'the image was invalidated'));
+        await fill.whenSettled();
+      }
+      await this.deleteCachedImage(imageId);
+    });
   }
 }

@@ -35,4 +35,6 @@ export class CacheStats {
   bytesFromOrigin = 0;
   /** The part of {@link bytesFromOrigin} that came from a peer node instead of the origin. */
   bytesFromPeer = 0;
+  /** Misses that went to the origin because the central DB could not say which peers hold the image. */
+  peerLookupFailures = 0;
 }

@@ -5,6 +5,9 @@ import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
 import { ConfigError } from '../errors.js';
 import { openFromPeers } from './peer.js';
 
+/** How long a miss waits to learn which peers hold the image before it goes to the origin instead. */
+const PEER_LOOKUP_TIMEOUT_MS = 2000;
+
 export interface ClusterOptions {
   cache: ImageCache;
   /** This node's URL (`worker_self_reference_url`): never fetched from as a peer. */
@@ -74,6 +77,9 @@ export class Cluster {
   /**
    * Opens a miss: from a live peer that holds the image when peer fetch is on, else (or when every peer fails
    * or is slow) from the origin. `openOrigin(offset)` continues from a byte offset after a peer died mid-stream.
+   * When the central DB cannot say which peers hold the image (down, or slower than
+   * {@link PEER_LOOKUP_TIMEOUT_MS}), the miss goes to the origin: the cluster is an optimisation, the origin
+   * still serves (logged, counted in `peerLookupFailures`).
    */
   async open(
     imageId: string,
@@ -83,7 +89,15 @@ export class Cluster {
     const { secret, peerFetch, selfUrl, logger, cache } = this.#options;
     if (!peerFetch || !secret) return openOrigin(0, signal);
     const self = selfUrl?.replace(/\/+$/, '');
-    const peers = (await this.store.cachedNodes(imageId)).filter((url) => url.replace(/\/+$/, '') !== self);
+    let holders: string[];
+    try {
+      holders = await this.#cachedNodes(imageId);
+    } catch (error) {
+      cache.stats.peerLookupFailures += 1;
+      logger.warn({ imageId, err: error }, 'cannot look up peers in the central DB; fetching the miss from the origin');
+      return openOrigin(0, signal);
+    }
+    const peers = holders.filter((url) => url.replace(/\/+$/, '') !== self);
     // A random order spreads peer load; sorted URLs would send every node to the same peer first.
     for (let i = peers.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1));
@@ -96,10 +110,22 @@ export class Cluster {
     );
   }
 
+  /** {@link PostgresStore.cachedNodes}, rejecting after {@link PEER_LOOKUP_TIMEOUT_MS} (the query may go on). */
+  #cachedNodes(imageId: string): Promise<string[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the central DB did not answer within ${PEER_LOOKUP_TIMEOUT_MS} ms`)),
+        PEER_LOOKUP_TIMEOUT_MS,
+      );
+    });
+    return Promise.race([this.store.cachedNodes(imageId), timeout]).finally(() => clearTimeout(timer));
+  }
+
   async #drop(imageId: string): Promise<void> {
     const { cache, logger, onDropped } = this.#options;
     try {
-      await cache.deleteCachedImage(imageId);
+      await cache.invalidate(imageId); // a running fill of the old bytes must not commit them afterwards
       await cache.deleteQueuedImage(imageId);
       onDropped?.(imageId);
       logger.info({ imageId }, 'image invalidated cluster-wide: local copy dropped');

@@ -7,7 +7,10 @@ export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
 /** Path prefix of the intra-cluster API: never reachable without the secret. */
 export const PEER_IMAGE_PATH = '/cluster/v1/images';
 
-/** How long a peer may take to answer with headers before we go to the origin instead ("slow"). */
+/**
+ * How long a peer may take to answer with headers before we go to the origin instead ("slow"). The body then
+ * takes as long as it takes: the fill's idle timeout guards a peer that stops sending.
+ */
 const PEER_HEADERS_TIMEOUT_MS = 2000;
 
 /** Compares a presented secret with the configured one in constant time (hashes first: lengths differ). */
@@ -43,24 +46,54 @@ export async function openFromPeers(imageId: string, source: PeerSource, signal:
 
 async function openPeer(peer: string, imageId: string, source: PeerSource, signal: AbortSignal): Promise<Readable | null> {
   const url = `${peer.replace(/\/+$/, '')}${PEER_IMAGE_PATH}/${encodeURIComponent(imageId)}`;
-  const timeout = AbortSignal.timeout(PEER_HEADERS_TIMEOUT_MS);
+  // fetch's signal governs the body too: the timeout must stop only the wait for headers (a large image from a
+  // busy peer takes longer than 2 s), while the caller's signal stays in charge of the whole transfer.
+  const controller = new AbortController();
+  const forward = () => controller.abort(signal.reason);
+  if (signal.aborted) forward();
+  signal.addEventListener('abort', forward, { once: true });
+  const stopForwarding = () => signal.removeEventListener('abort', forward);
+  const timer = setTimeout(
+    () => controller.abort(new Error(`no response headers within ${PEER_HEADERS_TIMEOUT_MS} ms`)),
+    PEER_HEADERS_TIMEOUT_MS,
+  );
   try {
     const response = await fetch(url, {
       headers: { [CLUSTER_SECRET_HEADER]: source.secret },
-      signal: AbortSignal.any([signal, timeout]),
+      signal: controller.signal,
       redirect: 'error',
     });
+    clearTimeout(timer);
     if (response.status !== 200 || !response.body) {
       await response.body?.cancel();
+      stopForwarding();
       source.logger.info({ imageId, peer, status: response.status }, 'peer cannot serve the image');
       return null;
     }
-    return Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    const body = Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    body.once('close', stopForwarding);
+    return body;
   } catch (error) {
+    clearTimeout(timer);
+    stopForwarding();
     if (signal.aborted) throw error;
     source.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
     return null;
   }
+}
+
+/** Resolves on 'drain' or 'close', whichever comes first, leaving no listener behind. */
+function drainedOrClosed(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed) return resolve();
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }
 
 /** Passes the peer's bytes on; if the peer dies, continues with the origin from the same offset. */
@@ -72,7 +105,9 @@ function resumeOnFailure(body: Readable, imageId: string, source: PeerSource, si
       const buffer = chunk as Buffer;
       offset += buffer.length;
       if (fromPeer) source.onPeerBytes(buffer.length);
-      if (!out.write(buffer)) await new Promise((resolve) => out.once('drain', resolve));
+      if (out.destroyed) return;
+      // 'close' too: a reader that goes away never drains, and the loop (and the peer's socket) would wait forever.
+      if (!out.write(buffer)) await drainedOrClosed(out);
       if (out.destroyed) return;
     }
   };

@@ -36,7 +36,11 @@ export class XattrStore implements MetadataStore {
   readonly reservedNames: readonly string[] = [];
   #xattr: XattrModule | undefined;
   #layout: CacheLayout | undefined;
-  /** Hit updates are read-modify-write: serialise them per image so this process never loses a count. */
+  /**
+   * Hit updates are read-modify-write of `user.hits`: serialised per image, so this process never loses a count.
+   * Two processes counting hits on one cache dir can still race (xattrs have no compare-and-swap and no lock
+   * that Glance's xattr driver would honour); one server per cache dir is the supported setup.
+   */
   readonly #hitQueue = new Map<string, Promise<void>>();
 
   async open(layout: CacheLayout): Promise<void> {
@@ -94,7 +98,8 @@ export class XattrStore implements MetadataStore {
 
   async recordHit(imageId: string, atMs: number): Promise<void> {
     const previous = this.#hitQueue.get(imageId) ?? Promise.resolve();
-    const next = previous.then(() => this.#incrementHits(imageId, atMs));
+    // After the previous update settles either way: one failed update must not fail every hit queued behind it.
+    const next = previous.catch(() => {}).then(() => this.#incrementHits(imageId, atMs));
     this.#hitQueue.set(imageId, next);
     try {
       await next;

@@ -53,6 +53,12 @@ export class Metrics {
       [{ outcome: 'committed' }, stats.fillsCommitted],
     ]);
     mirror('imgcache_evictions_total', 'Images evicted by admission or prune', [], () => [[{}, stats.evictions]]);
+    mirror(
+      'imgcache_peer_lookup_failures_total',
+      'Misses sent to the origin because the central DB could not list the peers holding the image',
+      [],
+      () => [[{}, stats.peerLookupFailures]],
+    );
 
     let entries = { value: 0, at: 0 };
     new Gauge({
@@ -73,7 +79,10 @@ export class Metrics {
       registers: [registry],
       async collect() {
         if (Date.now() - entries.at > ENTRY_COUNT_TTL_MS) {
-          entries = { value: (await cache.getCachedImages()).length, at: Date.now() };
+          // A metadata store that is down (a central DB outage) keeps the last count: the other metrics, the
+          // outage's counters among them, must still be scraped.
+          const images = await cache.getCachedImages().catch(() => null);
+          if (images) entries = { value: images.length, at: Date.now() };
         }
         this.set(entries.value);
       },

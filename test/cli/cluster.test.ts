@@ -7,7 +7,7 @@ import type { RunningServer } from '../../src/server/server.js';
 import { assertOneErrorLine, exists, runCli, tempDir, writeImageFile } from '../helpers/cli.js';
 import { startPostgresNode } from '../helpers/cluster-node.js';
 import { FakeGlance } from '../helpers/glance-server.js';
-import { PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
+import { PG_SKIP, PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
 import { freePort } from '../helpers/server-extra.js';
 
 const IMG_A = '1a2b3c4d-0000-4000-8000-00000000000a';
@@ -55,7 +55,7 @@ const dir = join(root, name);
   return nodes;
 }
 
-describe('imgcache cluster (postgres driver)', { concurrency: 4 }, () => {
+describe('imgcache cluster (postgres driver)', { concurrency: 4, skip: PG_SKIP }, () => {
   test('cluster list shows every node with its images, as JSON and as a table', async (t) => {
     const schema = await pgSchema(t);
     const root = await tempDir(t);

@@ -10,7 +10,7 @@ import { CLI_BIN } from '../helpers/cli.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { GLANCE_SQLITE_DDL, sqliteImageIds } from '../helpers/glance-sqlite.js';
 import { imageBytes } from '../helpers/origin.js';
-import { dropSchemas, newSchemaName, PG_URL, pgQuery } from '../helpers/postgres.js';
+import { dropSchemas, newSchemaName, PG_SKIP, PG_URL, pgQuery } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
 import { freePort, until } from '../helpers/server-extra.js';
 
@@ -163,7 +163,7 @@ async function centralRows(schema: string, imageId: string): Promise<Array<{ url
   );
 }
 
-describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema', () => {
+describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema', { skip: PG_SKIP }, () => {
   it(
     'lists the holders, fetches a miss from a peer, invalidates every copy, forgets a SIGKILLed node and migrates a Glance cache.db once',
     { timeout: 120_000 },

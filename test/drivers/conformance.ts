@@ -72,8 +72,8 @@ export const HOSTILE_IDS = [
  * The whole Driver contract (spec §2 and §8 A–E, the driver-level scenarios), run against one driver.
  * Scenario numbers are the spec's.
  */
-export function describeDriver(name: string, factory: DriverFactory): void {
-  describe(`${name} driver: the Driver contract`, () => {
+export function describeDriver(name: string, factory: DriverFactory, options: { skip?: string | undefined } = {}): void {
+  describe(`${name} driver: the Driver contract`, { skip: options.skip }, () => {
     describe('filesystem basics (spec §8 A)', () => {
       it('creates incomplete/, invalid/ and queue/ and can be configured again (1)', async (t) => {
         const { driver, dir } = await setUp(t, factory);

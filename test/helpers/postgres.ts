@@ -1,9 +1,61 @@
 import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import pg from 'pg';
+import { PrivatePostgres } from './private-postgres.js';
 
-/** The test server (CI starts it; trust auth, database `test`). */
-export const PG_URL = process.env.IMGCACHE_TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
+/** The usual test server: CI starts it (trust auth, database `test`). */
+const DEFAULT_URL = 'postgresql://postgres@127.0.0.1:5432/test';
+
+/** Whether a server answers at `url` within a second. */
+async function reachable(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * Which PostgreSQL the tests use, decided once per test process: `IMGCACHE_TEST_DATABASE_URL` when set (used as
+ * given: an unreachable one fails the tests, it is never skipped silently); else 127.0.0.1:5432 when it answers;
+ * else a private server of this process when the binaries are installed ({@link PrivatePostgres}, removed at
+ * exit); else none, and the PostgreSQL tests skip with {@link PG_SKIP} as their reason (printed once here).
+ */
+async function selectServer(): Promise<{ url: string; skip: string | undefined }> {
+  const fromEnv = process.env.IMGCACHE_TEST_DATABASE_URL;
+  if (fromEnv) return { url: fromEnv, skip: undefined };
+  if (await reachable(DEFAULT_URL)) return { url: DEFAULT_URL, skip: undefined };
+  const why = await PrivatePostgres.unavailable();
+  if (why === null) {
+    try {
+      const server = await PrivatePostgres.create();
+      // Lives as long as this test process: its exit hook stops it and removes its directory.
+      return { url: server.url, skip: undefined };
+    } catch (error) {
+      return { url: DEFAULT_URL, skip: skipLine(`a private PostgreSQL did not start (${String(error).split('\n')[0]})`) };
+    }
+  }
+  return { url: DEFAULT_URL, skip: skipLine(why) };
+}
+
+function skipLine(why: string): string {
+  const reason = `PostgreSQL tests skipped: nothing at 127.0.0.1:5432, IMGCACHE_TEST_DATABASE_URL unset, and ${why}`;
+  process.stderr.write(`# ${reason}\n`);
+  return reason;
+}
+
+const selected = await selectServer();
+
+/** The URL of the PostgreSQL the tests use (see {@link selectServer}). */
+export const PG_URL = selected.url;
+/** Set when there is no PostgreSQL to test against: the reason, for `describe(..., { skip: PG_SKIP })`. */
+export const PG_SKIP = selected.skip;
 
 /** A fresh, unique schema name: every test works in its own schema, so tests never see each other's rows. */
 export function newSchemaName(): string {

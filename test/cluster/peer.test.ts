@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readdir } from 'node:fs/promises';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { CLUSTER_SECRET_HEADER, openFromPeers, PEER_IMAGE_PATH } from '../../src/cluster/peer.js';
+import { startPostgresNode } from '../helpers/cluster-node.js';
+import { FakeGlance } from '../helpers/glance-server.js';
+import { imageBytes } from '../helpers/origin.js';
+import { PG_SKIP, pgQuery, pgSchema } from '../helpers/postgres.js';
+import { request } from '../helpers/server.js';
+import { tempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
+
+const ID = '6c6b7e2a-2d3b-4c8e-9a51-3f0e5d2f8a11';
+const SECRET = 'peer-test-secret';
+const CHUNK = 64 * 1024;
+
+/**
+ * A peer node's intra-cluster endpoint, for one image: checks the secret, then sends the bytes in 64 KiB chunks
+ * with `delayMs` between them (a peer on a slow or busy link), honouring back-pressure. `responses` collects
+ * every response, to see when the peer's side of a transfer was closed.
+ */
+async function startPeer(t: TestContext, data: Buffer, delayMs: number) {
+  const responses: ServerResponse[] = [];
+  const server: Server = createServer((req, res) => {
+    if (req.url !== `${PEER_IMAGE_PATH}/${ID}` || req.headers[CLUSTER_SECRET_HEADER] !== SECRET) {
+      res.writeHead(404).end();
+      return;
+    }
+    responses.push(res);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length });
+    (async () => {
+      for (let offset = 0; offset < data.length && !res.destroyed; offset += CHUNK) {
+        if (delayMs > 0) await sleep(delayMs);
+        if (!res.write(data.subarray(offset, offset + CHUNK))) await drainOrClose(res);
+      }
+      res.end();
+    })().catch(() => res.destroy());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(async () => {
+    server.closeAllConnections();
+    server.close();
+    await once(server, 'close');
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, responses };
+}
+
+/** Resolves on 'drain' or 'close', whichever comes first, and removes both listeners. */
+function drainOrClose(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+describe('peer transfers', () => {
+  it(
+    'completes a miss from a peer that takes longer than the 2 s header timeout, every byte from the peer (issue 9)',
+    { skip: PG_SKIP },
+    async (t) => {
+      const data = imageBytes(2 << 20, 31);
+      // 32 chunks, 100 ms apart: the transfer lasts ~3.2 s, the headers come at once.
+      const peer = await startPeer(t, data, 100);
+      const glance = new FakeGlance({ auth: 'noauth' });
+      const glanceUrl = await glance.start();
+      t.after(() => glance.close());
+      glance.addImage({ id: ID }, data);
+      const schema = await pgSchema(t);
+      const node = await startPostgresNode({
+        dir: join(await tempDir(t), 'node'),
+        schema,
+        glanceUrl,
+        values: { peer_fetch: 'true', cluster_secret: SECRET, node_liveness_window: '60' },
+      });
+      t.after(() => node.close());
+      // The peer is a live node of the cluster that holds the image, as its own heartbeat and commit would say.
+      const [row] = await pgQuery<{ id: string }>(
+        `INSERT INTO "${schema}".node_reference (node_reference_url, last_seen) VALUES ($1, now())
+         RETURNING node_reference_id AS id`,
+        [peer.url],
+      );
+      await pgQuery(
+        `INSERT INTO "${schema}".cached_images (image_id, last_accessed, last_modified, size, hits, node_reference_id)
+         VALUES ($1, now(), now(), $2, 0, $3)`,
+        [ID, data.length, row?.id],
+      );
+
+      const started = Date.now();
+      const miss = await request(`${node.url}/v2/images/${ID}/file`);
+      assert.equal(miss.status, 200);
+      assert.ok(miss.body.equals(data));
+      assert.equal(node.cache.stats.bytesFromPeer, data.length, 'every byte came from the peer');
+      assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), undefined, 'the origin was never asked');
+      assert.ok(Date.now() - started > 2500, 'the transfer did outlast the header timeout');
+      assert.equal(await node.cache.isCached(ID), true);
+    },
+  );
+
+  it('leaves no listener, socket or pending transfer behind when the reader of a peer stream goes away', async (t) => {
+    // Driven through openFromPeers itself: the listeners to count are on the stream it returns.
+    const data = imageBytes(16 << 20, 32);
+    const peer = await startPeer(t, data, 0);
+    const openFds = async () => (await readdir('/proc/self/fd')).length;
+    const fdsBefore = await openFds();
+    const controller = new AbortController();
+    const streams: Readable[] = [];
+    for (let i = 0; i < 5; i++) {
+      const stream = await openFromPeers(
+        ID,
+        {
+          peers: [peer.url],
+          secret: SECRET,
+          openOrigin: () => Promise.reject(new Error('the origin is not needed here')),
+          onPeerBytes: () => {},
+          logger: pino({ level: 'silent' }),
+        },
+        controller.signal,
+      );
+      streams.push(stream);
+    }
+    // Nobody reads: each stream fills up and its copy loop waits for 'drain'. Then the readers go away.
+    await until(() => streams.every((stream) => stream.readableLength >= 1 << 20), 'the streams to fill up');
+    for (const stream of streams) stream.destroy();
+    await until(() => streams.every((stream) => stream.closed), 'the streams to close');
+    await until(() => peer.responses.length === 5 && peer.responses.every((res) => res.destroyed), 'the peer to see every transfer end');
+    for (const stream of streams) {
+      assert.equal(stream.listenerCount('drain'), 0, 'no copy loop is left waiting for a drain that never comes');
+    }
+    await until(async () => (await openFds()) <= fdsBefore + 1, 'the sockets of the transfers to close');
+  });
+});
