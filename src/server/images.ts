@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExpectedImage } from '../cache/digest.js';
 import type { FetchRequest, FetchResult } from '../cache/image-cache.js';
+import { rangeFromOrigin } from '../cache/range-read.js';
 import { ForbiddenError, ImageNotFoundError } from '../errors.js';
 import type { ImageRecord, OriginCaller } from '../origin/origin.js';
 import type { AppDeps } from './app.js';
@@ -99,14 +100,22 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     const image = await authorize(request);
     if (image === 'no-data') return reply.code(204).send();
     const fetch = fetchRequest(request, image);
-    if (image.status === 'deactivated') {
-      // Admins still get a deactivated image, from the origin: the cache never serves it (Kilo b000c85b7).
-      const stream = await fetch.openOrigin(abortOnClose(reply));
-      return sendImage(reply, image, { status: 'BYPASS', size: image.size || null, stream });
-    }
-    const total = image.size || null;
+    // 0 is a size here: Glance answers 416 to any range of an empty image. Only an unknown size ignores ranges.
+    const total = image.size;
     const range = total === null ? null : parseRange(header(request, 'range'), total);
     if (range === 'unsatisfiable') throw new RangeNotSatisfiableError(total ?? 0);
+    if (image.status === 'deactivated') {
+      // Admins still get a deactivated image, from the origin: the cache never serves it (Kilo b000c85b7).
+      // Ranges too (Glance answers 206), straight from the origin.
+      const signal = abortOnClose(reply);
+      if (range) {
+        const stream = await rangeFromOrigin(range, signal, fetch.openOriginRange, fetch.openOrigin);
+        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
+        return sendImage(reply, image, { status: 'BYPASS', size: range.end - range.start + 1, stream });
+      }
+      const stream = await fetch.openOrigin(signal);
+      return sendImage(reply, image, { status: 'BYPASS', size: image.size || null, stream });
+    }
     if (range) {
       const result = await cache.fetchRange(fetch, range);
       reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
