@@ -79,7 +79,7 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
       logger,
       onDropped: (imageId) => prefetcher.forget(imageId),
     });
-    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger, cluster });
+    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache, { prefetcher }), logger, cluster });
     await app.listen({ host: server.bind_host, port: server.bind_port });
     await cluster?.start();
     return running(config, logger, { app, cache, origin, auth, prefetcher, cluster });
