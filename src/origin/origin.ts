@@ -31,6 +31,13 @@ export interface OriginCaller {
   requestId?: string;
 }
 
+/** One entry of an Images API's `GET /versions` (`{"id": "v2.16", "status": "CURRENT"}`). */
+export interface ApiVersion {
+  id: string;
+  /** `CURRENT`, `SUPPORTED`, `DEPRECATED`, ... as the origin says. */
+  status: string;
+}
+
 /**
  * Where images come from on a miss. Three kinds, chosen by `--origin`: `directory:PATH`, `http:TEMPLATE`,
  * `glance:URL`.
@@ -56,6 +63,12 @@ export interface Origin {
     range: { start: number; end: number },
     signal: AbortSignal,
   ): Promise<Readable>;
+  /**
+   * The Images API versions the origin advertises (its `GET /versions`), for origins that are an Images API
+   * themselves (`glance:`); the server follows them instead of promising APIs the origin lacks. Absent for
+   * origins that are not. @throws OriginError when the origin cannot say.
+   */
+  apiVersions?(): Promise<ApiVersion[]>;
   /** Releases sockets and timers. */
   close(): Promise<void>;
 }

@@ -216,18 +216,24 @@ describe('v2 Cache API', () => {
     assert.deepEqual((await request(`${server.url}/v2/cache/errors`)).json(), { prefetch_errors: {} });
   });
 
-  it('advertises v2.18 as CURRENT and accepts versioned URLs (93)', async (t) => {
+  it("advertises the glance origin's versions plus the cache API's v2.14, and accepts those versioned URLs (93)", async (t) => {
+    // The fake Glance lists v2.17 CURRENT, v2.16 and v2.0.
     const server = await startTestServer(t);
     const versions = (await request(`${server.url}/versions`)).json() as { versions: Array<{ id: string; status: string }> };
     assert.deepEqual(versions.versions[0], {
-      id: 'v2.18',
+      id: 'v2.17',
       status: 'CURRENT',
       links: [{ rel: 'self', href: `${server.url}/v2/` }],
     });
-    assert.ok(versions.versions.some((v) => v.id === 'v2.14' && v.status === 'SUPPORTED'));
+    assert.deepEqual(versions.versions.map((v) => `${v.id} ${v.status}`), [
+      'v2.17 CURRENT',
+      'v2.16 SUPPORTED',
+      'v2.14 SUPPORTED',
+      'v2.0 SUPPORTED',
+    ]);
     assert.equal((await request(`${server.url}/`)).status, 300);
     assert.equal((await request(`${server.url}/v2.14/cache`)).status, 200);
-    assert.equal((await request(`${server.url}/v2.18/cache`)).status, 200);
+    assert.equal((await request(`${server.url}/v2.18/cache`)).status, 300);
   });
 
   it('exposes Prometheus metrics and a health check', async (t) => {
