@@ -60,6 +60,7 @@ export function parseGlanceUrl(location: string): URL {
  */
 export class GlanceOrigin implements Origin {
   readonly kind = 'glance' as const;
+  readonly authorizesCallers = true;
   readonly description: string;
   readonly #origin: string;
   readonly #basePath: string;

@@ -49,6 +49,12 @@ export interface Origin {
   readonly kind: 'directory' | 'http' | 'glance';
   /** Human-readable location for logs and `/healthz` (no credentials). */
   readonly description: string;
+  /**
+   * Whether the origin decides, per caller, who may see an image (`glance:`: the caller's token goes upstream).
+   * When it does not (`directory:`, `http:`: every caller sees every image), a cached image needs no origin
+   * round trip: the server serves the hit from what the cache recorded, even while the origin is down.
+   */
+  readonly authorizesCallers: boolean;
   /** The image's metadata as `caller` may see it. */
   getImage(imageId: string, caller: OriginCaller): Promise<ImageRecord>;
   /** The image's bytes from the start. Abort `signal` to cancel the transfer. */

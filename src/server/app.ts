@@ -14,6 +14,7 @@ import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
 import { registerLegacyApi } from './legacy-api.js';
 import { type Metrics, registerMetrics } from './metrics.js';
+import type { ConfirmedRecords } from './stale.js';
 import { registerProxy } from './proxy.js';
 import { AdvertisedVersions, refuseUnadvertised, registerVersions, rewriteVersionedUrl } from './versions.js';
 
@@ -35,6 +36,11 @@ export interface AppDeps {
   logger: Logger;
   /** The cluster this node belongs to (postgres driver), or null for a standalone node. */
   cluster: Cluster | null;
+  /**
+   * `stale_if_error`'s memory of recent confirmations (glance origins only); null or absent: a cached image is
+   * never served while the origin is unreachable. @default null
+   */
+  staleRecords?: ConfirmedRecords | null;
   /** What `/versions` advertises. @default the origin's versions, refreshed every 5 minutes */
   versions?: AdvertisedVersions;
 }

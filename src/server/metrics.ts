@@ -18,6 +18,8 @@ export interface MetricSources {
 export class Metrics {
   readonly registry = new Registry();
   readonly requestDuration: Histogram<'method' | 'route' | 'status'>;
+  /** Image requests answered from the cache while the origin was unreachable (`stale_if_error`). */
+  readonly staleServed: Counter;
 
   constructor(cache: ImageCache, sources: MetricSources = {}) {
     const registry = this.registry;
@@ -100,6 +102,11 @@ export class Metrics {
       collect() {
         this.set(prefetcher?.errorCount ?? 0);
       },
+    });
+    this.staleServed = new Counter({
+      name: 'imgcache_stale_served_total',
+      help: 'Image requests served from the cache while the glance origin was unreachable (stale_if_error)',
+      registers: [registry],
     });
     this.requestDuration = new Histogram({
       name: 'imgcache_http_request_duration_seconds',

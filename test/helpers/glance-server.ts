@@ -28,6 +28,8 @@ export interface FakeImageFaults {
    * for `GET /v2/images/{id}` only. @default false
    */
   status500?: boolean | 'file' | 'metadata';
+  /** Answer `GET /v2/images/{id}` (the metadata) with this status and a JSON error instead, e.g. 503 or 403. */
+  metadataStatus?: number;
 }
 
 /** Who a token belongs to (what Keystone would say). */
@@ -197,6 +199,9 @@ export class FakeGlance {
     const get = method === 'GET';
     if (status500 === true || (status500 === 'file' && file && get) || (status500 === 'metadata' && !file && get)) {
       return fail(res, 500, 'injected fault (status500)');
+    }
+    if (!file && get && image.faults.metadataStatus !== undefined) {
+      return fail(res, image.faults.metadataStatus, 'injected fault (metadataStatus)');
     }
     if (!file && get) {
       const links = { self: `/v2/images/${id}`, file: `/v2/images/${id}/file`, schema: '/v2/schemas/image' };
