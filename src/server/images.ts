@@ -14,10 +14,10 @@ interface ImageParams {
   imageId: string;
 }
 
-/** An image as a request may see it; `staleSeconds` is set when it comes from a stale confirmation. */
+/** An image as a request may see it; `stale` is set when it comes from a confirmation (`stale_if_error`). */
 interface Lookup {
   image: ImageRecord;
-  staleSeconds: number | null;
+  stale: { ageSeconds: number; reason: string } | null;
 }
 
 /** Image states with no data to download (Glance answers 204, and never caches: bug 1251055). */
@@ -51,9 +51,10 @@ function expectedOf(image: ImageRecord): ExpectedImage {
 }
 
 /**
- * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): the caller's view of the image decides (a cached file
- * is never served to a caller the origin refuses), then the cache answers: hit, one shared fill, or bypass;
- * byte ranges from the cache too (Glance sends them to the backend, bug 1664709).
+ * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): with an origin that authorizes callers, the caller's
+ * view of the image decides (a cached file is never served to a caller the origin refuses); then the cache
+ * answers: hit, one shared fill, or bypass; byte ranges from the cache too (Glance sends them to the backend,
+ * bug 1664709).
  */
 export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { cache, origin, policy } = deps;
@@ -70,12 +71,12 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   async function lookUp(request: FastifyRequest<{ Params: ImageParams }>, imageId: string): Promise<Lookup> {
     if (!origin.authorizesCallers) {
       const recorded = await recordedImage(imageId);
-      return { image: recorded ?? (await origin.getImage(imageId, callerOf(request))), staleSeconds: null };
+      return { image: recorded ?? (await origin.getImage(imageId, callerOf(request))), stale: null };
     }
     try {
       const image = await origin.getImage(imageId, callerOf(request));
       stale?.confirm(imageId, image, request.identity);
-      return { image, staleSeconds: null };
+      return { image, stale: null };
     } catch (error) {
       if (!stale) throw error;
       if (!isUnreachable(error)) {
@@ -86,12 +87,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
       if (deps.auth.strategy === 'noauth') throw error;
       const found = stale.lookup(imageId, request.identity);
       if (!found || !(await cache.isCached(imageId))) throw error;
-      request.log.warn(
-        { imageId, ageSeconds: found.ageSeconds, err: error },
-        'origin unreachable: serving the cached image from a recent confirmation (stale_if_error)',
-      );
-      deps.metrics.staleServed.inc();
-      return { image: found.record, staleSeconds: found.ageSeconds };
+      return { image: found.record, stale: { ageSeconds: found.ageSeconds, reason: (error as Error).message } };
     }
   }
 
@@ -122,6 +118,14 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
       throw new ForbiddenError(`image ${imageId} is deactivated: only an admin can download it`);
     }
     if (WITHOUT_DATA.has(image.status)) return 'no-data';
+    if (found.stale) {
+      // Counted once the record passed every check above: this request is served from it.
+      request.log.warn(
+        { imageId, ageSeconds: found.stale.ageSeconds, reason: found.stale.reason },
+        'origin unreachable: serving the cached image from a recent confirmation (stale_if_error)',
+      );
+      deps.metrics.staleServed.inc();
+    }
     return found;
   }
 
@@ -148,11 +152,11 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   }
 
   function sendImage(reply: FastifyReply, found: Lookup, result: FetchResult): FastifyReply {
-    const { image, staleSeconds } = found;
+    const { image, stale: confirmation } = found;
     reply.type('application/octet-stream').header('accept-ranges', 'bytes');
-    reply.header('x-cache-status', staleSeconds === null ? result.status : 'STALE');
+    reply.header('x-cache-status', confirmation ? 'STALE' : result.status);
     // RFC 9111 §5.1: how long ago the origin last vouched for what is served.
-    if (staleSeconds !== null) reply.header('age', staleSeconds);
+    if (confirmation) reply.header('age', confirmation.ageSeconds);
     const length = result.size ?? (image.size || null);
     if (length !== null) reply.header('content-length', length);
     // Glance's header: the hex MD5 of the whole image, only when there is one (bug 1591004), never on a 206.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { RawOptions } from '../../src/config.js';
@@ -26,6 +27,8 @@ interface Edge {
   glance: FakeGlance;
   /** The server's clock, epoch ms; move it to leave the window. */
   clock: { now: number };
+  /** The server's log lines (pino JSON). */
+  logs: string[];
   get(id: string, token?: string): ReturnType<typeof request>;
   staleServed(): Promise<number>;
 }
@@ -59,7 +62,14 @@ async function edge(t: TestContext, values: RawOptions = {}): Promise<Edge> {
     },
   });
   const clock = { now: Date.now() };
-  const server = await startServer(config, pino({ level: 'silent' }), { now: () => clock.now });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logs.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''));
+      done();
+    },
+  });
+  const server = await startServer(config, pino({ level: 'info' }, sink), { now: () => clock.now });
   t.after(async () => {
     await server.close();
     await glance.close();
@@ -70,7 +80,7 @@ async function edge(t: TestContext, values: RawOptions = {}): Promise<Edge> {
     const match = /^imgcache_stale_served_total (\d+)$/m.exec((await request(`${server.url}/metrics`)).text);
     return Number(match?.[1] ?? Number.NaN);
   };
-  return { server, glance, clock, get, staleServed };
+  return { server, glance, clock, logs, get, staleServed };
 }
 
 /** Downloads `id` as `token` while the origin is up: caches it and confirms it for that caller. */
@@ -94,6 +104,10 @@ describe('stale_if_error: cached images while the upstream Glance is unreachable
     assert.equal(stale.headers.get('age'), '120');
     assert.equal(await node.staleServed(), 1);
     assert.equal(node.glance.counts.get(`GET /v2/images/${PRIVATE}/file`), 1, 'the data came from the cache');
+    const warnings = node.logs.filter((line) => line.includes('stale_if_error') && line.includes(PRIVATE));
+    assert.equal(warnings.length, 1, 'one warning per stale answer');
+    assert.match(warnings[0] ?? '', /"level":40.*"ageSeconds":120/);
+    assert.ok(!node.logs.some((line) => line.includes(ALICE)), 'a token was logged');
   });
 
   it('serves nothing stale once the confirmation is older than the window', async (t) => {
