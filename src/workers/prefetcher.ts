@@ -154,6 +154,9 @@ export class Prefetcher {
       logger.error({ err: error }, 'prefetcher cannot list the queue');
       return run;
     }
+    // Ids dequeued behind this server's back (`imgcache clear`, another process) take their errors with them.
+    const queued = new Set(queue);
+    for (const id of this.#errors.keys()) if (!queued.has(id) && !this.#active.has(id)) this.#errors.delete(id);
     const due = queue.filter((id) => !this.#active.has(id) && (this.#errors.get(id)?.next_attempt ?? 0) * 1000 <= now());
     const workers = Array.from({ length: Math.min(concurrency, due.length) }, async () => {
       for (let id = due.shift(); id !== undefined && !this.#stopped; id = due.shift()) {

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { imageBytes } from '../helpers/origin.js';
 import { request, startTestServer, type TestServer } from '../helpers/server.js';
@@ -94,6 +96,15 @@ describe('prefetch errors', () => {
     assert.equal((await request(`${server.url}/v2/cache/${B}`, { method: 'DELETE' })).status, 204);
     assert.equal(server.cache.activeFills().prefetch, 1, 'the prefetch was still running when the image was dequeued');
     await until(() => server.cache.activeFills().prefetch === 0, 'the prefetch to fail');
+    await server.prefetcher.settled();
+    assert.deepEqual(await errorsOf(server), {});
+  });
+
+  it('drops the error of an image dequeued behind the server\'s back (imgcache clear) at its next queue scan', async (t) => {
+    const server = await startTestServer(t);
+    await failedPrefetch(server, A);
+    await rm(join(server.dir, 'queue', A)); // what `imgcache clear --target queue` does to the directory
+    server.prefetcher.wake(); // the scan prefetch_interval runs
     await server.prefetcher.settled();
     assert.deepEqual(await errorsOf(server), {});
   });
