@@ -209,6 +209,25 @@ describe('imgcache --url against a server with tokens', { concurrency: 4 }, () =
 });
 
 describe('imgcache --url failures', { concurrency: 4 }, () => {
+  test('list against a plain Glance (no GET /v2/cache/errors: 405) prints the table without prefetch errors', async (t) => {
+    const requests: string[] = [];
+    const glance = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      if (req.url === '/v2/cache') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`{"cached_images":[],"queued_images":["${BROKEN}"]}`);
+      } else {
+        res.writeHead(405, { allow: 'DELETE, PUT', 'content-type': 'text/plain' }).end('Method Not Allowed');
+      }
+    });
+    glance.listen(0, '127.0.0.1');
+    await once(glance, 'listening');
+    t.after(() => new Promise<void>((done) => glance.close(() => done())));
+    const result = await remote({ url: `http://127.0.0.1:${(glance.address() as AddressInfo).port}` }, ['list']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, new RegExp(`│ ${BROKEN} │ queued +│ N/A`));
+    assert.deepEqual(requests, ['GET /v2/cache', 'GET /v2/cache/errors']);
+  });
+
   test('a URL with nothing listening exits 1 with one "cannot reach" line', async () => {
     const closed = createServer();
     closed.listen(0, '127.0.0.1');
