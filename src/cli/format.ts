@@ -22,7 +22,7 @@ const MAX_ERROR_CHARS = 160;
 /**
  * The `glance cache-list` table: cached images first (by id), then queued ids in queue order. Queued rows have
  * no metadata yet: `N/A` for the times, 0 for size and hits. A queued image the server's prefetcher failed on
- * (`prefetchErrors`, from imgcache's `GET /v2/cache`) shows `queued (retrying: <its last error>)`. No colours,
+ * (`prefetchErrors`, from imgcache's `GET /v2/cache/errors`) shows `queued (retrying: <its last error>)`. No colours,
  * so output is the same on a terminal, in a pipe and in a test.
  */
 export function renderCacheTable(

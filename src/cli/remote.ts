@@ -9,8 +9,8 @@ export const REMOTE_TIMEOUT_MS = 60_000;
 const CLEAR_HEADER = { cache: 'cache', queue: 'queue', both: undefined } as const;
 
 /**
- * `GET /v2/cache` as Glance and imgcache answer it. Loose objects: fields we do not know (imgcache's
- * `prefetch_errors`, the centralized driver's `id` and `checksum`) are kept, so `list --json` prints the body.
+ * `GET /v2/cache` as Glance and imgcache answer it. Loose objects: fields we do not know (the centralized
+ * driver's `id` and `checksum`) are kept, so `list --json` prints the body.
  */
 const listingSchema = z.looseObject({
   cached_images: z.array(
@@ -23,7 +23,11 @@ const listingSchema = z.looseObject({
     }),
   ),
   queued_images: z.array(z.string()),
-  prefetch_errors: z.record(z.string(), z.looseObject({ error: z.string() })).optional(),
+});
+
+/** imgcache's `GET /v2/cache/errors`: the last prefetch error of each queued image it could not cache. */
+const errorsSchema = z.object({
+  prefetch_errors: z.record(z.string(), z.looseObject({ error: z.string() })),
 });
 
 /** The server's `GET /v2/cache` body, validated. */
@@ -96,6 +100,27 @@ export class RemoteCache {
       throw new CliFailure(`${this.host} answered GET /v2/cache with something that is not a cache listing`);
     }
     return { listing: parsed.data, body };
+  }
+
+  /**
+   * imgcache's `GET /v2/cache/errors`: queued id → its last prefetch error. A Glance has no such route (it
+   * answers 405, reading `errors` as an image id): there, no errors are known.
+   */
+  async prefetchErrors(): Promise<Record<string, string>> {
+    const response = await this.#send('GET', 'v2/cache/errors', {});
+    if (response.status === 405) {
+      await response.body?.cancel();
+      return {};
+    }
+    if (response.status !== 200) {
+      const { message } = await errorOf(response);
+      throw new CliFailure(`${this.host} refused GET /v2/cache/errors (HTTP ${response.status}): ${message}`);
+    }
+    const parsed = errorsSchema.safeParse(await jsonOf(response));
+    if (!parsed.success) {
+      throw new CliFailure(`${this.host} answered GET /v2/cache/errors with something that is not a list of errors`);
+    }
+    return Object.fromEntries(Object.entries(parsed.data.prefetch_errors).map(([id, failure]) => [id, failure.error]));
   }
 
   /** `PUT /v2/cache/{id}`: 202 when queued (Glance does not say whether it was cached already). */

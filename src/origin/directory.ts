@@ -26,6 +26,7 @@ const SIDECAR = '.json';
  */
 export class DirectoryOrigin implements Origin {
   readonly kind = 'directory' as const;
+  readonly authorizesCallers = false;
   readonly description: string;
   /** Absolute path of the directory. */
   readonly root: string;

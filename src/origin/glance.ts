@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { type Agent, type Dispatcher, errors } from 'undici';
 import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
-import type { ImageRecord, Origin, OriginCaller } from './origin.js';
+import type { ApiVersion, ImageRecord, Origin, OriginCaller } from './origin.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
 import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
@@ -60,6 +60,7 @@ export function parseGlanceUrl(location: string): URL {
  */
 export class GlanceOrigin implements Origin {
   readonly kind = 'glance' as const;
+  readonly authorizesCallers = true;
   readonly description: string;
   readonly #origin: string;
   readonly #basePath: string;
@@ -124,6 +125,37 @@ export class GlanceOrigin implements Origin {
     if (response.statusCode === 206) return response.body;
     if (response.statusCode === 200) return cutRange(response.body, range);
     throw await statusError(response, id, what, 'unauthorized');
+  }
+
+  /**
+   * `GET /versions` (public in Glance: no token): the upstream's Images API versions, as listed. Glance answers
+   * 200 here (300 only for `GET /`); entries that are not `{"id": string, "status": string}` are an error.
+   */
+  async apiVersions(): Promise<ApiVersion[]> {
+    const what = 'glance origin, GET /versions';
+    const response = await send(
+      this.#agent,
+      {
+        origin: this.#origin,
+        path: `${this.#basePath}/versions`,
+        method: 'GET',
+        headers: { accept: 'application/json', 'user-agent': 'imgcache' },
+      },
+      what,
+    );
+    if (response.statusCode !== 200 && response.statusCode !== 300) {
+      discard(response.body);
+      throw new OriginError(`${what}: the origin answered ${response.statusCode}`, response.statusCode);
+    }
+    const body = await readJson(response, what);
+    const entries = isJsonObject(body) ? body.versions : undefined;
+    if (!Array.isArray(entries)) throw new OriginError(`${what}: the answer has no "versions" list`, response.statusCode);
+    return entries.map((entry: unknown) => {
+      if (!isJsonObject(entry) || typeof entry.id !== 'string' || typeof entry.status !== 'string') {
+        throw new OriginError(`${what}: a version entry without a string "id" and "status"`, response.statusCode);
+      }
+      return { id: entry.id, status: entry.status };
+    });
   }
 
   /** `DELETE /v2/images/{id}` as the caller: resolves on 2xx; 404, 401, 403 and the rest map as for getImage. */

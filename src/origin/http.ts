@@ -81,6 +81,7 @@ export function parseHttpTemplate(template: string): HttpTemplate {
  */
 export class HttpOrigin implements Origin {
   readonly kind = 'http' as const;
+  readonly authorizesCallers = false;
   readonly description: string;
   readonly #template: HttpTemplate;
   readonly #agent: Agent;

@@ -31,6 +31,13 @@ export interface OriginCaller {
   requestId?: string;
 }
 
+/** One entry of an Images API's `GET /versions` (`{"id": "v2.16", "status": "CURRENT"}`). */
+export interface ApiVersion {
+  id: string;
+  /** `CURRENT`, `SUPPORTED`, `DEPRECATED`, ... as the origin says. */
+  status: string;
+}
+
 /**
  * Where images come from on a miss. Three kinds, chosen by `--origin`: `directory:PATH`, `http:TEMPLATE`,
  * `glance:URL`.
@@ -42,6 +49,12 @@ export interface Origin {
   readonly kind: 'directory' | 'http' | 'glance';
   /** Human-readable location for logs and `/healthz` (no credentials). */
   readonly description: string;
+  /**
+   * Whether the origin decides, per caller, who may see an image (`glance:`: the caller's token goes upstream).
+   * When it does not (`directory:`, `http:`: every caller sees every image), a cached image needs no origin
+   * round trip: the server serves the hit from what the cache recorded, even while the origin is down.
+   */
+  readonly authorizesCallers: boolean;
   /** The image's metadata as `caller` may see it. */
   getImage(imageId: string, caller: OriginCaller): Promise<ImageRecord>;
   /** The image's bytes from the start. Abort `signal` to cancel the transfer. */
@@ -56,6 +69,12 @@ export interface Origin {
     range: { start: number; end: number },
     signal: AbortSignal,
   ): Promise<Readable>;
+  /**
+   * The Images API versions the origin advertises (its `GET /versions`), for origins that are an Images API
+   * themselves (`glance:`); the server follows them instead of promising APIs the origin lacks. Absent for
+   * origins that are not. @throws OriginError when the origin cannot say.
+   */
+  apiVersions?(): Promise<ApiVersion[]>;
   /** Releases sockets and timers. */
   close(): Promise<void>;
 }

@@ -14,8 +14,9 @@ import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
 import { registerLegacyApi } from './legacy-api.js';
 import { type Metrics, registerMetrics } from './metrics.js';
+import type { ConfirmedRecords } from './stale.js';
 import { registerProxy } from './proxy.js';
-import { registerVersions } from './versions.js';
+import { AdvertisedVersions, refuseUnadvertised, registerVersions, rewriteVersionedUrl } from './versions.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -35,6 +36,13 @@ export interface AppDeps {
   logger: Logger;
   /** The cluster this node belongs to (postgres driver), or null for a standalone node. */
   cluster: Cluster | null;
+  /**
+   * `stale_if_error`'s memory of recent confirmations (glance origins only); null or absent: a cached image is
+   * never served while the origin is unreachable. @default null
+   */
+  staleRecords?: ConfirmedRecords | null;
+  /** What `/versions` advertises. @default the origin's versions, refreshed every 5 minutes */
+  versions?: AdvertisedVersions;
 }
 
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
@@ -62,10 +70,6 @@ function assertCleanPath(path: string): void {
   }
 }
 
-/** `/v2.14/cache` is `/v2/cache`: glanceclient sends versioned URLs once `/versions` advertised them. */
-function rewriteVersionedUrl(url: string): string {
-  return url.replace(/^\/v2\.(?:1[0-8]|[0-9])(?=\/|$|\?)/, '/v2');
-}
 
 /** Builds the fastify app; nothing else. Listening, signals and workers are `serve`'s. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -75,6 +79,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     exposeHeadRoutes: false, // a HEAD of an image must not start a fill: HEAD routes are explicit
     return503OnClosing: true,
+    // `/v2.14/cache` is `/v2/cache`: glanceclient sends versioned URLs once `/versions` advertised them. Which
+    // versions are accepted is checked in onRequest (it may have to ask the origin; rewriteUrl is synchronous).
     rewriteUrl: (request) => rewriteVersionedUrl(request.url ?? '/'),
     routerOptions: { maxParamLength: MAX_SEGMENT },
     // Malformed URLs and bodies get the same JSON error shape as everything else.
@@ -85,13 +91,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   // Bodies stay raw streams: the proxy forwards them untouched, and the cache API refuses them.
+  const versions = deps.versions ?? new AdvertisedVersions(deps.origin, deps.logger);
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
   app.decorateRequest('identity', null as unknown as Identity);
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?')[0] ?? '/';
     assertCleanPath(path);
+    if (await refuseUnadvertised(request, reply, versions)) return reply;
     // The intra-cluster API checks the cluster secret itself; it has no user identity.
     if (PUBLIC_ROUTES.has(path) || path.startsWith(`${PEER_IMAGE_PATH}/`)) return;
     request.identity = await deps.auth.authenticate(request.headers);
@@ -112,7 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   installErrorHandler(app);
   registerMetrics(app, deps.metrics);
-  registerVersions(app);
+  registerVersions(app, versions);
   app.get('/healthz', async () => ({
     status: 'ok',
     origin: deps.origin.description,

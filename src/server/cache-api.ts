@@ -14,8 +14,9 @@ const CLEAR_TARGETS = new Set(['', 'cache', 'queue']);
 
 /**
  * The v2 Cache API, byte for byte Glance's (spec §4.4, Images API 2.14-2.18): the policy is checked first,
- * then the request. One addition: `GET /v2/cache` also returns `prefetch_errors`, the last error of each queued
- * image the prefetcher could not cache (Glance's worker dies silently instead).
+ * then the request. One addition, on a path of its own: `GET /v2/cache/errors` returns `prefetch_errors`, the
+ * last error of each queued image the prefetcher could not cache (Glance's worker dies silently instead). It is
+ * not in `GET /v2/cache`: python-glanceclient reads every key there but `cached_images` as queued ids.
  */
 export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
   const { cache, origin, policy, prefetcher } = deps;
@@ -31,7 +32,15 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
     assertNoBody(request);
     policy.enforce('cache_list', request.identity);
     const [cached, queued] = await Promise.all([cache.getCachedImages(), cache.getQueuedImages()]);
-    return { ...toGlanceCacheListing(cached, queued), prefetch_errors: prefetcher.errors() };
+    return toGlanceCacheListing(cached, queued);
+  });
+
+  // A literal route: it wins over `/v2/cache/:imageId` for GET only, so PUT and DELETE of an image with the id
+  // "errors" still reach their routes (GET /v2/cache/{id} is a 405 in Glance anyway).
+  app.get('/v2/cache/errors', async (request) => {
+    assertNoBody(request);
+    policy.enforce('cache_list', request.identity);
+    return { prefetch_errors: prefetcher.errors() };
   });
 
   app.delete('/v2/cache', async (request, reply) => {
@@ -42,7 +51,10 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
       throw new BadRequestError("If provided 'x-image-cache-clear-target' must be 'cache', 'queue' or empty string.");
     }
     if (target !== 'queue') await cache.deleteAllCachedImages();
-    if (target !== 'cache') await cache.deleteAllQueuedImages();
+    if (target !== 'cache') {
+      await cache.deleteAllQueuedImages();
+      prefetcher.forgetAll(); // errors of images no longer queued would be phantoms
+    }
     return reply.code(204).send();
   });
   methodNotAllowed(app, '/v2/cache', ['GET', 'DELETE']);

@@ -1,15 +1,23 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExpectedImage } from '../cache/digest.js';
 import type { FetchRequest, FetchResult } from '../cache/image-cache.js';
+import { rangeFromOrigin } from '../cache/range-read.js';
 import { ForbiddenError, ImageNotFoundError } from '../errors.js';
 import type { ImageRecord, OriginCaller } from '../origin/origin.js';
 import type { AppDeps } from './app.js';
 import { RangeNotSatisfiableError } from './errors.js';
 import { cutRange } from '../streams/slice.js';
 import { parseRange } from './range.js';
+import { type ConfirmedRecords, isUnreachable } from './stale.js';
 
 interface ImageParams {
   imageId: string;
+}
+
+/** An image as a request may see it; `stale` is set when it comes from a confirmation (`stale_if_error`). */
+interface Lookup {
+  image: ImageRecord;
+  stale: { ageSeconds: number; reason: string } | null;
 }
 
 /** Image states with no data to download (Glance answers 204, and never caches: bug 1251055). */
@@ -43,25 +51,82 @@ function expectedOf(image: ImageRecord): ExpectedImage {
 }
 
 /**
- * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): the caller's view of the image decides (a cached file
- * is never served to a caller the origin refuses), then the cache answers: hit, one shared fill, or bypass;
- * byte ranges from the cache too (Glance sends them to the backend, bug 1664709).
+ * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): with an origin that authorizes callers, the caller's
+ * view of the image decides (a cached file is never served to a caller the origin refuses); then the cache
+ * answers: hit, one shared fill, or bypass; byte ranges from the cache too (Glance sends them to the backend,
+ * bug 1664709).
  */
 export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { cache, origin, policy } = deps;
+  const stale = deps.staleRecords ?? null;
+
+  /**
+   * The image as the caller may see it, and whether it comes from a stale confirmation (its age in seconds).
+   * - An origin that does not authorize callers (`directory:`, `http:`) is not asked about a cached image: the
+   *   record is what the cache recorded at commit (size and digests), so a hit needs no origin round trip.
+   * - A glance origin is asked every time (the caller's token decides). With `stale_if_error`, when it is
+   *   unreachable, a caller imgcache authenticated itself gets a cached image it was recently shown
+   *   ({@link ConfirmedRecords}).
+   */
+  async function lookUp(request: FastifyRequest<{ Params: ImageParams }>, imageId: string): Promise<Lookup> {
+    if (!origin.authorizesCallers) {
+      const recorded = await recordedImage(imageId);
+      return { image: recorded ?? (await origin.getImage(imageId, callerOf(request))), stale: null };
+    }
+    try {
+      const image = await origin.getImage(imageId, callerOf(request));
+      stale?.confirm(imageId, image, request.identity);
+      return { image, stale: null };
+    } catch (error) {
+      if (!stale) throw error;
+      if (!isUnreachable(error)) {
+        stale.refuted(imageId, request.identity, error);
+        throw error;
+      }
+      // noauth identities are whatever the client claims: never good enough to skip the origin's check.
+      if (deps.auth.strategy === 'noauth') throw error;
+      const found = stale.lookup(imageId, request.identity);
+      if (!found || !(await cache.isCached(imageId))) throw error;
+      return { image: found.record, stale: { ageSeconds: found.ageSeconds, reason: (error as Error).message } };
+    }
+  }
+
+  /** A cached image's record from what the cache recorded at commit; null when it is not cached. */
+  async function recordedImage(imageId: string): Promise<ImageRecord | null> {
+    if (!(await cache.isCached(imageId))) return null; // a stat: a miss never lists the cache
+    const entry = (await cache.getCachedImages()).find((image) => image.imageId === imageId);
+    if (!entry) return null;
+    return {
+      id: imageId,
+      status: 'active',
+      size: entry.size,
+      checksum: entry.checksum,
+      os_hash_algo: entry.osHashAlgo,
+      os_hash_value: entry.osHashValue,
+    };
+  }
 
   /** Looks the image up as the caller and applies Glance's status and policy rules. */
-  async function authorize(request: FastifyRequest<{ Params: ImageParams }>): Promise<ImageRecord | 'no-data'> {
+  async function authorize(request: FastifyRequest<{ Params: ImageParams }>): Promise<Lookup | 'no-data'> {
     const { imageId } = request.params;
     cache.driver.getImageFilepath(imageId); // a hostile id stops here, before any lookup
-    const image = await origin.getImage(imageId, callerOf(request));
+    const found = await lookUp(request, imageId);
+    const { image } = found;
     if (GONE.has(image.status)) throw new ImageNotFoundError(imageId);
     policy.enforce('download_image', request.identity, imageTarget(image));
     if (image.status === 'deactivated' && !request.identity.isAdmin) {
       throw new ForbiddenError(`image ${imageId} is deactivated: only an admin can download it`);
     }
     if (WITHOUT_DATA.has(image.status)) return 'no-data';
-    return image;
+    if (found.stale) {
+      // Counted once the record passed every check above: this request is served from it.
+      request.log.warn(
+        { imageId, ageSeconds: found.stale.ageSeconds, reason: found.stale.reason },
+        'origin unreachable: serving the cached image from a recent confirmation (stale_if_error)',
+      );
+      deps.metrics.staleServed.inc();
+    }
+    return found;
   }
 
   function fetchRequest(request: FastifyRequest<{ Params: ImageParams }>, image: ImageRecord): FetchRequest {
@@ -86,8 +151,12 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     };
   }
 
-  function sendImage(reply: FastifyReply, image: ImageRecord, result: FetchResult): FastifyReply {
-    reply.type('application/octet-stream').header('x-cache-status', result.status).header('accept-ranges', 'bytes');
+  function sendImage(reply: FastifyReply, found: Lookup, result: FetchResult): FastifyReply {
+    const { image, stale: confirmation } = found;
+    reply.type('application/octet-stream').header('accept-ranges', 'bytes');
+    reply.header('x-cache-status', confirmation ? 'STALE' : result.status);
+    // RFC 9111 §5.1: how long ago the origin last vouched for what is served.
+    if (confirmation) reply.header('age', confirmation.ageSeconds);
     const length = result.size ?? (image.size || null);
     if (length !== null) reply.header('content-length', length);
     // Glance's header: the hex MD5 of the whole image, only when there is one (bug 1591004), never on a 206.
@@ -96,28 +165,38 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   }
 
   app.get<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
-    const image = await authorize(request);
-    if (image === 'no-data') return reply.code(204).send();
+    const found = await authorize(request);
+    if (found === 'no-data') return reply.code(204).send();
+    const { image } = found;
     const fetch = fetchRequest(request, image);
-    if (image.status === 'deactivated') {
-      // Admins still get a deactivated image, from the origin: the cache never serves it (Kilo b000c85b7).
-      const stream = await fetch.openOrigin(abortOnClose(reply));
-      return sendImage(reply, image, { status: 'BYPASS', size: image.size || null, stream });
-    }
-    const total = image.size || null;
+    // 0 is a size here: Glance answers 416 to any range of an empty image. Only an unknown size ignores ranges.
+    const total = image.size;
     const range = total === null ? null : parseRange(header(request, 'range'), total);
     if (range === 'unsatisfiable') throw new RangeNotSatisfiableError(total ?? 0);
+    if (image.status === 'deactivated') {
+      // Admins still get a deactivated image, from the origin: the cache never serves it (Kilo b000c85b7).
+      // Ranges too (Glance answers 206), straight from the origin.
+      const signal = abortOnClose(reply);
+      if (range) {
+        const stream = await rangeFromOrigin(range, signal, fetch.openOriginRange, fetch.openOrigin);
+        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
+        return sendImage(reply, found, { status: 'BYPASS', size: range.end - range.start + 1, stream });
+      }
+      const stream = await fetch.openOrigin(signal);
+      return sendImage(reply, found, { status: 'BYPASS', size: image.size || null, stream });
+    }
     if (range) {
       const result = await cache.fetchRange(fetch, range);
       reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
-      return sendImage(reply, image, result);
+      return sendImage(reply, found, result);
     }
-    return sendImage(reply, image, await cache.fetch(fetch));
+    return sendImage(reply, found, await cache.fetch(fetch));
   });
 
   app.head<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
-    const image = await authorize(request);
-    if (image === 'no-data') return reply.code(204).send();
+    const found = await authorize(request);
+    if (found === 'no-data') return reply.code(204).send();
+    const { image } = found;
     const cached = await cache.isCached(image.id);
     const size = image.size || (cached ? await cache.getImageSize(image.id) : null);
     reply

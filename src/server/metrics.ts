@@ -5,6 +5,12 @@ import type { ImageCache } from '../cache/image-cache.js';
 /** How old the entry count may be: counting entries lists the metadata, too costly for every scrape. */
 const ENTRY_COUNT_TTL_MS = 10_000;
 
+/** What else the metrics read at scrape time, besides the cache. */
+export interface MetricSources {
+  /** The prefetcher, for the number of queued images with a failure. @default none (the gauge reads 0) */
+  prefetcher?: { readonly errorCount: number };
+}
+
 /**
  * Prometheus metrics (prom-client), in a registry of their own. Cache figures are read from `cache.stats` and
  * admission at scrape time, so the data path only bumps plain numbers.
@@ -12,8 +18,10 @@ const ENTRY_COUNT_TTL_MS = 10_000;
 export class Metrics {
   readonly registry = new Registry();
   readonly requestDuration: Histogram<'method' | 'route' | 'status'>;
+  /** Image requests answered from the cache while the origin was unreachable (`stale_if_error`). */
+  readonly staleServed: Counter;
 
-  constructor(cache: ImageCache) {
+  constructor(cache: ImageCache, sources: MetricSources = {}) {
     const registry = this.registry;
     const stats = cache.stats;
     /** A counter whose value lives elsewhere: set from the source on every scrape. */
@@ -94,6 +102,20 @@ export class Metrics {
       async collect() {
         this.set((await cache.getQueuedImages()).length);
       },
+    });
+    const { prefetcher } = sources;
+    new Gauge({
+      name: 'imgcache_prefetch_errors',
+      help: 'Queued images whose last prefetch failed (details: GET /v2/cache/errors)',
+      registers: [registry],
+      collect() {
+        this.set(prefetcher?.errorCount ?? 0);
+      },
+    });
+    this.staleServed = new Counter({
+      name: 'imgcache_stale_served_total',
+      help: 'Image requests served from the cache while the glance origin was unreachable (stale_if_error)',
+      registers: [registry],
     });
     this.requestDuration = new Histogram({
       name: 'imgcache_http_request_duration_seconds',

@@ -48,6 +48,13 @@ export interface ServerOptions {
   peer_fetch: boolean;
   /** Shared secret of the intra-cluster API (peer fetch); without it that API does not exist. */
   cluster_secret: string | undefined;
+  /**
+   * Seconds (edge-site mode, `glance:` origins): while the upstream Glance is unreachable (no connection, a
+   * timeout, a 5xx; never a 401, 403 or 404), a caller imgcache authenticated itself (`tokens`, `keystone`)
+   * may get a cached image the upstream showed as active to their project (or as public) within this window.
+   * 0 = off: every download asks the upstream first. @default 0
+   */
+  stale_if_error: number;
   /** Keystone (`[keystone_authtoken]`, Glance's section and names). */
   auth_url: string | undefined;
   username: string | undefined;
@@ -95,6 +102,7 @@ export const SERVER_OPTIONS = {
   shutdown_timeout: at('imgcache', 'IMGCACHE_SHUTDOWN_TIMEOUT', wholeSeconds('shutdown_timeout', 0)),
   peer_fetch: at('imgcache', 'IMGCACHE_PEER_FETCH', flag),
   cluster_secret: at('imgcache', 'IMGCACHE_CLUSTER_SECRET', text('cluster_secret')),
+  stale_if_error: at('imgcache', 'IMGCACHE_STALE_IF_ERROR', wholeSeconds('stale_if_error', 0)),
   log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
   auth_url: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_URL', z.url({ error: 'auth_url must be a URL' })),
   username: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_USERNAME', text('username')),
@@ -121,6 +129,7 @@ export const SERVER_DEFAULTS: ServerOptions = {
   log_level: 'info',
   peer_fetch: false,
   cluster_secret: undefined,
+  stale_if_error: 0,
   auth_url: undefined,
   username: undefined,
   password: undefined,

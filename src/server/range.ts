@@ -28,8 +28,9 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
     return size === 0 ? 'unsatisfiable' : { start: Math.max(0, size - length), end: size - 1 };
   }
   const start = Number(first);
-  const end = last === '' ? size - 1 : Number(last);
-  if (end < start) return null; // invalid: ignore the header
+  // A last position before the first makes the spec invalid (§14.1.2): ignore the header. This is checked
+  // before the size: `bytes=SIZE-` has no last position and is unsatisfiable, never "invalid".
+  if (last !== '' && Number(last) < start) return null;
   if (start >= size) return 'unsatisfiable';
-  return { start, end: Math.min(end, size - 1) };
+  return { start, end: last === '' ? size - 1 : Math.min(Number(last), size - 1) };
 }

@@ -16,6 +16,7 @@ import { every, type Schedule } from '../workers/scheduler.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import type { ServeConfig } from './options.js';
+import { ConfirmedRecords } from './stale.js';
 
 /** A running server. */
 export interface RunningServer {
@@ -32,8 +33,18 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** What a caller of {@link startServer} may inject besides the config (tests: a clock). */
+export interface StartServerOptions {
+  /** The clock of time windows (`stale_if_error`). @default Date.now */
+  now?: () => number;
+}
+
 /** Builds everything `serve` runs from a resolved config, in dependency order, and listens. */
-export async function startServer(config: ServeConfig, logger: Logger): Promise<RunningServer> {
+export async function startServer(
+  config: ServeConfig,
+  logger: Logger,
+  options: StartServerOptions = {},
+): Promise<RunningServer> {
   const { server } = config;
   if (!server.origin) {
     // A ConfigError, so the CLI exits 2 (a configuration error) like every other missing option.
@@ -79,7 +90,18 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
       logger,
       onDropped: (imageId) => prefetcher.forget(imageId),
     });
-    app = await buildApp({ cache, origin, auth, policy, prefetcher, metrics: new Metrics(cache), logger, cluster });
+    const metrics = new Metrics(cache, { prefetcher });
+    app = await buildApp({
+      cache,
+      origin,
+      auth,
+      policy,
+      prefetcher,
+      metrics,
+      logger,
+      cluster,
+      staleRecords: staleRecordsFor(config, origin, logger, options),
+    });
     await app.listen({ host: server.bind_host, port: server.bind_port });
     await cluster?.start();
     return running(config, logger, { app, cache, origin, auth, prefetcher, cluster });
@@ -92,6 +114,26 @@ export async function startServer(config: ServeConfig, logger: Logger): Promise<
     await auth.close().catch(() => {});
     throw error;
   }
+}
+
+/** `stale_if_error`'s memory, when it applies: an origin that authorizes callers and an auth of our own. */
+function staleRecordsFor(
+  config: ServeConfig,
+  origin: Origin,
+  logger: Logger,
+  options: StartServerOptions,
+): ConfirmedRecords | null {
+  const window = config.server.stale_if_error;
+  if (window === 0) return null;
+  if (!origin.authorizesCallers) {
+    logger.info('stale_if_error is not needed with this origin: cached images are served without asking it');
+    return null;
+  }
+  if (config.server.auth_strategy.toLowerCase() === 'noauth') {
+    logger.warn('stale_if_error has no effect with auth_strategy = noauth: callers must be authenticated by imgcache');
+    return null;
+  }
+  return new ConfirmedRecords({ windowSeconds: window, ...(options.now ? { now: options.now } : {}) });
 }
 
 interface Parts {

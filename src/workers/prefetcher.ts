@@ -20,7 +20,7 @@ export interface PrefetcherOptions {
   now?: () => number;
 }
 
-/** The last failure of a queued image, as `GET /v2/cache` shows it under `prefetch_errors`. */
+/** The last failure of a queued image, as `GET /v2/cache/errors` shows it under `prefetch_errors`. */
 export interface PrefetchError {
   error: string;
   attempts: number;
@@ -48,6 +48,13 @@ export class Prefetcher {
   readonly #options: Required<Omit<PrefetcherOptions, 'caller'>> & { caller: OriginCaller };
   readonly #errors = new Map<string, PrefetchError>();
   readonly #active = new Set<string>();
+  /**
+   * Bumped by every {@link forget}/{@link forgetAll}: a prefetch that started before its id was forgotten (the
+   * id left the queue while it ran) records no failure when it ends.
+   */
+  #generation = 0;
+  readonly #forgottenAt = new Map<string, number>();
+  #allForgottenAt = 0;
   #running: Promise<PrefetchRun> | null = null;
   #again = false;
   #stopped = false;
@@ -71,13 +78,24 @@ export class Prefetcher {
     this.wake();
   }
 
-  /** The image left the queue (deleted, cleared): forget its error. */
+  /** The image left the queue (deleted, cleared): forget its error, and the one of a prefetch still running. */
   forget(imageId: string): void {
     this.#errors.delete(imageId);
+    this.#generation += 1;
+    // Only running prefetches can still report: no need to remember the others (the map stays bounded).
+    if (this.#active.has(imageId)) this.#forgottenAt.set(imageId, this.#generation);
   }
 
+  /** The whole queue was cleared. */
   forgetAll(): void {
     this.#errors.clear();
+    this.#generation += 1;
+    this.#allForgottenAt = this.#generation;
+  }
+
+  /** How many queued images have a recorded failure. */
+  get errorCount(): number {
+    return this.#errors.size;
   }
 
   /** Last errors of queued images, by id. */
@@ -114,6 +132,11 @@ export class Prefetcher {
     if (this.#timer) clearInterval(this.#timer);
   }
 
+  /** Resolves once no run is in progress (the one running now, and the one it was asked to start after it). */
+  async settled(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
   /** {@link halt}, then waits for the run in progress (on shutdown the server aborts its fills first). */
   async stop(): Promise<void> {
     this.halt();
@@ -131,6 +154,9 @@ export class Prefetcher {
       logger.error({ err: error }, 'prefetcher cannot list the queue');
       return run;
     }
+    // Ids dequeued behind this server's back (`imgcache clear`, another process) take their errors with them.
+    const queued = new Set(queue);
+    for (const id of this.#errors.keys()) if (!queued.has(id) && !this.#active.has(id)) this.#errors.delete(id);
     const due = queue.filter((id) => !this.#active.has(id) && (this.#errors.get(id)?.next_attempt ?? 0) * 1000 <= now());
     const workers = Array.from({ length: Math.min(concurrency, due.length) }, async () => {
       for (let id = due.shift(); id !== undefined && !this.#stopped; id = due.shift()) {
@@ -147,6 +173,7 @@ export class Prefetcher {
   async #prefetch(imageId: string): Promise<boolean> {
     const { cache, origin, logger, caller } = this.#options;
     this.#active.add(imageId);
+    const started = this.#generation;
     try {
       const image = await origin.getImage(imageId, caller);
       if (image.status !== 'active') throw new ImageStateError(imageId, image.status, 'prefetch it');
@@ -165,15 +192,35 @@ export class Prefetcher {
       logger.info({ imageId }, 'prefetched image');
       return true;
     } catch (error) {
-      this.#recordFailure(imageId, error);
+      await this.#recordFailure(imageId, error, started);
       return false;
     } finally {
       this.#active.delete(imageId);
+      this.#forgottenAt.delete(imageId);
     }
   }
 
-  #recordFailure(imageId: string, error: unknown): void {
-    const { retryBaseMs, retryMaxMs, now, logger } = this.#options;
+  /** Whether `imageId` was forgotten (dequeued) since generation `since`. */
+  #forgottenSince(imageId: string, since: number): boolean {
+    return this.#allForgottenAt > since || (this.#forgottenAt.get(imageId) ?? 0) > since;
+  }
+
+  /**
+   * Records the failure of a prefetch that started at generation `started`, unless the image left the queue
+   * meanwhile: through this server ({@link forget}) or behind its back (`imgcache clear`, another node).
+   */
+  async #recordFailure(imageId: string, error: unknown, started: number): Promise<void> {
+    const { cache, retryBaseMs, retryMaxMs, now, logger } = this.#options;
+    let queued = true;
+    try {
+      queued = await cache.isQueued(imageId);
+    } catch (lookupError) {
+      logger.warn({ imageId, err: lookupError }, 'prefetcher cannot tell whether the image is still queued');
+    }
+    if (!queued || this.#forgottenSince(imageId, started)) {
+      logger.info({ imageId, err: error }, 'prefetch failed after the image left the queue; nothing recorded');
+      return;
+    }
     const attempts = (this.#errors.get(imageId)?.attempts ?? 0) + 1;
     const delay = Math.min(retryMaxMs, retryBaseMs * 2 ** (attempts - 1));
     const at = now();

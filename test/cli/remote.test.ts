@@ -18,6 +18,7 @@ import {
   writeImageFile,
 } from '../helpers/cli.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/wait.js';
 
 const ACTIVE = '11111111-1111-4111-8111-111111111111';
 const BROKEN = '22222222-2222-4222-8222-222222222222';
@@ -67,14 +68,14 @@ async function notImgcache(t: TestContext): Promise<{ url: string; requests: str
 }
 
 describe('imgcache --url against a noauth server', { concurrency: 4 }, () => {
-  test('list prints the same table and JSON as on a directory, plus the server prefetch_errors', async (t) => {
+  test('list prints the same table and JSON as on a directory: Glance\'s body, nothing added (issue 9)', async (t) => {
     const server = await startTestServer(t);
     const table = await remote(server, ['list']);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /^┌.*\n│ ID │ State │ Last Accessed \(UTC\) │ Last Modified \(UTC\) │ Size │ Hits │\n└/);
     const json = await remote(server, ['list', '--json']);
     assert.equal(json.code, 0, json.stderr);
-    assert.equal(json.stdout, '{"cached_images":[],"queued_images":[],"prefetch_errors":{}}\n');
+    assert.equal(json.stdout, '{"cached_images":[],"queued_images":[]}\n');
   });
 
   test('queue caches an active image through the server prefetcher; delete removes it again', async (t) => {
@@ -112,9 +113,9 @@ describe('imgcache --url against a noauth server', { concurrency: 4 }, () => {
   test('a queued image the prefetcher fails on shows its last error in the State column', async (t) => {
     const server = await serverWithImages(t);
     assert.equal((await remote(server, ['queue', BROKEN])).code, 0);
-    const failed = (l: CacheListing & { prefetch_errors?: Record<string, unknown> }) => !!l.prefetch_errors?.[BROKEN];
-    const listing = await waitForListing(server, failed);
-    assert.deepEqual(listing.queued_images, [BROKEN]);
+    await until(() => BROKEN in server.prefetcher.errors(), 'the prefetch failure');
+    const listing = await listJson(['--url', server.url]);
+    assert.deepEqual(listing, { cached_images: [], queued_images: [BROKEN] }, 'no phantom queued ids (issue 9)');
     const table = await remote(server, ['list']);
     assert.match(table.stdout, new RegExp(`│ ${BROKEN} │ queued \\(retrying: .*500.*\\) │ N/A`));
   });
@@ -199,7 +200,7 @@ describe('imgcache --url against a server with tokens', { concurrency: 4 }, () =
 
     const admin = await remote(server, ['list', '--json', '--verbose'], { env: { IMGCACHE_TOKEN: ADMIN } });
     assert.equal(admin.code, 0, admin.stderr);
-    assert.equal(admin.stdout, '{"cached_images":[],"queued_images":[],"prefetch_errors":{}}\n');
+    assert.equal(admin.stdout, '{"cached_images":[],"queued_images":[]}\n');
     assert.match(admin.stderr, /"server":"127\.0\.0\.1:\d+"/, 'the verbose log names the server');
     for (const output of [none, member, admin]) {
       assert.doesNotMatch(output.stdout + output.stderr, /secret-token/, 'the token is never printed or logged');
@@ -208,6 +209,25 @@ describe('imgcache --url against a server with tokens', { concurrency: 4 }, () =
 });
 
 describe('imgcache --url failures', { concurrency: 4 }, () => {
+  test('list against a plain Glance (no GET /v2/cache/errors: 405) prints the table without prefetch errors', async (t) => {
+    const requests: string[] = [];
+    const glance = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      if (req.url === '/v2/cache') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`{"cached_images":[],"queued_images":["${BROKEN}"]}`);
+      } else {
+        res.writeHead(405, { allow: 'DELETE, PUT', 'content-type': 'text/plain' }).end('Method Not Allowed');
+      }
+    });
+    glance.listen(0, '127.0.0.1');
+    await once(glance, 'listening');
+    t.after(() => new Promise<void>((done) => glance.close(() => done())));
+    const result = await remote({ url: `http://127.0.0.1:${(glance.address() as AddressInfo).port}` }, ['list']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, new RegExp(`│ ${BROKEN} │ queued +│ N/A`));
+    assert.deepEqual(requests, ['GET /v2/cache', 'GET /v2/cache/errors']);
+  });
+
   test('a URL with nothing listening exits 1 with one "cannot reach" line', async () => {
     const closed = createServer();
     closed.listen(0, '127.0.0.1');

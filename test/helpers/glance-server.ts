@@ -28,6 +28,8 @@ export interface FakeImageFaults {
    * for `GET /v2/images/{id}` only. @default false
    */
   status500?: boolean | 'file' | 'metadata';
+  /** Answer `GET /v2/images/{id}` (the metadata) with this status and a JSON error instead, e.g. 503 or 403. */
+  metadataStatus?: number;
 }
 
 /** Who a token belongs to (what Keystone would say). */
@@ -47,6 +49,8 @@ export interface FakeGlanceOptions {
   auth?: 'keystone' | 'noauth';
   /** Bytes per body chunk of `GET …/file`. @default 65536 */
   chunkSize?: number;
+  /** What `GET /versions` lists (ids and statuses; links are added). @default v2.17 CURRENT, v2.16, v2.0 */
+  versions?: Array<{ id: string; status: string }>;
 }
 
 /** One request as the fake received it. */
@@ -88,12 +92,12 @@ export class FakeGlance {
   readonly abandoned = new Map<string, number>();
   readonly #images = new Map<string, StoredImage>();
   readonly #tokens = new Map<string, FakeToken>();
-  readonly #options: Required<FakeGlanceOptions>;
+  readonly #options: Required<Omit<FakeGlanceOptions, 'versions'>> & Pick<FakeGlanceOptions, 'versions'>;
   readonly #server: Server;
   #url = '';
 
   constructor(options: FakeGlanceOptions = {}) {
-    this.#options = { auth: options.auth ?? 'keystone', chunkSize: options.chunkSize ?? 64 * 1024 };
+    this.#options = { auth: options.auth ?? 'keystone', chunkSize: options.chunkSize ?? 64 * 1024, versions: options.versions };
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (!res.headersSent) json(res, 500, { message: String(error) });
@@ -126,6 +130,11 @@ export class FakeGlance {
     };
     this.#images.set(record.id, { record: stored, data, faults });
     return stored;
+  }
+
+  /** Replaces what `GET /versions` lists from now on. */
+  setVersions(versions: Array<{ id: string; status: string }>): void {
+    this.#options.versions = versions;
   }
 
   /** Replaces an image's fault switches. */
@@ -174,7 +183,7 @@ export class FakeGlance {
     const key = `${method} ${url.pathname}`;
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
 
-    if (url.pathname === '/versions' && method === 'GET') return json(res, 200, versions(this.#url));
+    if (url.pathname === '/versions' && method === 'GET') return json(res, 200, versions(this.#url, this.#options.versions));
     const context = this.#authenticate(req);
     if (!context) return fail(res, 401, 'The request you have made requires authentication.');
 
@@ -190,6 +199,9 @@ export class FakeGlance {
     const get = method === 'GET';
     if (status500 === true || (status500 === 'file' && file && get) || (status500 === 'metadata' && !file && get)) {
       return fail(res, 500, 'injected fault (status500)');
+    }
+    if (!file && get && image.faults.metadataStatus !== undefined) {
+      return fail(res, image.faults.metadataStatus, 'injected fault (metadataStatus)');
     }
     if (!file && get) {
       const links = { self: `/v2/images/${id}`, file: `/v2/images/${id}/file`, schema: '/v2/schemas/image' };
@@ -332,15 +344,14 @@ function parseRange(
   return { start, end };
 }
 
-function versions(base: string): unknown {
+function versions(base: string, listed?: Array<{ id: string; status: string }>): unknown {
   const link = [{ rel: 'self', href: `${base}/v2/` }];
-  return {
-    versions: [
-      { id: 'v2.17', status: 'CURRENT', links: link },
-      { id: 'v2.16', status: 'SUPPORTED', links: link },
-      { id: 'v2.0', status: 'SUPPORTED', links: link },
-    ],
-  };
+  const entries = listed ?? [
+    { id: 'v2.17', status: 'CURRENT' },
+    { id: 'v2.16', status: 'SUPPORTED' },
+    { id: 'v2.0', status: 'SUPPORTED' },
+  ];
+  return { versions: entries.map((entry) => ({ ...entry, links: link })) };
 }
 
 /** Waits for back-pressure to end, or for the client to go away. */

@@ -38,6 +38,7 @@ interface Route {
 /** Every management route of the v2 Cache API and of the legacy API, in an order where each admin call works. */
 const MANAGEMENT: readonly Route[] = [
   { method: 'GET', path: '/v2/cache', admin: 200 },
+  { method: 'GET', path: '/v2/cache/errors', admin: 200 },
   { method: 'PUT', path: `/v2/cache/${ID}`, admin: 202 },
   { method: 'DELETE', path: `/v2/cache/${ID}`, admin: 204 },
   { method: 'DELETE', path: '/v2/cache', admin: 204 },

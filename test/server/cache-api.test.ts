@@ -15,12 +15,12 @@ async function cacheImage(server: TestServer, id: string, size = 10 * 1024): Pro
 }
 
 describe('v2 Cache API', () => {
-  it('lists an empty cache exactly as Glance does, plus prefetch_errors (70)', async (t) => {
+  it('lists an empty cache exactly as Glance does (70)', async (t) => {
     const server = await startTestServer(t);
     const response = await request(`${server.url}/v2/cache`);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'application/json; charset=utf-8');
-    assert.equal(response.text, '{"cached_images":[],"queued_images":[],"prefetch_errors":{}}');
+    assert.equal(response.text, '{"cached_images":[],"queued_images":[]}');
   });
 
   it('caches an active image on PUT (202, empty body) with hits 0, then counts hits (71, 44)', async (t) => {
@@ -69,7 +69,6 @@ describe('v2 Cache API', () => {
     assert.deepEqual((await request(`${server.url}/v2/cache`)).json(), {
       cached_images: [],
       queued_images: [],
-      prefetch_errors: {},
     });
     assert.equal((await request(`${server.url}/v2/cache/${B}`, { method: 'DELETE' })).status, 404);
   });
@@ -183,7 +182,7 @@ describe('v2 Cache API', () => {
     assert.ok((await server.cache.getCacheSize()) <= 100 * 1024);
   });
 
-  it('keeps prefetching after a failure and shows the failed image\'s error in GET /v2/cache', async (t) => {
+  it('keeps prefetching after a failure and shows the failed image\'s error in GET /v2/cache/errors', async (t) => {
     const server = await startTestServer(t);
     server.glance.addImage({ id: A }, imageBytes(3000, 1), { status500: 'file' });
     server.glance.addImage({ id: B }, imageBytes(3000, 2));
@@ -191,13 +190,13 @@ describe('v2 Cache API', () => {
     assert.equal((await request(`${server.url}/v2/cache/${B}`, { method: 'PUT' })).status, 202);
     await until(async () => (await server.cache.isCached(B)) && !(await server.cache.isQueued(B)), 'the second prefetch');
     await until(async () => A in server.prefetcher.errors(), 'the first failure');
-    const listing = (await request(`${server.url}/v2/cache`)).json() as {
-      queued_images: string[];
+    const listing = (await request(`${server.url}/v2/cache`)).json() as { queued_images: string[] };
+    assert.deepEqual(listing.queued_images, [A]);
+    const { prefetch_errors: errors } = (await request(`${server.url}/v2/cache/errors`)).json() as {
       prefetch_errors: Record<string, { error: string; attempts: number; last_attempt: number; next_attempt: number }>;
     };
-    assert.deepEqual(listing.queued_images, [A]);
-    assert.equal(listing.prefetch_errors[A]?.attempts, 1);
-    assert.ok((listing.prefetch_errors[A]?.next_attempt ?? 0) > (listing.prefetch_errors[A]?.last_attempt ?? 0));
+    assert.equal(errors[A]?.attempts, 1);
+    assert.ok((errors[A]?.next_attempt ?? 0) > (errors[A]?.last_attempt ?? 0));
     server.glance.setFaults(A, {});
     assert.equal((await request(`${server.url}/v2/cache/${A}`, { method: 'PUT' })).status, 202, 'a PUT retries at once');
     await until(
@@ -213,22 +212,28 @@ describe('v2 Cache API', () => {
         size: i.size,
       })),
       queued_images: [],
-      prefetch_errors: {},
     });
+    assert.deepEqual((await request(`${server.url}/v2/cache/errors`)).json(), { prefetch_errors: {} });
   });
 
-  it('advertises v2.18 as CURRENT and accepts versioned URLs (93)', async (t) => {
+  it("advertises the glance origin's versions plus the cache API's v2.14, and accepts those versioned URLs (93)", async (t) => {
+    // The fake Glance lists v2.17 CURRENT, v2.16 and v2.0.
     const server = await startTestServer(t);
     const versions = (await request(`${server.url}/versions`)).json() as { versions: Array<{ id: string; status: string }> };
     assert.deepEqual(versions.versions[0], {
-      id: 'v2.18',
+      id: 'v2.17',
       status: 'CURRENT',
       links: [{ rel: 'self', href: `${server.url}/v2/` }],
     });
-    assert.ok(versions.versions.some((v) => v.id === 'v2.14' && v.status === 'SUPPORTED'));
+    assert.deepEqual(versions.versions.map((v) => `${v.id} ${v.status}`), [
+      'v2.17 CURRENT',
+      'v2.16 SUPPORTED',
+      'v2.14 SUPPORTED',
+      'v2.0 SUPPORTED',
+    ]);
     assert.equal((await request(`${server.url}/`)).status, 300);
     assert.equal((await request(`${server.url}/v2.14/cache`)).status, 200);
-    assert.equal((await request(`${server.url}/v2.18/cache`)).status, 200);
+    assert.equal((await request(`${server.url}/v2.18/cache`)).status, 300);
   });
 
   it('exposes Prometheus metrics and a health check', async (t) => {

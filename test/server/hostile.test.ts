@@ -35,9 +35,10 @@ const ROUTES: ReadonlyArray<{ method: string; path: (id: string) => string; node
   { method: 'DELETE', path: (id) => `/v2/queued_images/${id}` },
   { method: 'DELETE', path: (id) => `/v2/cached_images/${id}` },
   { method: 'DELETE', path: (id) => `/v2/images/${id}` },
-  // Versioned URLs are rewritten to /v2 before routing: the same validation must apply.
+  // Versioned URLs (advertised ones: the fake Glance lists 2.17, 2.16, 2.0, imgcache adds 2.14) are rewritten to
+  // /v2 before routing: the same validation must apply.
   { method: 'PUT', path: (id) => `/v2.14/cache/${id}` },
-  { method: 'DELETE', path: (id) => `/v2.18/queued_images/${id}` },
+  { method: 'DELETE', path: (id) => `/v2.17/queued_images/${id}` },
 ];
 
 /** Raw UTF-8 bytes of a string, as a latin1 string (one char per byte) for `rawRequest`. */
@@ -310,6 +311,8 @@ describe('hostile ids and paths', () => {
     assert.equal(first.status, 200);
     assert.deepEqual(Buffer.from(await first.arrayBuffer()), SEED_BYTES);
     await until(() => server.cache.isCached(SEED), 'the seed image to be cached');
+    // The first versioned URL makes imgcache read the origin's /versions: get that done before counting.
+    assert.equal((await fetch(`${server.url}/versions`)).status, 200);
 
     outsideBefore = await outside();
     cacheBefore = await cacheEntries();

@@ -154,7 +154,7 @@ describe('legacy cache-management API', () => {
     assert.equal(marker.size, 0);
     // The prefetcher tries at once, is told "not found", and leaves the id queued with the error visible.
     await until(async () => {
-      const listing = (await api(server, 'GET', '/v2/cache')).json() as { prefetch_errors: Record<string, unknown> };
+      const listing = (await api(server, 'GET', '/v2/cache/errors')).json() as { prefetch_errors: Record<string, unknown> };
       return 'not-an-image' in listing.prefetch_errors;
     }, 'the prefetcher to report not-an-image');
     assertJson(await api(server, 'GET', '/v2/queued_images'), { queued_images: ['not-an-image'] }, 'still queued');
@@ -205,7 +205,7 @@ describe('legacy cache-management API', () => {
     assertJson(await api(server, 'DELETE', '/v2/queued_images'), { num_deleted: 4 }, 'first clear');
     assertJson(await api(server, 'DELETE', '/v2/queued_images'), { num_deleted: 0 }, 'second clear');
     assertJson(await api(server, 'GET', '/v2/queued_images'), { queued_images: [] }, 'queue after');
-    const listing = (await api(server, 'GET', '/v2/cache')).json() as { prefetch_errors: Record<string, unknown> };
+    const listing = (await api(server, 'GET', '/v2/cache/errors')).json() as { prefetch_errors: Record<string, unknown> };
     assert.deepEqual(listing.prefetch_errors, {}, 'cleared ids keep prefetch errors');
   });
 

@@ -12,9 +12,10 @@ interface ListOptions {
 /**
  * `imgcache list [--json]`: what `glance cache-list` shows (spec §5.6), read straight from the cache directory,
  * or from a server's `GET /v2/cache` with `--url`. The table has one row per cached image (by id) and one per
- * queued image (in queue order). `--json` prints the body of Glance's `GET /v2/cache` on one line, for scripts
- * and `jq`; with `--url` it is the server's body as sent, so imgcache's `prefetch_errors` (and the centralized
- * driver's extra fields) are kept.
+ * queued image (in queue order); with `--url`, a queued image the server's prefetcher failed on shows its last
+ * error (imgcache's `GET /v2/cache/errors`; only a running server knows them). `--json` prints the body of
+ * Glance's `GET /v2/cache` on one line, for scripts and `jq`; with `--url` it is the server's body as sent (the
+ * centralized driver's extra fields are kept).
  */
 export function registerList(program: Command, ctx: CliContext): void {
   program
@@ -32,14 +33,14 @@ export function registerList(program: Command, ctx: CliContext): void {
         },
         remote: async (server) => {
           const { listing, body } = await server.list();
-          ctx.out(options.json ? JSON.stringify(body) : renderRemoteTable(listing));
+          ctx.out(options.json ? JSON.stringify(body) : renderRemoteTable(listing, await server.prefetchErrors()));
           return EXIT.ok;
         },
       });
     });
 }
 
-function renderRemoteTable(listing: RemoteListing): string {
+function renderRemoteTable(listing: RemoteListing, errors: Record<string, string>): string {
   const cached = listing.cached_images.map((image) => ({
     imageId: image.image_id,
     hits: image.hits,
@@ -47,8 +48,5 @@ function renderRemoteTable(listing: RemoteListing): string {
     lastModified: image.last_modified,
     size: image.size,
   }));
-  const errors = Object.fromEntries(
-    Object.entries(listing.prefetch_errors ?? {}).map(([id, failure]) => [id, failure.error]),
-  );
   return renderCacheTable(cached, listing.queued_images, errors);
 }
