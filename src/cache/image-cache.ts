@@ -286,6 +286,9 @@ export class ImageCache {
   getCachedImages(): Promise<CachedImage[]> {
     return this.driver.getCachedImages();
   }
+  getCachedImage(imageId: string): Promise<CachedImage | null> {
+    return this.driver.getCachedImage(imageId);
+  }
   getCachedNodes(imageId: string): Promise<string[]> {
     return this.driver.getCachedNodes(imageId);
   }

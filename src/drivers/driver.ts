@@ -32,6 +32,12 @@ export interface Driver {
    * Timestamps are epoch seconds.
    */
   getCachedImages(): Promise<CachedImage[]>;
+  /**
+   * The record of one cached image (as `getCachedImages` lists it), or `null` when it is not cached or has no
+   * metadata. Ours: Glance has no single-image lookup, so a hit that needs the recorded digests would list the
+   * whole cache.
+   */
+  getCachedImage(imageId: string): Promise<CachedImage | null>;
   /** Hits of a cached image; 0 when it is not cached or has no metadata (Glance's sqlite crashes on the latter). */
   getHitCount(imageId: string): Promise<number>;
   /** `<base>/<id>` is a regular file. */

@@ -188,6 +188,11 @@ export class FileDriver implements Driver {
     return this.#store.list();
   }
 
+  async getCachedImage(imageId: string): Promise<CachedImage | null> {
+    if (!(await this.isCached(imageId))) return null;
+    return this.#store.get(imageId);
+  }
+
   async getHitCount(imageId: string): Promise<number> {
     if (!(await this.isCached(imageId))) return 0;
     return (await this.#store.get(imageId))?.hits ?? 0;

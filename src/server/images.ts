@@ -93,8 +93,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   /** A cached image's record from what the cache recorded at commit; null when it is not cached. */
   async function recordedImage(imageId: string): Promise<ImageRecord | null> {
-    if (!(await cache.isCached(imageId))) return null; // a stat: a miss never lists the cache
-    const entry = (await cache.getCachedImages()).find((image) => image.imageId === imageId);
+    const entry = await cache.getCachedImage(imageId);
     if (!entry) return null;
     return {
       id: imageId,

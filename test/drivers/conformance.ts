@@ -520,6 +520,18 @@ export function describeDriver(name: string, factory: DriverFactory, options: { 
         assert.equal(await driver.getHitCount('1'), 0);
       });
 
+      it('getCachedImage returns the listed record of one image, null when not cached or deleted', async (t) => {
+        const { driver, dir } = await setUp(t, factory);
+        assert.equal(await driver.getCachedImage('1'), null);
+        await put(driver, '1', 'xy');
+        await put(driver, '2', 'z');
+        await readAll(driver, '1');
+        const listed = (await driver.getCachedImages()).find((i) => i.imageId === '1');
+        assert.deepEqual(await driver.getCachedImage('1'), listed);
+        await unlink(join(dir, '2'));
+        assert.equal(await driver.getCachedImage('2'), null, 'a row whose file is gone is not a cached image');
+      });
+
       it('moves last access forward on a hit', async (t) => {
         const { driver } = await setUp(t, factory);
         await put(driver, 'a', 'x');
