@@ -53,6 +53,9 @@ export class Metrics {
       [{ outcome: 'committed' }, stats.fillsCommitted],
     ]);
     mirror('imgcache_evictions_total', 'Images evicted by admission or prune', [], () => [[{}, stats.evictions]]);
+    mirror('imgcache_eviction_failures_total', 'Delete batches (eviction, prune, delete) that failed', [], () => [
+      [{}, stats.evictionFailures],
+    ]);
 
     let entries = { value: 0, at: 0 };
     new Gauge({
