@@ -6,8 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
+import { ImageCache } from '../../src/cache/image-cache.js';
+import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { FakeGlance } from '../helpers/glance-server.js';
-import { imageBytes } from '../helpers/origin.js';
+import { glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
+import { until } from '../helpers/wait.js';
 import { httpGet, metric, startServe } from './serve-child.js';
 
 /**
@@ -116,5 +119,59 @@ describe('an eviction that cannot delete a file', () => {
     const again = await httpGet(`${serving.url}/v2/images/${UNSIZED}/file`);
     assert.equal(again.status, 200);
     assert.equal(sha256(again.body), sha256(images.get(UNSIZED) as Buffer));
+  });
+});
+
+/**
+ * Issue 9, item 5: a batch delete whose rename fails part-way (EPERM, not ENOENT) threw before `store.remove`
+ * and before emptying the trash: the files already renamed were gone, their rows lingered.
+ */
+describe('a batch delete that fails part-way', () => {
+  async function threeImages(t: TestContext) {
+    const root = await mkdtemp(join(tmpdir(), 'imgcache-batch-fault-'));
+    const locked: string[] = [];
+    t.after(async () => {
+      await chattr('-i', locked);
+      await rm(root, { recursive: true, force: true });
+    });
+    const driver = createSqliteDriver({ cacheDir: root });
+    await driver.configure();
+    const cache = new ImageCache({ driver, maxSize: 3 * MIB });
+    t.after(() => cache.close());
+    for (const [i, id] of ['a', 'b', 'c'].entries()) {
+      const data = imageBytes(MIB, 20 + i);
+      assert.equal(await cache.prefetch({ imageId: id, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open }), true);
+    }
+    const path = join(root, 'b');
+    await chattr('+i', [path]);
+    locked.push(path);
+    const rows = async () => (await cache.getCachedImages()).map((image) => image.imageId).sort();
+    return { root, cache, driver, rows };
+  }
+
+  it('drops the rows of the files it renamed, keeps the failed one, empties the trash and throws', async (t) => {
+    const reason = immutableUnsupported();
+    if (reason) return t.skip(reason);
+    const { root, driver, rows } = await threeImages(t);
+    await assert.rejects(driver.deleteCachedImages(['a', 'b', 'c']), { code: 'ERR_CACHE_IO', message: /cannot delete/ });
+    const left = await rows();
+    assert.ok(!left.includes('a'), `the row of a deleted file lingers: ${left.join(', ')}`);
+    assert.ok(left.includes('b'), 'the row of the file that could not be deleted is gone');
+    assert.equal(await driver.isCached('a'), false);
+    assert.equal(await driver.isCached('b'), true);
+    await until(async () => (await readdir(join(root, '.trash'))).length === 0, 'the trash to be emptied');
+    assert.equal(await driver.getRecordedCacheSize(), left.length * MIB);
+  });
+
+  it('makes prune fail loudly with admission still equal to the recorded size', async (t) => {
+    const reason = immutableUnsupported();
+    if (reason) return t.skip(reason);
+    const { cache, driver } = await threeImages(t);
+    // a, b, c were committed in that order: a is the least recently accessed, b fails next.
+    const small = new ImageCache({ driver, maxSize: MIB / 2 });
+    await assert.rejects(small.prune(), { code: 'ERR_CACHE_IO' });
+    assert.equal(small.stats.evictionFailures, 1);
+    assert.equal((await small.usage()).used, await driver.getRecordedCacheSize());
+    assert.equal(await cache.isCached('b'), true);
   });
 });
