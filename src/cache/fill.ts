@@ -98,6 +98,8 @@ export class Fill extends EventEmitter {
   #prefetch: boolean;
   /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
   #uncacheable = false;
+  /** Commit is ending the file: a write error now is commit's to report (and roll back), not the listener's. */
+  #committing = false;
 
   constructor(options: FillOptions) {
     super();
@@ -203,6 +205,7 @@ export class Fill extends EventEmitter {
         this.#readFile = await open(this.#writer.path, 'r');
         this.#writer.stream.on('progress', (written: number) => this.#onWritten(written));
         this.#writer.stream.on('error', (error: Error) => {
+          if (this.#committing) return;
           this.#stopSpooling(error, 'cache_fault').catch((fault: unknown) => this.#fail(fault as Error, 'cache_fault'));
         });
       } catch (error) {
@@ -368,6 +371,7 @@ export class Fill extends EventEmitter {
     }
     const writer = this.#writer;
     if (writer) {
+      this.#committing = true;
       try {
         await this.#options.admission.commit(this.#reservedBytes, async () => {
           await writer.commit(found);
@@ -379,6 +383,8 @@ export class Fill extends EventEmitter {
       } catch (error) {
         this.#writer = null; // commit already rolled the file back
         await this.#stopSpooling(error as Error, 'cache_fault');
+      } finally {
+        this.#committing = false;
       }
     }
     this.done = true;
