@@ -442,7 +442,13 @@ export class ImageCache {
       // The origin says the image has another size: the copy is stale or torn. Never serve it.
       this.#logger.warn({ imageId, cached: reader.size, expected: expected.size }, 'cached copy has the wrong size');
       await reader.close();
-      await this.deleteCachedImage(imageId);
+      try {
+        await this.deleteCachedImage(imageId);
+      } catch (error) {
+        // A cache fault: the origin still serves the image (the fill will not be able to replace the copy).
+        this.stats.fillFailures.cache_fault += 1;
+        this.#logger.error({ imageId, err: error }, 'cannot delete the stale cached copy; serving from the origin');
+      }
       return null;
     }
     this.stats.requests.HIT += 1;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { FakeGlance } from '../helpers/glance-server.js';
-import { glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
+import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
 import { until } from '../helpers/wait.js';
 import { httpGet, metric, startServe } from './serve-child.js';
 
@@ -119,6 +119,33 @@ describe('an eviction that cannot delete a file', () => {
     const again = await httpGet(`${serving.url}/v2/images/${UNSIZED}/file`);
     assert.equal(again.status, 200);
     assert.equal(sha256(again.body), sha256(images.get(UNSIZED) as Buffer));
+  });
+});
+
+describe('a stale cached copy that cannot be deleted', () => {
+  it('is not served, and the image still comes whole from the origin', async (t) => {
+    const reason = immutableUnsupported();
+    if (reason) return t.skip(reason);
+    const root = await mkdtemp(join(tmpdir(), 'imgcache-stale-fault-'));
+    const locked: string[] = [];
+    t.after(async () => {
+      await chattr('-i', locked);
+      await rm(root, { recursive: true, force: true });
+    });
+    const driver = createSqliteDriver({ cacheDir: root });
+    await driver.configure();
+    const cache = new ImageCache({ driver });
+    t.after(() => cache.close());
+    const data = imageBytes(MIB, 30);
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open };
+    assert.equal(await cache.prefetch(request), true);
+    await truncate(join(root, 'img'), 1000); // torn behind our back: the size disagrees with the origin's
+    await chattr('+i', [join(root, 'img')]);
+    locked.push(join(root, 'img'));
+    const result = await cache.fetch(request);
+    assert.notEqual(result.status, 'HIT');
+    assert.ok((await collect(result.stream)).equals(data));
+    assert.ok(cache.stats.fillFailures.cache_fault >= 1);
   });
 });
 
