@@ -149,6 +149,30 @@ describe('a stale cached copy that cannot be deleted', () => {
   });
 });
 
+describe('imgcache serve and a promise nobody handled', () => {
+  it('logs the unhandled rejection loudly and keeps serving instead of exiting', async (t) => {
+    const root = await mkdtemp(join(tmpdir(), 'imgcache-unhandled-'));
+    t.after(() => rm(root, { recursive: true, force: true }));
+    const glance = new FakeGlance({ auth: 'noauth' });
+    const data = imageBytes(64 * 1024, 40);
+    glance.addImage({ id: THIRD }, data);
+    const glanceUrl = await glance.start();
+    t.after(() => glance.close());
+    // The fault: a preloaded module rejects a promise nobody awaits when the test sends SIGUSR2.
+    const inject = `data:text/javascript,process.on('SIGUSR2', () => { Promise.reject(new Error('injected rejection')); });`;
+    const serving = await startServe(t, ['--cache-dir', join(root, 'cache'), '--origin', `glance:${glanceUrl}`], root, [
+      `--import=${inject}`,
+    ]);
+    serving.child.kill('SIGUSR2');
+    await until(() => /BUG: unhandled promise rejection/.test(serving.output()) || !serving.alive(), 'the rejection');
+    assert.ok(serving.alive(), `imgcache serve exited on an unhandled rejection:\n${serving.output()}`);
+    assert.match(serving.output(), /injected rejection/);
+    const got = await httpGet(`${serving.url}/v2/images/${THIRD}/file`);
+    assert.equal(got.status, 200);
+    assert.equal(sha256(got.body), sha256(data));
+  });
+});
+
 /**
  * Issue 9, item 5: a batch delete whose rename fails part-way (EPERM, not ENOENT) threw before `store.remove`
  * and before emptying the trash: the files already renamed were gone, their rows lingered.
