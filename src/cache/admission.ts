@@ -101,7 +101,7 @@ export class Admission {
     });
   }
 
-  /** Gives back a reservation (a fill that failed, or before {@link committed}). */
+  /** Gives back a reservation (a fill that failed or stopped spooling). */
   unreserve(bytes: number): void {
     this.#reserved = Math.max(0, this.#reserved - bytes);
   }

@@ -320,12 +320,14 @@ export class ImageCache {
     return this.driver.getImageSize(imageId);
   }
 
-  deleteCachedImage(imageId: string): Promise<void> {
-    this.driver.getImageFilepath(imageId);
-    return this.#admission.deleteImages([imageId]);
+  /** Deletes one cached image; admission subtracts its size only if this call deleted the file. */
+  async deleteCachedImage(imageId: string): Promise<void> {
+    this.driver.getImageFilepath(imageId); // validates the id (a rejection, like every failure here)
+    await this.#admission.deleteImages([imageId]);
   }
 
-  deleteAllCachedImages(): Promise<number> {
+  /** Deletes every cached image, then re-reads the size (serialised with eviction and other deletes). */
+  async deleteAllCachedImages(): Promise<number> {
     return this.#admission.exclusive(() => this.driver.deleteAllCachedImages());
   }
 
