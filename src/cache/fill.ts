@@ -282,6 +282,8 @@ export class Fill extends EventEmitter {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
         if (this.settled) break;
         const hashing = hasher.update(chunk);
+        // Awaited below, after the spool: a hash thread dying meanwhile must not be an unhandled rejection.
+        if (hashing) hashing.catch(() => {});
         stats.bytesFromOrigin += chunk.length;
         this.#memory.push({ offset: this.received, buf: chunk });
         this.received += chunk.length;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type FileHandle, open } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { ImageHasher } from '../../src/cache/digest.js';
@@ -53,11 +54,28 @@ describe('hash threads', () => {
     // A hash thread that dies on its first chunk, before acknowledging it: the fill is congested at that moment.
     const DYING = `require('node:worker_threads').parentPort.on('message', (m) => { if (m.type === 'update') process.exit(3); });`;
     let dying = 2;
+    let workerGone!: () => void;
+    const gone = new Promise<void>((resolve) => (workerGone = resolve));
     const pool = new HashPool({
-      spawnWorker: (source) => new Worker(dying-- > 0 ? DYING : source, { eval: true }),
+      spawnWorker: (source) => {
+        const worker = new Worker(dying-- > 0 ? DYING : source, { eval: true });
+        if (dying >= 0) worker.once('exit', () => setImmediate(workerGone));
+        return worker;
+      },
     });
+    // The chunk's write to the cache file waits until a hash thread has died: the death lands while the fill
+    // is spooling, before it awaits the hash (a rejection nobody was listening to yet crashed the process).
+    const slowOpen = async (path: string, flags: 'w'): Promise<FileHandle> => {
+      const handle = await open(path, flags);
+      const writev = handle.writev.bind(handle);
+      handle.writev = (async (buffers: Buffer[], position?: number) => {
+        await gone;
+        return writev(buffers, position);
+      }) as FileHandle['writev'];
+      return handle;
+    };
     const dir = await tempDir(t);
-    const driver = createSqliteDriver({ cacheDir: dir });
+    const driver = createSqliteDriver({ cacheDir: dir, openFile: slowOpen });
     await driver.configure();
     const cache = new ImageCache({ driver, hashPool: pool });
     t.after(() => cache.close());
