@@ -22,8 +22,12 @@ export class Admission {
   #reserved = 0;
   /** Readers and fills per image id: these are never evicted. */
   readonly #inUse = new Map<string, number>();
-  /** Evictions run one at a time, so two fills never free the same space twice. */
+  /** Evictions, deletes and re-reads run one at a time, so no two of them account the same bytes twice. */
   #queue: Promise<unknown> = Promise.resolve();
+  /** Commits publishing now; a re-read waits for them (their size is in the store before it is in `#used`). */
+  readonly #commits = new Set<Promise<void>>();
+  /** A re-read of the recorded size in progress; commits wait for it. */
+  #rereading: Promise<void> | null = null;
 
   constructor(driver: Driver, maxSize: number, stats: CacheStats, logger: Logger) {
     this.#driver = driver;
@@ -42,10 +46,30 @@ export class Admission {
 
   /**
    * Re-reads the size (at start, and after another process may have changed the cache). Admission accounts in
-   * recorded sizes, which the store adds up without a stat per file.
+   * recorded sizes, which the store adds up without a stat per file. Runs in the queue, so an eviction or a
+   * delete never subtracts what the re-read already left out.
    */
-  async resync(): Promise<void> {
-    this.#used = await this.#driver.getRecordedCacheSize();
+  resync(): Promise<void> {
+    return this.#serialized(() => this.#reread());
+  }
+
+  /**
+   * Publishes a fill (`publish` resolves with the committed size) and turns its reservation into used space.
+   * Never overlaps a re-read: a commit records its size in the store before admission counts it, and a re-read
+   * in between would count it twice. On failure nothing changes (the caller gives the reservation back).
+   */
+  async commit(reservedBytes: number, publish: () => Promise<number>): Promise<void> {
+    while (this.#rereading) await this.#rereading.catch(() => {});
+    const run = publish().then((size) => {
+      this.unreserve(reservedBytes);
+      this.#used += size;
+    });
+    this.#commits.add(run);
+    try {
+      await run;
+    } finally {
+      this.#commits.delete(run);
+    }
   }
 
   acquire(imageId: string): void {
@@ -77,20 +101,31 @@ export class Admission {
     });
   }
 
-  /** Gives back a reservation (a fill that failed, or before {@link committed}). */
+  /** Gives back a reservation (a fill that failed or stopped spooling). */
   unreserve(bytes: number): void {
     this.#reserved = Math.max(0, this.#reserved - bytes);
   }
 
-  /** A fill committed: its reservation becomes used space of the real size. */
-  committed(reservedBytes: number, size: number): void {
-    this.unreserve(reservedBytes);
-    this.#used += size;
+  /**
+   * Deletes cached images outside eviction (an operator's delete) and subtracts only the sizes of the files
+   * this call removed: two concurrent deletes of one id subtract it once.
+   */
+  deleteImages(imageIds: readonly string[]): Promise<void> {
+    return this.#serialized(async () => {
+      const sizes = await Promise.all(imageIds.map((id) => this.#driver.getImageSize(id).catch(() => 0)));
+      await this.#delete(imageIds.map((id, i) => [id, sizes[i] ?? 0]));
+    });
   }
 
-  /** Files were deleted outside eviction (delete, clear). */
-  removed(bytes: number): void {
-    this.#used = Math.max(0, this.#used - bytes);
+  /** Runs `task` (e.g. delete-all) in the queue, then re-reads the recorded size. */
+  exclusive<T>(task: () => Promise<T>): Promise<T> {
+    return this.#serialized(async () => {
+      try {
+        return await task();
+      } finally {
+        await this.#reread();
+      }
+    });
   }
 
   /** Evicts until the recorded bytes are at most `target`; returns files evicted and bytes freed. Prune's path. */
@@ -114,11 +149,8 @@ export class Admission {
         if (!needMore(this.#used - planned)) break;
       }
       if (victims.length > 0) {
-        const present = new Set(await this.#driver.deleteCachedImages(victims.map(([id]) => id)));
-        // What the disk got back, by the sizes recorded at commit; a file deleted behind our back frees nothing.
-        const freed = victims.reduce((sum, [id, size]) => sum + (present.has(id) ? size : 0), 0);
         for (const [id] of victims) gone.add(id);
-        this.#used = Math.max(0, this.#used - planned);
+        const freed = await this.#delete(victims);
         evicted.files += victims.length;
         evicted.bytes += freed;
         this.#stats.evictions += victims.length;
@@ -129,6 +161,41 @@ export class Admission {
     }
     if (evicted.files > 0) this.#logger.info(evicted, 'evicted least recently accessed images');
     return evicted;
+  }
+
+  /**
+   * Deletes `victims` (id, recorded size) and subtracts what the disk got back. A file deleted behind our back
+   * frees nothing here; its row is gone, so the size is re-read. A failed batch (the driver drops the rows of
+   * the files it did delete, then throws) is re-read too, and the error goes to the caller.
+   */
+  async #delete(victims: ReadonlyArray<readonly [string, number]>): Promise<number> {
+    let present: Set<string>;
+    try {
+      present = new Set(await this.#driver.deleteCachedImages(victims.map(([id]) => id)));
+    } catch (error) {
+      this.#stats.evictionFailures += 1;
+      this.#logger.error({ err: error, images: victims.length }, 'deleting cached images failed');
+      await this.#reread().catch((reread: unknown) => this.#logger.error({ err: reread }, 'cannot re-read the cache size'));
+      throw error;
+    }
+    const freed = victims.reduce((sum, [id, size]) => sum + (present.has(id) ? size : 0), 0);
+    if (present.size < victims.length) await this.#reread();
+    else this.#used = Math.max(0, this.#used - freed);
+    return freed;
+  }
+
+  /** Sets `#used` from the store, after the commits publishing now; call only from inside the queue. */
+  async #reread(): Promise<void> {
+    const run = (async () => {
+      await Promise.allSettled([...this.#commits]);
+      this.#used = await this.#driver.getRecordedCacheSize();
+    })();
+    this.#rereading = run;
+    try {
+      await run;
+    } finally {
+      if (this.#rereading === run) this.#rereading = null;
+    }
   }
 
   #serialized<T>(task: () => Promise<T>): Promise<T> {

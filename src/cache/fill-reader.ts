@@ -20,7 +20,7 @@ export class FillReader extends Readable implements FillConsumer {
   /** The consumer asked for more (`_read`) and has not been refused since: back-pressure is honoured. */
   #wanted = false;
   readonly #wake = () => {
-    if (this.#active && this.#wanted) void this.#pump();
+    if (this.#active && this.#wanted) this.#pumpSafely();
   };
 
   constructor(fill: Fill, retry: RetryFill | null) {
@@ -37,17 +37,22 @@ export class FillReader extends Readable implements FillConsumer {
   /** Starts delivering: call once the fill's origin is open. */
   activate(): void {
     this.#active = true;
-    if (this.#wanted) void this.#pump();
+    if (this.#wanted) this.#pumpSafely();
   }
 
   override _read(): void {
     this.#wanted = true;
-    if (this.#active) void this.#pump();
+    if (this.#active) this.#pumpSafely();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#leave();
     callback(error);
+  }
+
+  /** #pump catches its own errors into destroy(); this catch is the guard that no rejection is ever unhandled. */
+  #pumpSafely(): void {
+    this.#pump().catch((error: unknown) => this.destroy(error as Error));
   }
 
   #join(fill: Fill): void {

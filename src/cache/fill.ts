@@ -7,6 +7,7 @@ import {
   ChecksumMismatchError,
   FillAbortedError,
   FillIdleTimeoutError,
+  ImageCacheError,
   NotCachedError,
   SizeMismatchError,
 } from '../errors.js';
@@ -95,6 +96,10 @@ export class Fill extends EventEmitter {
   #origin: Readable | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
   #prefetch: boolean;
+  /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
+  #uncacheable = false;
+  /** Commit is ending the file: a write error now is commit's to report (and roll back), not the listener's. */
+  #committing = false;
 
   constructor(options: FillOptions) {
     super();
@@ -130,6 +135,14 @@ export class Fill extends EventEmitter {
     return this.#settledPromise;
   }
 
+  /**
+   * The fill may still end in a cached image: it is not a bypass and has not stopped spooling. Only such a
+   * fill is worth pinning: pinning one that cannot be cached would fetch (and buffer) bytes nobody wants.
+   */
+  get cacheable(): boolean {
+    return !this.settled && !this.#uncacheable;
+  }
+
   /** Whether the fill runs to completion without consumers (a prefetch, or pinned by one). */
   get isPrefetch(): boolean {
     return this.#prefetch;
@@ -149,16 +162,24 @@ export class Fill extends EventEmitter {
     this.#consumers.add(consumer);
   }
 
-  /** A consumer left. The last one to leave aborts the fill, unless it is a prefetch. */
+  /**
+   * A consumer left. The last one to leave aborts the fill, unless it is a prefetch that can still be cached
+   * (a pinned fill that stopped spooling has nobody left to serve and nowhere to keep the bytes).
+   */
   detach(consumer: FillConsumer): void {
     if (!this.#consumers.delete(consumer)) return;
     if (this.#consumers.size === 0) {
       if (!this.settled && !this.#prefetch) this.#fail(new FillAbortedError(this.imageId), 'aborted');
-      else if (!this.#writer) this.#trimMemory();
-      void this.#closeReadFileIfUnused();
+      else if (!this.settled && this.#uncacheable) {
+        // Already counted when spooling stopped (cache_fault, over_capacity) or at admission (bypass).
+        this.#fail(new NotCachedError(this.imageId, 'the cache could not store it (see the log)'), 'aborted', false);
+      } else if (!this.#writer) this.#trimMemory();
+      this.#closeReadFileIfUnused().catch(() => {}); // never rejects: close errors are swallowed inside
     } else {
       this.#trimMemory();
     }
+    // The pump may be waiting for this consumer in #waitForConsumers: let it re-check who is left.
+    this.emit('consumed');
   }
 
   /** Runs the fill. Never rejects: failures land in `error`, `ready` and the consumers. */
@@ -166,25 +187,40 @@ export class Fill extends EventEmitter {
     const { admission, driver, logger, stats } = this.#options;
     admission.acquire(this.imageId);
     const declared = this.expected.size ?? 0;
-    if (await admission.reserve(declared)) {
+    let admitted = false;
+    let faulted = false;
+    try {
+      admitted = await admission.reserve(declared);
+    } catch (error) {
+      faulted = true;
+      // Eviction failed (a file that cannot be renamed or a store error): a cache fault, never the download's.
+      stats.fillFailures.cache_fault += 1;
+      logger.error({ imageId: this.imageId, err: error }, 'eviction failed; serving this image uncached');
+    }
+    if (admitted) {
       this.#reservedBytes = declared;
       stats.fills += 1;
       try {
         this.#writer = await driver.openForWrite(this.imageId);
         this.#readFile = await open(this.#writer.path, 'r');
         this.#writer.stream.on('progress', (written: number) => this.#onWritten(written));
-        this.#writer.stream.on('error', (error: Error) => void this.#stopSpooling(error, 'cache_fault'));
+        this.#writer.stream.on('error', (error: Error) => {
+          if (this.#committing) return;
+          this.#stopSpooling(error, 'cache_fault').catch((fault: unknown) => this.#fail(fault as Error, 'cache_fault'));
+        });
       } catch (error) {
         logger.warn({ imageId: this.imageId, err: error }, 'cache cannot take this fill; serving from the origin');
         await this.#stopSpooling(error as Error, 'cache_fault');
       }
     } else {
       this.status = 'BYPASS';
+      this.#uncacheable = true;
       logger.info({ imageId: this.imageId, size: declared }, 'image does not fit in the cache; bypassing');
     }
     if (this.status === 'BYPASS' && this.#prefetch && this.#consumers.size === 0) {
       // Nobody to serve and nowhere to keep it: do not fetch at all.
-      this.#fail(new NotCachedError(this.imageId, 'it does not fit in image_cache_max_size'), 'over_capacity');
+      const reason = faulted ? 'the cache could not make room (see the log)' : 'it does not fit in image_cache_max_size';
+      this.#fail(new NotCachedError(this.imageId, reason), 'over_capacity', !faulted);
       return;
     }
     stats.requests[this.status] += 1;
@@ -246,6 +282,8 @@ export class Fill extends EventEmitter {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
         if (this.settled) break;
         const hashing = hasher.update(chunk);
+        // Awaited below, after the spool: a hash thread dying meanwhile must not be an unhandled rejection.
+        if (hashing) hashing.catch(() => {});
         stats.bytesFromOrigin += chunk.length;
         this.#memory.push({ offset: this.received, buf: chunk });
         this.received += chunk.length;
@@ -267,7 +305,9 @@ export class Fill extends EventEmitter {
     } catch (error) {
       this.#clearIdleTimer();
       hasher.discard();
-      this.#fail(this.error ?? (error as Error), 'origin');
+      // Our own hash threads failing is a cache fault, not the origin's.
+      const ours = error instanceof ImageCacheError && error.code === 'ERR_HASH_WORKER';
+      this.#fail(this.error ?? (error as Error), ours ? 'cache_fault' : 'origin');
     }
   }
 
@@ -278,11 +318,16 @@ export class Fill extends EventEmitter {
       const needed = this.received - this.#reservedBytes;
       const { admission } = this.#options;
       // Grow in steps to keep admission off the per-chunk path; near the cap, take just what is needed.
-      for (const step of [Math.max(GROW_STEP, needed), needed]) {
-        if (await admission.reserve(step)) {
-          this.#reservedBytes += step;
-          break;
+      try {
+        for (const step of [Math.max(GROW_STEP, needed), needed]) {
+          if (await admission.reserve(step)) {
+            this.#reservedBytes += step;
+            break;
+          }
         }
+      } catch (error) {
+        // Eviction failed: stop caching, keep downloading (the origin did nothing wrong).
+        return this.#stopSpooling(error as Error, 'cache_fault');
       }
       if (this.received > this.#reservedBytes) {
         const error = new NotCachedError(this.imageId, 'it outgrew image_cache_max_size');
@@ -306,6 +351,7 @@ export class Fill extends EventEmitter {
   async #stopSpooling(error: Error, reason: FillFailureReason): Promise<void> {
     const writer = this.#writer;
     this.#writer = null;
+    this.#uncacheable = true;
     this.#options.admission.unreserve(this.#reservedBytes);
     this.#reservedBytes = 0;
     this.#options.stats.fillFailures[reason] += 1;
@@ -327,15 +373,20 @@ export class Fill extends EventEmitter {
     }
     const writer = this.#writer;
     if (writer) {
+      this.#committing = true;
       try {
-        await writer.commit(found);
-        this.#options.admission.committed(this.#reservedBytes, found.size);
+        await this.#options.admission.commit(this.#reservedBytes, async () => {
+          await writer.commit(found);
+          return found.size;
+        });
         this.#reservedBytes = 0;
         this.committed = true;
         this.#options.stats.fillsCommitted += 1;
       } catch (error) {
         this.#writer = null; // commit already rolled the file back
         await this.#stopSpooling(error as Error, 'cache_fault');
+      } finally {
+        this.#committing = false;
       }
     }
     this.done = true;
@@ -357,18 +408,24 @@ export class Fill extends EventEmitter {
     this.#reservedBytes = 0;
     this.#rejectReady(error);
     // Consumers learn of the failure at once; whenSettled() waits until the partial file is in invalid/.
-    void this.#settle(writer?.rollback(error).catch(() => {}));
+    this.#settle(writer?.rollback(error).catch(() => {})).catch((fault: unknown) => {
+      this.#options.logger.error({ imageId: this.imageId, err: fault }, 'fill cleanup failed');
+    });
   }
 
   async #settle(cleanup?: Promise<void>): Promise<void> {
     this.settled = true;
     this.#options.admission.release(this.imageId);
-    this.emit('progress');
-    this.emit('consumed');
-    await cleanup;
-    this.emit('settled');
-    this.#resolveSettled();
-    await this.#closeReadFileIfUnused();
+    try {
+      this.emit('progress');
+      this.emit('consumed');
+      await cleanup;
+      this.emit('settled');
+    } finally {
+      // Whatever a listener did, whoever waits for the fill (inflight, prefetch, shutdown) must not hang.
+      this.#resolveSettled();
+      await this.#closeReadFileIfUnused();
+    }
   }
 
   #onWritten(written: number): void {

@@ -42,18 +42,33 @@ export interface StreamHasher {
   discard(): void;
 }
 
+/** What a session hears from a worker: bytes hashed, or the worker's death. */
+interface SessionListener {
+  ack(bytes: number): void;
+  fail(error: Error): void;
+}
+
+/** Options of a {@link HashPool}. */
+export interface HashPoolOptions {
+  /**
+   * Starts one hash thread running `source` (CommonJS, `eval`). Tests pass a factory to inject a dying worker.
+   * @default `new Worker(source, { eval: true })`
+   */
+  spawnWorker?: (source: string) => Worker;
+}
+
 class HashWorker {
   readonly #worker: Worker;
-  readonly #acks = new Map<number, (bytes: number) => void>();
+  readonly #acks = new Map<number, SessionListener>();
   readonly #digests = new Map<number, { resolve: (hex: string) => void; reject: (error: Error) => void }>();
   #sessions = 0;
   #failure: Error | null = null;
 
-  constructor() {
-    this.#worker = new Worker(WORKER_SOURCE, { eval: true });
+  constructor(spawn: (source: string) => Worker) {
+    this.#worker = spawn(WORKER_SOURCE);
     this.#worker.unref(); // only open sessions keep the process alive
     this.#worker.on('message', (reply: WorkerReply) => {
-      if (reply.type === 'ack') this.#acks.get(reply.id)?.(reply.bytes);
+      if (reply.type === 'ack') this.#acks.get(reply.id)?.ack(reply.bytes);
       else {
         this.#digests.get(reply.id)?.resolve(reply.hex);
         this.#digests.delete(reply.id);
@@ -63,10 +78,15 @@ class HashWorker {
     this.#worker.on('exit', (code) => this.#fail(new Error(`hash worker exited with code ${code}`)));
   }
 
-  open(id: number, algorithm: string, onAck: (bytes: number) => void): void {
+  /** The worker died: sessions on it fail, and the pool starts a new one for the next session. */
+  get failed(): boolean {
+    return this.#failure !== null;
+  }
+
+  open(id: number, algorithm: string, listener: SessionListener): void {
     if (this.#failure) throw this.#failure;
     if (this.#sessions++ === 0) this.#worker.ref();
-    this.#acks.set(id, onAck);
+    this.#acks.set(id, listener);
     this.#worker.postMessage({ type: 'open', id, algorithm });
   }
 
@@ -102,6 +122,8 @@ class HashWorker {
     this.#failure ??= new ImageCacheError('ERR_HASH_WORKER', `hash worker failed: ${error.message}`, { cause: error });
     for (const pending of this.#digests.values()) pending.reject(this.#failure);
     this.#digests.clear();
+    // A session waiting for acks (congested) would wait forever: wake it with the error.
+    for (const listener of this.#acks.values()) listener.fail(this.#failure);
   }
 }
 
@@ -109,31 +131,57 @@ class HashWorker {
 export class HashPool {
   #workers: [HashWorker, HashWorker] | null = null;
   #nextId = 1;
+  readonly #spawn: (source: string) => Worker;
+
+  constructor(options: HashPoolOptions = {}) {
+    this.#spawn = options.spawnWorker ?? ((source) => new Worker(source, { eval: true }));
+  }
 
   /** A hasher whose MD5 and multihash run on the pool's two threads. */
   open(algorithm: string = DEFAULT_HASH_ALGO): StreamHasher {
     const multihash = checkHashAlgorithm(algorithm);
-    this.#workers ??= [new HashWorker(), new HashWorker()];
+    if (this.#workers?.some((worker) => worker.failed)) {
+      const dead = this.#workers;
+      this.#workers = null;
+      // Sessions still open on the survivor end by themselves; terminating it only frees the thread sooner.
+      for (const worker of dead) if (!worker.failed) worker.terminate().catch(() => {});
+    }
+    this.#workers ??= [new HashWorker(this.#spawn), new HashWorker(this.#spawn)];
     const [md5Worker, multiWorker] = this.#workers;
     const id = this.#nextId++;
     // Bytes queued at each thread: the caller waits while either is over the limit (MD5 and SHA-512 run at
     // different speeds, and neither queue may grow without bound).
     const inFlight = [0, 0];
     let bytes = 0;
-    let waiter: (() => void) | null = null;
+    let waiter: { resolve: () => void; reject: (error: Error) => void } | null = null;
+    let failure: Error | null = null;
     const congested = () => Math.max(inFlight[0] ?? 0, inFlight[1] ?? 0) >= IN_FLIGHT_LIMIT;
-    const acked = (index: 0 | 1) => (n: number) => {
-      inFlight[index] = (inFlight[index] ?? 0) - n;
-      if (waiter && !congested()) {
+    const listener = (index: 0 | 1): SessionListener => ({
+      ack(n) {
+        inFlight[index] = (inFlight[index] ?? 0) - n;
+        if (waiter && !congested()) {
+          const wake = waiter;
+          waiter = null;
+          wake.resolve();
+        }
+      },
+      fail(error) {
+        failure ??= error;
         const wake = waiter;
         waiter = null;
-        wake();
-      }
-    };
-    md5Worker.open(id, 'md5', acked(0));
-    multiWorker.open(id, multihash, acked(1));
+        wake?.reject(error);
+      },
+    });
+    md5Worker.open(id, 'md5', listener(0));
+    try {
+      multiWorker.open(id, multihash, listener(1));
+    } catch (error) {
+      md5Worker.drop(id);
+      throw error;
+    }
     return {
       update(chunk: Buffer): Promise<void> | void {
+        if (failure) throw failure;
         // One copy per thread, each transferred: the caller's buffer stays valid (consumers share it).
         md5Worker.update(id, new Uint8Array(chunk));
         multiWorker.update(id, new Uint8Array(chunk));
@@ -141,8 +189,8 @@ export class HashPool {
         inFlight[0] = (inFlight[0] ?? 0) + chunk.length;
         inFlight[1] = (inFlight[1] ?? 0) + chunk.length;
         if (!congested()) return;
-        return new Promise<void>((resolve) => {
-          waiter = resolve;
+        return new Promise<void>((resolve, reject) => {
+          waiter = { resolve, reject };
         });
       },
       async digests(): Promise<ComputedDigests> {

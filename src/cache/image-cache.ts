@@ -35,6 +35,8 @@ export interface ImageCacheOptions {
    * cores: see the README's performance section. @default false
    */
   hashThreads?: boolean;
+  /** The hash threads to use instead of a new pool (implies `hashThreads`; tests inject faults through it). */
+  hashPool?: HashPool;
   logger?: Logger;
 }
 
@@ -86,7 +88,7 @@ export class ImageCache {
     this.maxSize = options.maxSize ?? 10 * 1024 ** 3;
     this.#logger = options.logger ?? pino({ level: 'silent' });
     this.#idleTimeoutMs = (options.fillIdleTimeout ?? 60) * 1000;
-    this.#hashPool = options.hashThreads ? new HashPool() : null;
+    this.#hashPool = options.hashPool ?? (options.hashThreads ? new HashPool() : null);
     this.#admission = new Admission(this.driver, this.maxSize, this.stats, this.#logger);
   }
 
@@ -250,16 +252,26 @@ export class ImageCache {
   async prefetch(request: FetchRequest): Promise<boolean> {
     this.driver.getImageFilepath(request.imageId);
     await this.#ensureSized();
-    const fill = await this.#inflight.exclusive(request.imageId, async () => {
-      const running = await this.#running(request.imageId);
-      if (running) {
-        running.pin();
-        return running;
-      }
-      if (await this.driver.isCached(request.imageId)) return null;
-      return this.#startFill(request, true);
-    });
-    if (!fill) return false;
+    let fill: Fill | null = null;
+    // A running fill that cannot be cached (bypass, or it stopped spooling) is not pinned: pinning would keep
+    // fetching bytes nobody wants. The prefetch waits for it, then decides again (bounded: a live request may
+    // start another such fill meanwhile).
+    for (let round = 0; fill === null; round += 1) {
+      const decision = await this.#inflight.exclusive(request.imageId, async (): Promise<{ fill: Fill } | { wait: Fill } | null> => {
+        const running = await this.#running(request.imageId);
+        if (running?.cacheable) {
+          running.pin();
+          return { fill: running };
+        }
+        if (running) return { wait: running };
+        if (await this.driver.isCached(request.imageId)) return null;
+        return { fill: this.#startFill(request, true) };
+      });
+      if (!decision) return false;
+      if ('fill' in decision) fill = decision.fill;
+      else if (round < 2) await decision.wait.whenSettled();
+      else throw new NotCachedError(request.imageId, 'other requests keep fetching it uncached');
+    }
     await fill.whenSettled();
     if (fill.error) throw fill.error;
     if (!fill.committed) {
@@ -311,16 +323,15 @@ export class ImageCache {
     return this.driver.getImageSize(imageId);
   }
 
+  /** Deletes one cached image; admission subtracts its size only if this call deleted the file. */
   async deleteCachedImage(imageId: string): Promise<void> {
-    const size = await this.driver.getImageSize(imageId).catch(() => 0);
-    await this.driver.deleteCachedImage(imageId);
-    this.#admission.removed(size);
+    this.driver.getImageFilepath(imageId); // validates the id (a rejection, like every failure here)
+    await this.#admission.deleteImages([imageId]);
   }
 
+  /** Deletes every cached image, then re-reads the size (serialised with eviction and other deletes). */
   async deleteAllCachedImages(): Promise<number> {
-    const count = await this.driver.deleteAllCachedImages();
-    await this.#admission.resync();
-    return count;
+    return this.#admission.exclusive(() => this.driver.deleteAllCachedImages());
   }
 
   /** Removes `invalid/` files and `incomplete/` files older than `stallTime` seconds (0: all but live fills). */
@@ -399,7 +410,11 @@ export class ImageCache {
       hashPool: this.#hashPool,
     });
     this.#inflight.add(fill);
-    void fill.start();
+    fill.start().catch((error: unknown) => {
+      // start() settles every failure itself; this is the last line of defence, never a crash.
+      this.#logger.error({ imageId: request.imageId, err: error }, 'fill failed unexpectedly');
+      fill.abort(error instanceof Error ? error : new Error(String(error)));
+    });
     return fill;
   }
 
@@ -432,7 +447,13 @@ export class ImageCache {
       // The origin says the image has another size: the copy is stale or torn. Never serve it.
       this.#logger.warn({ imageId, cached: reader.size, expected: expected.size }, 'cached copy has the wrong size');
       await reader.close();
-      await this.deleteCachedImage(imageId);
+      try {
+        await this.deleteCachedImage(imageId);
+      } catch (error) {
+        // A cache fault: the origin still serves the image (the fill will not be able to replace the copy).
+        this.stats.fillFailures.cache_fault += 1;
+        this.#logger.error({ imageId, err: error }, 'cannot delete the stale cached copy; serving from the origin');
+      }
       return null;
     }
     this.stats.requests.HIT += 1;

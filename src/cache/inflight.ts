@@ -16,9 +16,13 @@ export class InFlight {
   /** Registers a fill; it leaves the map by itself once it has settled. */
   add(fill: Fill): void {
     this.#fills.set(fill.imageId, fill);
-    void fill.whenSettled().then(() => {
-      if (this.#fills.get(fill.imageId) === fill) this.#fills.delete(fill.imageId);
-    });
+    // whenSettled() never rejects; the catch only keeps this promise from ever being an unhandled rejection.
+    fill
+      .whenSettled()
+      .then(() => {
+        if (this.#fills.get(fill.imageId) === fill) this.#fills.delete(fill.imageId);
+      })
+      .catch(() => {});
   }
 
   /** Every running fill (for shutdown and metrics). */

@@ -30,6 +30,8 @@ export class CacheStats {
   fillsCommitted = 0;
   /** Images evicted to make room at admission or by prune. */
   evictions = 0;
+  /** Batches of deletes (eviction, prune, an operator's delete) that failed part-way or entirely. */
+  evictionFailures = 0;
   bytesFromCache = 0;
   /** Bytes fills read upstream: from the origin, or from a peer node (counted in both). */
   bytesFromOrigin = 0;

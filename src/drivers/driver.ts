@@ -190,7 +190,8 @@ export interface ImageWriter extends AsyncDisposable {
   readonly bytesWritten: number;
   /**
    * Ends the stream, fsyncs the file, renames it to `<base>/<id>`, removes `queue/<id>` and records metadata.
-   * On failure the file is rolled back to `invalid/` and the error re-thrown.
+   * On failure the file is rolled back to `invalid/` (deleted when the disk is full: ENOSPC, EDQUOT) and the
+   * error re-thrown.
    */
   commit(digests?: ImageDigests): Promise<void>;
   /**

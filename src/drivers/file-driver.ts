@@ -236,9 +236,11 @@ export class FileDriver implements Driver {
     const paths = imageIds.map((id) => this.layout.pathFor(id));
     const present: string[] = [];
     const trashed: string[] = [];
+    let failure: CacheIOError | null = null;
+    let done = paths.length;
     // Synchronous renames in short slices: a rename is ~15 µs of kernel work, and the thread-pool round trip of
     // an async one triples that. Each slice blocks the event loop for a few tens of ms at most.
-    for (let i = 0; i < paths.length; i += RENAME_SLICE) {
+    for (let i = 0; i < paths.length && !failure; i += RENAME_SLICE) {
       if (i > 0) await new Promise((resolve) => setImmediate(resolve));
       for (let j = i; j < Math.min(paths.length, i + RENAME_SLICE); j++) {
         const path = paths[j] as string;
@@ -247,14 +249,18 @@ export class FileDriver implements Driver {
           renameSync(path, trashPath);
         } catch (error) {
           if (isErrno(error, 'ENOENT')) continue;
-          throw new CacheIOError(`cannot delete ${path}: ${messageOf(error)}`, { cause: error });
+          failure = new CacheIOError(`cannot delete ${path}: ${messageOf(error)}`, { cause: error });
+          done = j;
+          break;
         }
         present.push(imageIds[j] as string);
         trashed.push(trashPath);
       }
     }
-    await this.#store.remove(imageIds);
+    // The files renamed before a failure are deleted: their rows go too, and the trash is emptied.
+    await this.#store.remove(failure ? imageIds.slice(0, done) : imageIds);
     this.#emptyTrash(trashed);
+    if (failure) throw failure;
     return present;
   }
 

@@ -3,6 +3,7 @@ import { type Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ImageCacheError, WriteClosedError } from '../errors.js';
 import type { ImageDigests, ImageReader, ImageWriter } from './driver.js';
+import { isErrno } from './fs-util.js';
 
 /** 1 MiB: large enough that a multi-GB image is a few thousand syscalls, small enough to keep memory flat. */
 export const CHUNK_SIZE = 1 << 20;
@@ -112,7 +113,8 @@ export class FileImageWriter implements ImageWriter {
       this.#callbacks.release();
     } catch (error) {
       this.#state = 'open';
-      await this.rollback(error);
+      // A full disk: the bytes were fine, and keeping them in invalid/ would keep the disk full.
+      await this.rollback(error, { keepFile: !isErrno(error, 'ENOSPC', 'EDQUOT') });
       throw error;
     }
   }

@@ -67,6 +67,9 @@ export class Metrics {
       [],
       () => [[{}, stats.peerLookupFailures]],
     );
+    mirror('imgcache_eviction_failures_total', 'Delete batches (eviction, prune, delete) that failed', [], () => [
+      [{}, stats.evictionFailures],
+    ]);
 
     let entries = { value: 0, at: 0 };
     new Gauge({

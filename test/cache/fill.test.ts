@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { type FileHandle, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import type { DriverOptions } from '../../src/drivers/file-driver.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
@@ -357,11 +356,63 @@ describe('fill engine', () => {
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
     const consumer = await cache.fetch(request);
     const prefetch = cache.prefetch(request);
-    await sleep(50); // let the prefetch reach the running fill
+    // Pinning is what turns the live fill into a prefetch: wait for that, not for a clock.
+    await until(() => cache.activeFills().prefetch === 1, 'the prefetch to pin the running fill');
     consumer.stream.destroy();
     origin.allow(Infinity);
     assert.equal(await prefetch, true);
     assert.equal(await cache.isCached('img'), true);
+    assert.equal(origin.opens, 1, 'the prefetch started a second fill instead of joining');
+  });
+
+  it('does not pin a fill that bypasses the cache: the last consumer leaving stops the download (issue 9)', async (t) => {
+    const { cache } = await newCache(t, { maxSize: MIB });
+    const data = imageBytes(16 * MIB, 48);
+    const origin = new TestOrigin(data, { gated: true });
+    const request = { imageId: 'big', expected: glanceMetadata(data), openOrigin: origin.open };
+    const consumer = await cache.fetch(request);
+    assert.equal(consumer.status, 'BYPASS');
+    const prefetch = cache.prefetch(request);
+    const outcome = prefetch.then(
+      () => 'resolved',
+      (error: Error) => error,
+    );
+    origin.allow(MIB);
+    await until(() => cache.stats.bytesFromOrigin >= MIB, 'the first MiB');
+    assert.equal(cache.activeFills().prefetch, 0, 'a prefetch pinned a fill that cannot be cached');
+    consumer.stream.destroy();
+    origin.allow(Infinity);
+    const error = await outcome;
+    assert.ok(error instanceof Error && (error as NodeJS.ErrnoException).code === 'ERR_NOT_CACHED', String(error));
+    await until(() => cache.activeFills().live + cache.activeFills().prefetch === 0, 'no fill left');
+    assert.ok(origin.served < data.length, `nobody wanted the image, yet the origin sent all of it (${origin.served})`);
+    assert.equal(origin.opens, 1, 'the prefetch fetched an image that cannot fit, for nobody');
+  });
+
+  it('settles a pinned fill that stopped spooling when its last consumer leaves, instead of hanging (issue 9)', async (t) => {
+    const { cache } = await newCache(t, { maxSize: 4 * MIB });
+    const data = imageBytes(32 * MIB, 49);
+    const { checksum } = glanceMetadata(data);
+    const origin = new TestOrigin(data, { gated: true });
+    const request = { imageId: 'big', expected: { checksum }, openOrigin: origin.open };
+    const consumer = await cache.fetch(request); // unknown size: admitted, then outgrows the 4 MiB cap
+    const prefetch = cache.prefetch(request);
+    const outcome = prefetch.then(
+      () => 'resolved',
+      (error: Error) => error,
+    );
+    await until(() => cache.activeFills().prefetch === 1, 'the prefetch to pin the fill while it can be cached');
+    origin.allow(Infinity); // the consumer reads nothing: the fill stops spooling and waits for it
+    await until(() => cache.stats.fillFailures.over_capacity === 1, 'the fill to stop spooling');
+    await until(() => cache.stats.bytesFromOrigin >= 8 * MIB, 'the fill to buffer up to its memory limit');
+    consumer.stream.destroy();
+    const settled = await Promise.race([
+      outcome,
+      new Promise<string>((resolve) => setTimeout(resolve, 10_000, 'still waiting after 10 s').unref()),
+    ]);
+    assert.ok(settled instanceof Error, `the prefetch did not settle: ${String(settled)}`);
+    assert.equal((settled as NodeJS.ErrnoException).code, 'ERR_NOT_CACHED');
+    assert.ok(origin.served < data.length, 'the rest of the image was read into memory for nobody');
   });
 
   it('reports verification errors and images that cannot fit from a prefetch', async (t) => {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { type FileHandle, open } from 'node:fs/promises';
 import { describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { ImageHasher } from '../../src/cache/digest.js';
 import { HashPool, inlineHasher } from '../../src/cache/hash-pool.js';
 import { ImageCache } from '../../src/cache/image-cache.js';
@@ -46,5 +48,56 @@ describe('hash threads', () => {
     });
     await assert.rejects(collect(bad.stream), { code: 'ERR_CHECKSUM_MISMATCH' });
     assert.equal(await cache.isCached('bad'), false);
+  });
+
+  it('fail a congested fill when a hash thread dies, and hash the next fill on fresh threads (issue 9)', async (t) => {
+    // A hash thread that dies on its first chunk, before acknowledging it: the fill is congested at that moment.
+    const DYING = `require('node:worker_threads').parentPort.on('message', (m) => { if (m.type === 'update') process.exit(3); });`;
+    let dying = 2;
+    let workerGone!: () => void;
+    const gone = new Promise<void>((resolve) => (workerGone = resolve));
+    const pool = new HashPool({
+      spawnWorker: (source) => {
+        const worker = new Worker(dying-- > 0 ? DYING : source, { eval: true });
+        if (dying >= 0) worker.once('exit', () => setImmediate(workerGone));
+        return worker;
+      },
+    });
+    // The chunk's write to the cache file waits until a hash thread has died: the death lands while the fill
+    // is spooling, before it awaits the hash (a rejection nobody was listening to yet crashed the process).
+    const slowOpen = async (path: string, flags: 'w'): Promise<FileHandle> => {
+      const handle = await open(path, flags);
+      const writev = handle.writev.bind(handle);
+      handle.writev = (async (buffers: Buffer[], position?: number) => {
+        await gone;
+        return writev(buffers, position);
+      }) as FileHandle['writev'];
+      return handle;
+    };
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir, openFile: slowOpen });
+    await driver.configure();
+    const cache = new ImageCache({ driver, hashPool: pool });
+    t.after(() => cache.close());
+    const data = imageBytes(6 << 20, 4);
+    // One chunk over the pool's 4 MiB in-flight limit: update() waits for acks that will never come.
+    const origin = new TestOrigin(data, { chunkSize: data.length });
+    const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open });
+    const outcome = collect(result.stream).then(
+      () => 'resolved',
+      (error: Error) => error,
+    );
+    const settled = await Promise.race([
+      outcome,
+      new Promise<string>((resolve) => setTimeout(resolve, 10_000, 'still waiting after 10 s').unref()),
+    ]);
+    assert.ok(settled instanceof Error, `the consumer did not get an error: ${String(settled)}`);
+    assert.equal((settled as NodeJS.ErrnoException).code, 'ERR_HASH_WORKER');
+    assert.equal(await cache.isCached('img'), false);
+    assert.equal(cache.stats.fillFailures.cache_fault, 1);
+
+    const again = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
+    assert.ok((await collect(again.stream)).equals(data));
+    assert.equal(await cache.isCached('img'), true);
   });
 });

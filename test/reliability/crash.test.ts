@@ -13,6 +13,20 @@ import { tempDir } from '../helpers/tmp.js';
 const CHILD = fileURLToPath(new URL('./fill-child.ts', import.meta.url));
 const SIZE = 64 << 20;
 const KILLS = 20;
+/** Replay a failing run with the seed it printed: `IMGCACHE_CRASH_SEED=123 node --test ...`. */
+const SEED = Number(process.env.IMGCACHE_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 32));
+
+/** mulberry32: a tiny seeded PRNG, so the kill points of a run can be replayed. Returns floats in [0, 1). */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let x = state;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
 
 /** Starts a child that fills `imageId`; resolves once it is filling, with a promise for its exit. */
 async function startFill(dir: string, driver: string, imageId: string) {
@@ -32,6 +46,11 @@ describe('crash safety', () => {
   for (const driver of ['sqlite', 'xattr']) {
     it(`${driver}: SIGKILL at random points of a 64 MiB fill never leaves a torn or orphan entry (${KILLS / 2} kills)`, async (t) => {
       const dir = await tempDir(t);
+      const random = seededRandom(SEED);
+      // Printed first, so a failing run always shows how to replay it (the kill points are fractions of the
+      // calibrated fill time, so a replay on the same machine lands at the same stages).
+      t.diagnostic(`IMGCACHE_CRASH_SEED=${SEED}`);
+      console.log(`# crash test ${driver}: IMGCACHE_CRASH_SEED=${SEED}`);
       // One undisturbed fill tells how long a fill takes here; kills then land anywhere in it, commit included.
       const calibration = await startFill(dir, driver, 'calibration');
       const started = performance.now();
@@ -42,7 +61,8 @@ describe('crash safety', () => {
       for (let i = 0; i < KILLS / 2; i++) {
         const imageId = `image-${i}`;
         const { child, exited } = await startFill(dir, driver, imageId);
-        await sleep(Math.floor(Math.random() * fillMs * 1.1));
+        // The kill lands at a random moment of the fill (this wait is the point of the test, not a stand-in).
+        await sleep(Math.floor(random() * fillMs * 1.1));
         child.kill('SIGKILL');
         if ((await exited) === 0) completed += 1;
 

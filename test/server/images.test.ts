@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { imageBytes } from '../helpers/origin.js';
 import { request, startTestServer } from '../helpers/server.js';
 
@@ -143,8 +142,11 @@ describe('GET /v2/images/{id}/file', () => {
     assert.equal(head.status, 200);
     assert.equal(head.headers.get('content-length'), String(data.length));
     assert.equal(head.body.length, 0);
-    await sleep(50);
-    assert.equal(server.glance.counts.get(`GET /v2/images/${ID}/file`), undefined);
+    // A fill started by the HEAD would be in flight (or done) by now: the GET would join it or hit.
+    const get = await request(`${server.url}/v2/images/${ID}/file`);
+    assert.equal(get.headers.get('x-cache-status'), 'MISS', 'the HEAD started a fill');
+    assert.ok(get.body.equals(data));
+    assert.equal(server.glance.counts.get(`GET /v2/images/${ID}/file`), 1);
   });
 
   it('fails the download without a complete body when the origin sends corrupt bytes', async (t) => {

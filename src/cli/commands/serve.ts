@@ -82,6 +82,13 @@ export function registerServe(program: Command, ctx: CliContext): void {
         throw new CliUsageError('no cache directory: pass --cache-dir DIR, set IMGCACHE_CACHE_DIR, or image_cache_dir');
       }
       const logger = pino({ name: 'imgcache', level: config.server.log_level });
+      // Every promise is meant to be handled where it is made; one that is not is a bug. Node's default would
+      // exit and cut every download in flight: log it loudly (fatal, plus a line on stderr) instead.
+      const unhandled = (reason: unknown) => {
+        logger.fatal({ err: reason }, 'BUG: unhandled promise rejection (the server keeps running)');
+        ctx.warn(`BUG: unhandled promise rejection: ${reason instanceof Error ? reason.stack : String(reason)}`);
+      };
+      process.on('unhandledRejection', unhandled);
       const server = await startServer(config, logger);
       ctx.out(`imgcache serving on ${server.url} (cache ${config.cache.image_cache_dir}, origin ${config.server.origin})`);
       if (demoImage) {
@@ -94,11 +101,15 @@ export function registerServe(program: Command, ctx: CliContext): void {
         const stop = () => {
           process.off('SIGTERM', stop);
           process.off('SIGINT', stop);
-          void server.close().then(done, done);
+          server.close().then(done, (error: unknown) => {
+            logger.error({ err: error }, 'shutdown failed');
+            done();
+          });
         };
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       });
+      process.off('unhandledRejection', unhandled);
       ctx.exitCode = EXIT.ok;
     });
 }
