@@ -11,6 +11,7 @@ import {
   NotCachedError,
   SizeMismatchError,
 } from '../errors.js';
+import { drainedOrClosed } from '../streams/drained.js';
 import type { Admission } from './admission.js';
 import { DEFAULT_HASH_ALGO, type ExpectedImage, verifyDigests } from './digest.js';
 import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
@@ -336,15 +337,7 @@ export class Fill extends EventEmitter {
     }
     if (writer.stream.write(chunk)) return;
     this.#clearIdleTimer();
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        writer.stream.off('drain', done);
-        writer.stream.off('close', done);
-        resolve();
-      };
-      writer.stream.on('drain', done);
-      writer.stream.on('close', done);
-    });
+    await drainedOrClosed(writer.stream);
   }
 
   /** Stop writing to the cache; the consumers keep getting the origin's bytes from memory. */

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { drainedOrClosed } from '../streams/drained.js';
 
 /** Header carrying the shared cluster secret on intra-cluster requests. */
 export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
@@ -80,20 +81,6 @@ async function openPeer(peer: string, imageId: string, source: PeerSource, signa
     source.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
     return null;
   }
-}
-
-/** Resolves on 'drain' or 'close', whichever comes first, leaving no listener behind. */
-function drainedOrClosed(stream: PassThrough): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed) return resolve();
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
 }
 
 /** Passes the peer's bytes on; if the peer dies, continues with the origin from the same offset. */

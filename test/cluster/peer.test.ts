@@ -16,6 +16,7 @@ import { PG_SKIP, pgQuery, pgSchema } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
+import { drainedOrClosed } from '../../src/streams/drained.js';
 
 const ID = '6c6b7e2a-2d3b-4c8e-9a51-3f0e5d2f8a11';
 const SECRET = 'peer-test-secret';
@@ -38,7 +39,7 @@ async function startPeer(t: TestContext, data: Buffer, delayMs: number) {
     (async () => {
       for (let offset = 0; offset < data.length && !res.destroyed; offset += CHUNK) {
         if (delayMs > 0) await sleep(delayMs);
-        if (!res.write(data.subarray(offset, offset + CHUNK))) await drainOrClose(res);
+        if (!res.write(data.subarray(offset, offset + CHUNK))) await drainedOrClosed(res);
       }
       res.end();
     })().catch(() => res.destroy());
@@ -51,19 +52,6 @@ async function startPeer(t: TestContext, data: Buffer, delayMs: number) {
     await once(server, 'close');
   });
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, responses };
-}
-
-/** Resolves on 'drain' or 'close', whichever comes first, and removes both listeners. */
-function drainOrClose(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 describe('peer transfers', () => {

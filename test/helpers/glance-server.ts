@@ -11,6 +11,7 @@ import {
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageRecord } from '../../src/origin/origin.js';
+import { drainedOrClosed } from '../../src/streams/drained.js';
 
 /** Faults a {@link FakeGlance} injects into one image's responses. Change them any time with `setFaults`. */
 export interface FakeImageFaults {
@@ -271,7 +272,7 @@ export class FakeGlance {
         this.served.set(id, (this.served.get(id) ?? 0) + (end - offset));
         offset = end;
         if (offset >= limit) await flushed;
-        else if (res.writableNeedDrain) await drainOrClose(res);
+        else if (res.writableNeedDrain) await drainedOrClosed(res);
       }
       if (offset >= limit) {
         res.socket?.destroy(); // resetAfter: the connection dies mid-body
@@ -352,19 +353,6 @@ function versions(base: string, listed?: Array<{ id: string; status: string }>):
     { id: 'v2.0', status: 'SUPPORTED' },
   ];
   return { versions: entries.map((entry) => ({ ...entry, links: link })) };
-}
-
-/** Waits for back-pressure to end, or for the client to go away. */
-function drainOrClose(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
