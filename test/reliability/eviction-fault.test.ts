@@ -36,6 +36,28 @@ async function chattr(flag: '+i' | '-i', paths: readonly string[]): Promise<void
   if (paths.length > 0) await run('chattr', [flag, ...paths]);
 }
 
+/**
+ * An in-process sqlite cache in a fresh dir; `lock` makes files immutable, and they are made deletable again
+ * (before the dir is removed) when the test ends.
+ */
+async function lockableCache(t: TestContext, prefix: string, maxSize?: number) {
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  const locked: string[] = [];
+  t.after(async () => {
+    await chattr('-i', locked);
+    await rm(root, { recursive: true, force: true });
+  });
+  const driver = createSqliteDriver({ cacheDir: root });
+  await driver.configure();
+  const cache = new ImageCache({ driver, ...(maxSize === undefined ? {} : { maxSize }) });
+  t.after(() => cache.close());
+  const lock = async (paths: string[]) => {
+    await chattr('+i', paths);
+    locked.push(...paths);
+  };
+  return { root, driver, cache, lock };
+}
+
 /** A serve child over FakeGlance with two cached, immutable images and a cap that forces eviction. */
 async function cacheWithImmutableImages(t: TestContext) {
   const root = await mkdtemp(join(tmpdir(), 'imgcache-evict-fault-'));
@@ -126,22 +148,12 @@ describe('a stale cached copy that cannot be deleted', () => {
   it('is not served, and the image still comes whole from the origin', async (t) => {
     const reason = immutableUnsupported();
     if (reason) return t.skip(reason);
-    const root = await mkdtemp(join(tmpdir(), 'imgcache-stale-fault-'));
-    const locked: string[] = [];
-    t.after(async () => {
-      await chattr('-i', locked);
-      await rm(root, { recursive: true, force: true });
-    });
-    const driver = createSqliteDriver({ cacheDir: root });
-    await driver.configure();
-    const cache = new ImageCache({ driver });
-    t.after(() => cache.close());
+    const { root, cache, lock } = await lockableCache(t, 'imgcache-stale-fault-');
     const data = imageBytes(MIB, 30);
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open };
     assert.equal(await cache.prefetch(request), true);
     await truncate(join(root, 'img'), 1000); // torn behind our back: the size disagrees with the origin's
-    await chattr('+i', [join(root, 'img')]);
-    locked.push(join(root, 'img'));
+    await lock([join(root, 'img')]);
     const result = await cache.fetch(request);
     assert.notEqual(result.status, 'HIT');
     assert.ok((await collect(result.stream)).equals(data));
@@ -179,23 +191,12 @@ describe('imgcache serve and a promise nobody handled', () => {
  */
 describe('a batch delete that fails part-way', () => {
   async function threeImages(t: TestContext) {
-    const root = await mkdtemp(join(tmpdir(), 'imgcache-batch-fault-'));
-    const locked: string[] = [];
-    t.after(async () => {
-      await chattr('-i', locked);
-      await rm(root, { recursive: true, force: true });
-    });
-    const driver = createSqliteDriver({ cacheDir: root });
-    await driver.configure();
-    const cache = new ImageCache({ driver, maxSize: 3 * MIB });
-    t.after(() => cache.close());
+    const { root, driver, cache, lock } = await lockableCache(t, 'imgcache-batch-fault-', 3 * MIB);
     for (const [i, id] of ['a', 'b', 'c'].entries()) {
       const data = imageBytes(MIB, 20 + i);
       assert.equal(await cache.prefetch({ imageId: id, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open }), true);
     }
-    const path = join(root, 'b');
-    await chattr('+i', [path]);
-    locked.push(path);
+    await lock([join(root, 'b')]);
     const rows = async () => (await cache.getCachedImages()).map((image) => image.imageId).sort();
     return { root, cache, driver, rows };
   }
