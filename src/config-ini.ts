@@ -23,7 +23,7 @@ export type IniSections = Map<string, Map<string, string[]>>;
  * - A key given twice keeps every value here; callers use the last one, as oslo.config does for single options.
  * - Malformed lines are {@link ConfigError}s naming the file and the line number.
  *
- * Not done (oslo.config does it above the parser): `$option` interpolation. Values are taken as written.
+ * `$option` substitution, which oslo.config does above the parser, is {@link substituteOptions}.
  */
 export function parseIni(text: string, source: string): IniSections {
   const sections: IniSections = new Map();
@@ -91,4 +91,25 @@ function splitAssignment(line: string): { key: string; value: string } | null {
   const first = value[0];
   if ((first === '"' || first === "'") && value.endsWith(first)) value = value.slice(1, -1);
   return { key: line.slice(0, at).trim(), value };
+}
+
+/**
+ * oslo.config's template syntax (`string.Template` with `idpattern = [_a-z][._a-z0-9]*`, case-insensitive):
+ * `$$` is a literal `$`, `$name` and `${name}` a reference, `${group.name}` one to another section; any other `$`
+ * stays as it is (`safe_substitute`).
+ */
+const TEMPLATE = /\$(?:(\$)|([_a-z][._a-z0-9]*)|\{([_a-z][._a-z0-9]*)\})/gi;
+
+/**
+ * Substitutes option references in a value from a config file as oslo.config does (`ConfigOpts._substitute`):
+ * `\$` is taken as `$$` first, `$$` gives `$`, and `$name` / `${name}` / `${group.name}` are replaced by what
+ * `resolve` gives for the name. So a Glance config that writes a password `pa$$word` (oslo.config's escape) means
+ * `pa$word` here too, and `image_cache_dir = $base/cache` follows `base`.
+ */
+export function substituteOptions(value: string, resolve: (reference: string) => string): string {
+  return value.replaceAll('\\$', () => '$$').replace(TEMPLATE, (match, escaped?: string, named?: string, braced?: string) => {
+    if (escaped) return '$';
+    const reference = named ?? braced;
+    return reference === undefined ? match : resolve(reference);
+  });
 }

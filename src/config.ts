@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { parseIni } from './config-ini.js';
+import { normalizeSection, parseIni, substituteOptions } from './config-ini.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -202,14 +202,45 @@ export function readIniFile(path: string): Record<string, Record<string, string>
 /** The options of `tables` found in an INI file, each in its own section. */
 export function readConfigFile(path: string, tables: ReadonlyArray<Record<string, OptionSpec>> = [CACHE_OPTIONS]): ConfigLayer {
   const sections = readIniFile(path);
+  const sectionOf = new Map<string, string>();
+  for (const table of tables) for (const [option, spec] of Object.entries(table)) sectionOf.set(option, spec.section);
+  const substitute = fileSubstitution(path, sections, sectionOf);
   const values: RawOptions = {};
-  for (const table of tables) {
-    for (const [option, spec] of Object.entries(table)) {
-      const value = sections[spec.section]?.[option];
-      if (value !== undefined) values[option] = value;
-    }
+  for (const [option, section] of sectionOf) {
+    const value = sections[section]?.[option];
+    if (value !== undefined) values[option] = substitute(option, section, value, []);
   }
   return { source: path, values };
+}
+
+/**
+ * `$option` references in a config file's values, resolved as oslo.config resolves them ({@link substituteOptions}):
+ * `$name` is an option of the value's own section, else of `[DEFAULT]`; `${section.name}` names the section.
+ * Only options imgcache knows can be referenced (oslo.config: registered options), and only ones this file sets:
+ * a reference to anything else is a {@link ConfigError}, never a silently empty or guessed value.
+ */
+function fileSubstitution(
+  path: string,
+  sections: Record<string, Record<string, string>>,
+  sectionOf: ReadonlyMap<string, string>,
+): (option: string, section: string, value: string, chain: readonly string[]) => string {
+  const substitute = (option: string, section: string, value: string, chain: readonly string[]): string =>
+    substituteOptions(value, (reference) => {
+      const fail = (why: string): never => {
+        throw new ConfigError(`config file ${path}: [${section}] ${option} refers to $${reference}, ${why} (write $$ for a literal $)`);
+      };
+      const dot = reference.indexOf('.');
+      const name = dot < 0 ? reference : reference.slice(dot + 1);
+      const known = sectionOf.get(name);
+      const target = dot < 0 ? [section, 'DEFAULT'].find((s) => s === known) : normalizeSection(reference.slice(0, dot));
+      if (known === undefined || target !== known) return fail('which is not an option imgcache knows in that section');
+      const key = `[${target}] ${name}`;
+      if (chain.includes(key)) return fail(`which refers back to it (${[...chain, key].join(' -> ')})`);
+      const referenced = sections[target]?.[name];
+      if (referenced === undefined) return fail('which this file does not set');
+      return substitute(name, target, referenced, [...chain, key]);
+    });
+  return (option, section, value, chain) => substitute(option, section, value, [...chain, `[${section}] ${option}`]);
 }
 
 /** The options of `tables` set in an environment (`IMGCACHE_CACHE_DIR`, ...). Empty variables count as unset. */

@@ -139,4 +139,51 @@ describe('INI files by oslo.config rules', () => {
     assert.deepEqual({ ...config.policy }, { cache_image: 'role:admin or role:cache#admin' });
     assert.equal(readIniFile(file).DEFAULT?.image_cache_dir, '/srv/cache#1');
   });
+
+  it('substitutes $option, ${option} and ${section.option}, and reads $$ and \\$ as a literal $, as oslo.config does', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'glance-api.conf');
+    await writeFile(
+      file,
+      [
+        '[DEFAULT]',
+        'bind_host = 127.0.0.1',
+        'worker_self_reference_url = http://${bind_host}:9292',
+        'image_cache_dir = /srv/$image_cache_driver-cache',
+        'image_cache_driver = sqlite',
+        '[imgcache]',
+        'cluster_secret = pa$$w0rd\\$x$',
+        'service_token = $cluster_secret',
+        '[keystone_authtoken]',
+        'password = ${imgcache.cluster_secret}!',
+      ].join('\n'),
+    );
+    const config = resolveServeConfig(file, {}, { source: 'test', values: {} });
+    assert.equal(config.cache.worker_self_reference_url, 'http://127.0.0.1:9292');
+    assert.equal(config.cache.image_cache_dir, '/srv/sqlite-cache');
+    // oslo.config: `$$` and `\$` are a literal `$`; a `$` that starts no name stays as it is.
+    assert.equal(config.server.cluster_secret, 'pa$w0rd$x$');
+    assert.equal(config.server.service_token, 'pa$w0rd$x$');
+    assert.equal(config.server.password, 'pa$w0rd$x$!');
+  });
+
+  it('refuses a reference to an option it does not know, one the file does not set, or a cycle, naming file and option', async (t) => {
+    const dir = await tempDir(t);
+    const cases: Array<[string[], RegExp]> = [
+      [['[DEFAULT]', 'image_cache_dir = $state_path/cache'], /\[DEFAULT\] image_cache_dir refers to \$state_path, which is not an option imgcache knows/],
+      [['[DEFAULT]', 'image_cache_dir = /srv/$connection'], /refers to \$connection, which is not an option imgcache knows in that section/],
+      [['[DEFAULT]', 'image_cache_dir = /srv/${database.connection}'], /refers to \$database\.connection, which this file does not set/],
+      [['[DEFAULT]', 'image_cache_dir = $image_cache_sqlite_db', 'image_cache_sqlite_db = $image_cache_dir'], /refers back to it/],
+    ];
+    for (const [lines, pattern] of cases) {
+      const file = join(dir, 'bad.conf');
+      await writeFile(file, lines.join('\n'));
+      assert.throws(() => resolveServeConfig(file, {}, { source: 'test', values: {} }), (error: unknown) => {
+        assert.ok(error instanceof ConfigError, String(error));
+        assert.match(error.message, new RegExp(`^config file ${file.replaceAll('/', '\\/')}: `));
+        assert.match(error.message, pattern);
+        return true;
+      });
+    }
+  });
 });
