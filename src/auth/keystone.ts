@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError, ImageCacheError, UnauthorizedError } from '../errors.js';
+import { AuthUnavailableError, ConfigError, type ErrorCode, UnauthorizedError } from '../errors.js';
 import {
   type Authenticator,
   hasAdminRole,
@@ -10,8 +10,8 @@ import {
 } from './identity.js';
 import { ExpiringLru } from './lru.js';
 
-/** Code of the error thrown when Keystone cannot answer (unreachable, 5xx, rejects our service user): HTTP 503. */
-export const ERR_AUTH_UNAVAILABLE = 'ERR_AUTH_UNAVAILABLE';
+/** Code of {@link AuthUnavailableError}: Keystone cannot answer (unreachable, 5xx, rejects our service user). */
+export const ERR_AUTH_UNAVAILABLE = 'ERR_AUTH_UNAVAILABLE' satisfies ErrorCode;
 
 /** Options of {@link KeystoneAuthenticator}, named after Glance's `[keystone_authtoken]` options. */
 export interface KeystoneOptions {
@@ -254,8 +254,8 @@ function whole(option: string, value: number, min: number): number {
   return value;
 }
 
-function unavailable(message: string, cause?: unknown): ImageCacheError {
-  return new ImageCacheError(ERR_AUTH_UNAVAILABLE, message, cause === undefined ? undefined : { cause });
+function unavailable(message: string, cause?: unknown): AuthUnavailableError {
+  return new AuthUnavailableError(message, cause === undefined ? undefined : { cause });
 }
 
 async function discard(response: Response): Promise<void> {
