@@ -1,11 +1,62 @@
 /**
+ * Every code imgcache reports, with the HTTP status the server answers it with and the exit code the CLI ends
+ * with. The one table: `src/server/errors.ts` and `src/cli/exit.ts` read it and nothing else, and
+ * {@link ImageCacheError} takes only a key of it, so a code without a status or an exit code cannot compile.
+ *
+ * Exit codes (`imgcache --help`): 1 the operation failed; 2 the command line, the configuration or an image id is
+ * wrong, so retrying the same command can never succeed. Statuses: 500 for faults of the cache itself (disk,
+ * hash threads, driver configuration), which a client cannot fix.
+ */
+export const ERROR_CODES = {
+  // What the client sent.
+  ERR_BAD_REQUEST: { status: 400, exit: 1 },
+  ERR_INVALID_IMAGE_ID: { status: 400, exit: 2 },
+  ERR_IMAGE_STATE: { status: 400, exit: 1 },
+  ERR_UNAUTHORIZED: { status: 401, exit: 1 },
+  ERR_FORBIDDEN: { status: 403, exit: 1 },
+  ERR_IMAGE_NOT_FOUND: { status: 404, exit: 1 },
+  ERR_IMAGE_NOT_CACHED: { status: 404, exit: 1 },
+  ERR_NOT_SUPPORTED: { status: 409, exit: 1 },
+  ERR_RANGE_NOT_SATISFIABLE: { status: 416, exit: 1 },
+  // Written by the server's own handlers, never thrown: an unrouted path, a method a route does not serve, and
+  // an error that is not ours (its message is not shown).
+  ERR_NOT_FOUND: { status: 404, exit: 1 },
+  ERR_METHOD_NOT_ALLOWED: { status: 405, exit: 1 },
+  ERR_INTERNAL: { status: 500, exit: 1 },
+  // Configuration and command line: nothing was touched.
+  ERR_INVALID_CONFIG: { status: 500, exit: 2 },
+  ERR_UNKNOWN_DRIVER: { status: 500, exit: 2 },
+  ERR_CLI_USAGE: { status: 500, exit: 2 },
+  ERR_CLI_FAILED: { status: 500, exit: 1 },
+  // The cache itself.
+  ERR_BAD_DRIVER_CONFIGURATION: { status: 500, exit: 1 },
+  ERR_CACHE_IO: { status: 500, exit: 1 },
+  ERR_WRITE_CLOSED: { status: 500, exit: 1 },
+  ERR_FILL_IN_PROGRESS: { status: 500, exit: 1 },
+  ERR_READ_STREAM_USED: { status: 500, exit: 1 },
+  ERR_HASH_WORKER: { status: 500, exit: 1 },
+  ERR_FILL_ABORTED: { status: 500, exit: 1 },
+  ERR_NOT_CACHED: { status: 500, exit: 1 },
+  // Upstream: the origin or Keystone.
+  ERR_ORIGIN: { status: 502, exit: 1 },
+  ERR_CHECKSUM_MISMATCH: { status: 502, exit: 1 },
+  ERR_SIZE_MISMATCH: { status: 502, exit: 1 },
+  ERR_AUTH_UNAVAILABLE: { status: 503, exit: 1 },
+  ERR_SHUTTING_DOWN: { status: 503, exit: 1 },
+  ERR_FILL_IDLE_TIMEOUT: { status: 504, exit: 1 },
+} as const satisfies Record<`ERR_${string}`, { status: number; exit: 1 | 2 }>;
+
+/** A code of {@link ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
  * Every error imgcache throws is an {@link ImageCacheError} with a stable `code`. Callers (the CLI, the HTTP
  * layer) switch on the code, never on the message, so messages are free to say what the operator should fix.
  */
 export class ImageCacheError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
 
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
@@ -186,5 +237,26 @@ export class OriginError extends ImageCacheError {
   constructor(message: string, originStatus: number | null = null, options?: { cause?: unknown }) {
     super('ERR_ORIGIN', message, options);
     this.originStatus = originStatus;
+  }
+}
+
+/** Keystone cannot answer (unreachable, 5xx, it rejects our service user): HTTP 503, never the caller's fault. */
+export class AuthUnavailableError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AUTH_UNAVAILABLE', message, options);
+  }
+}
+
+/** The server is stopping: fills still running at `shutdown_timeout` are aborted with this (HTTP 503). */
+export class ShuttingDownError extends ImageCacheError {
+  constructor(message = 'the server is shutting down') {
+    super('ERR_SHUTTING_DOWN', message);
+  }
+}
+
+/** A hash thread of the cache died: a fault of the cache, not of the origin (the next fill gets new threads). */
+export class HashWorkerError extends ImageCacheError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_HASH_WORKER', message, options);
   }
 }

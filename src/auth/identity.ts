@@ -43,8 +43,8 @@ export function headerValues(headers: RequestHeaders, name: string): string[] {
   return Array.isArray(raw) ? raw : [raw];
 }
 
-// A token travels in a header, so it is visible ASCII; anything else cannot be valid and must not reach fetch(),
-// whose header validation error could otherwise carry the value into a log.
+// A token travels in a header, so it is visible ASCII; anything else cannot be valid and must not reach the HTTP
+// client (undici), whose header validation error could otherwise carry the value into a log.
 const TOKEN_SHAPE = /^[\x21-\x7e]{1,8192}$/;
 
 /**

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { ConfigError, ImageCacheError, UnauthorizedError } from '../errors.js';
+import { AuthUnavailableError, ConfigError, type ErrorCode, UnauthorizedError } from '../errors.js';
+import { header, type HttpResponse, httpRequest, requestFailure } from '../http-client.js';
 import {
   type Authenticator,
   hasAdminRole,
@@ -10,8 +11,8 @@ import {
 } from './identity.js';
 import { ExpiringLru } from './lru.js';
 
-/** Code of the error thrown when Keystone cannot answer (unreachable, 5xx, rejects our service user): HTTP 503. */
-export const ERR_AUTH_UNAVAILABLE = 'ERR_AUTH_UNAVAILABLE';
+/** Code of {@link AuthUnavailableError}: Keystone cannot answer (unreachable, 5xx, rejects our service user). */
+export const ERR_AUTH_UNAVAILABLE = 'ERR_AUTH_UNAVAILABLE' satisfies ErrorCode;
 
 /** Options of {@link KeystoneAuthenticator}, named after Glance's `[keystone_authtoken]` options. */
 export interface KeystoneOptions {
@@ -31,7 +32,10 @@ export interface KeystoneOptions {
   cacheTtlSeconds?: number;
   /** Most validated tokens remembered (least recently used are dropped). @default 10000 */
   cacheSize?: number;
-  /** `http_request_timeout` (ours): milliseconds before a Keystone request counts as failed. @default 10000 */
+  /**
+   * `http_request_timeout` (ours): milliseconds before a Keystone request counts as failed, body included.
+   * @default 10000
+   */
   timeoutMs?: number;
   /** Clock, for tests. @default Date.now */
   now?: () => number;
@@ -121,7 +125,7 @@ export class KeystoneAuthenticator implements Authenticator {
   async #validate(token: string, key: string): Promise<CachedIdentity> {
     let service = await this.#serviceToken();
     let response = await this.#request('GET', { 'X-Auth-Token': service, 'X-Subject-Token': token });
-    if (response.status === 401) {
+    if (response.statusCode === 401) {
       // Our service token expired early or was revoked: get a new one and ask once more (keystonemiddleware does).
       await discard(response);
       if (this.#service?.token === service) this.#service = null;
@@ -130,17 +134,17 @@ export class KeystoneAuthenticator implements Authenticator {
     }
     // 404 is Keystone's answer for a bad subject token. A 401 with a service token Keystone just issued is taken to
     // be about the subject token too (keystonemiddleware would answer 503 here; we answer 401, as specified).
-    if (response.status === 404 || response.status === 401) {
+    if (response.statusCode === 404 || response.statusCode === 401) {
       await discard(response);
       throw new UnauthorizedError('authentication failed: Keystone does not accept the token');
     }
-    if (response.status === 403) {
+    if (response.statusCode === 403) {
       await discard(response);
       throw unavailable(`Keystone does not let the service user ${this.#options.username} validate tokens (403)`);
     }
-    if (response.status !== 200 && response.status !== 203) {
+    if (response.statusCode !== 200 && response.statusCode !== 203) {
       await discard(response);
-      throw unavailable(`Keystone at ${this.#where} answered ${response.status} to a token validation`);
+      throw unavailable(`Keystone at ${this.#where} answered ${response.statusCode} to a token validation`);
     }
     const body = subjectTokenBody.safeParse(await this.#json(response));
     if (!body.success) throw unavailable(`Keystone at ${this.#where} sent a token validation without token.user.id`);
@@ -181,18 +185,18 @@ export class KeystoneAuthenticator implements Authenticator {
       },
     });
     const response = await this.#request('POST', { 'Content-Type': 'application/json' }, body);
-    if (response.status === 401 || response.status === 403) {
+    if (response.statusCode === 401 || response.statusCode === 403) {
       await discard(response);
       throw unavailable(
-        `Keystone at ${this.#where} rejected the service credentials (${response.status}): check ` +
+        `Keystone at ${this.#where} rejected the service credentials (${response.statusCode}): check ` +
           `[keystone_authtoken] username, password, user_domain_name, project_name and project_domain_name`,
       );
     }
-    if (response.status !== 201 && response.status !== 200) {
+    if (response.statusCode !== 201 && response.statusCode !== 200) {
       await discard(response);
-      throw unavailable(`Keystone at ${this.#where} answered ${response.status} when asked for a service token`);
+      throw unavailable(`Keystone at ${this.#where} answered ${response.statusCode} when asked for a service token`);
     }
-    const token = response.headers.get('x-subject-token');
+    const token = header(response.headers, 'x-subject-token');
     const parsed = serviceTokenBody.safeParse(await this.#json(response));
     if (!token) throw unavailable(`Keystone at ${this.#where} issued a service token without X-Subject-Token`);
     const now = this.#now();
@@ -205,25 +209,37 @@ export class KeystoneAuthenticator implements Authenticator {
     return token;
   }
 
-  async #request(method: 'GET' | 'POST', headers: Record<string, string>, body?: string): Promise<Response> {
-    const signal = AbortSignal.any([AbortSignal.timeout(this.#options.timeoutMs), this.#closed.signal]);
+  async #request(method: 'GET' | 'POST', headers: Record<string, string>, body?: string): Promise<HttpResponse> {
+    // The signal bounds the whole exchange, body included (it stays on the body while #json reads it), and
+    // stops it when the authenticator closes. undici's own headers and body timeouts are set to the same bound
+    // so that its defaults (300 s) never apply.
+    const { timeoutMs } = this.#options;
+    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#closed.signal]);
+    let response: HttpResponse;
     try {
-      return await fetch(this.#tokensUrl, {
+      response = await httpRequest(this.#tokensUrl, {
         method,
         headers: { Accept: 'application/json', ...headers },
         body: body ?? null,
         signal,
-        redirect: 'error',
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
       });
     } catch (error) {
-      const { reason, safe } = describeFetchError(error, this.#options.timeoutMs);
+      const { reason, safe } = describeRequestError(error, timeoutMs);
       throw unavailable(`cannot reach Keystone at ${this.#where}: ${reason}`, safe ? error : undefined);
     }
+    if (response.statusCode >= 300 && response.statusCode < 400) {
+      // Never followed: the request carries our service token (or the password) and the caller's token.
+      await discard(response);
+      throw unavailable(`cannot reach Keystone at ${this.#where}: unexpected redirect`);
+    }
+    return response;
   }
 
-  async #json(response: Response): Promise<unknown> {
+  async #json(response: HttpResponse): Promise<unknown> {
     try {
-      return await response.json();
+      return await response.body.json();
     } catch (error) {
       throw unavailable(`Keystone at ${this.#where} sent a body that is not JSON`, error);
     }
@@ -254,23 +270,24 @@ function whole(option: string, value: number, min: number): number {
   return value;
 }
 
-function unavailable(message: string, cause?: unknown): ImageCacheError {
-  return new ImageCacheError(ERR_AUTH_UNAVAILABLE, message, cause === undefined ? undefined : { cause });
+function unavailable(message: string, cause?: unknown): AuthUnavailableError {
+  return new AuthUnavailableError(message, cause === undefined ? undefined : { cause });
 }
 
-async function discard(response: Response): Promise<void> {
-  await response.body?.cancel().catch(() => {});
+/** Reads what is left of a small answer so the keep-alive socket is reused; a broken body is only dropped. */
+async function discard(response: HttpResponse): Promise<void> {
+  await response.body.dump().catch(() => {});
 }
 
 /**
- * Why fetch failed, and whether the error may be kept as `cause`. Only network failures ("fetch failed" with a
- * system error) and timeouts are kept: other fetch errors (an invalid header) may quote a header, i.e. a token.
+ * Why a request got no response, and whether the error may be kept as `cause`. Only network failures and
+ * timeouts are kept: other errors (an invalid header) may quote a header, i.e. a token.
  */
-function describeFetchError(error: unknown, timeoutMs: number): { reason: string; safe: boolean } {
+function describeRequestError(error: unknown, timeoutMs: number): { reason: string; safe: boolean } {
   if (!(error instanceof Error)) return { reason: 'unknown error', safe: false };
-  if (error.name === 'TimeoutError') return { reason: `no answer within ${timeoutMs} ms`, safe: true };
-  if (error.name === 'AbortError') return { reason: 'the authenticator was closed', safe: true };
-  const cause = error.cause as NodeJS.ErrnoException | undefined;
-  if (error.message === 'fetch failed') return { reason: cause?.code ?? cause?.message ?? 'network error', safe: true };
+  const failure = requestFailure(error);
+  if (failure.kind === 'timeout') return { reason: `no answer within ${timeoutMs} ms`, safe: true };
+  if (failure.kind === 'aborted') return { reason: 'the authenticator was closed', safe: true };
+  if (failure.kind === 'network') return { reason: failure.code ?? failure.message, safe: true };
   return { reason: error.name, safe: false };
 }

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { ImageCacheError } from '../errors.js';
+import { HashWorkerError } from '../errors.js';
 import { type ComputedDigests, checkHashAlgorithm, DEFAULT_HASH_ALGO, ImageHasher } from './digest.js';
 
 /**
@@ -119,7 +119,7 @@ class HashWorker {
   }
 
   #fail(error: Error): void {
-    this.#failure ??= new ImageCacheError('ERR_HASH_WORKER', `hash worker failed: ${error.message}`, { cause: error });
+    this.#failure ??= new HashWorkerError(`hash worker failed: ${error.message}`, { cause: error });
     for (const pending of this.#digests.values()) pending.reject(this.#failure);
     this.#digests.clear();
     // A session waiting for acks (congested) would wait forever: wake it with the error.

@@ -1,12 +1,7 @@
 import { CommanderError } from 'commander';
-import {
-  ConfigError,
-  ImageCacheError,
-  InvalidImageIdError,
-  UnknownDriverError,
-} from '../errors.js';
+import { ERROR_CODES, ImageCacheError } from '../errors.js';
 
-/** Exit codes of `imgcache`, as documented in `imgcache --help`. */
+/** Exit codes of `imgcache`, as documented in `imgcache --help`; an error's comes from {@link ERROR_CODES}. */
 export const EXIT = {
   /** The command did what was asked (including "already queued": nothing to do is not a failure). */
   ok: 0,
@@ -36,22 +31,16 @@ export class CliFailure extends ImageCacheError {
 const COMMANDER_PRINTED = new Set(['commander.helpDisplayed', 'commander.version', 'commander.help']);
 
 /**
- * The exit code for an error that reached `main`. Usage, configuration and id errors are 2 because retrying the
- * same command can never succeed; everything else (disk, verification, races) is 1.
+ * The exit code for an error that reached `main`, the one place that reads {@link ERROR_CODES}' exit codes.
+ * Usage, configuration and id errors are 2 because retrying the same command can never succeed; everything else
+ * (disk, verification, races, an error that is not ours) is 1.
  */
 export function exitCodeFor(error: unknown): ExitCode {
   // `--help`, `--version` and `help <command>` exit 0; `help` without a command or with an unknown one is 1.
   if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  if (
-    error instanceof CliUsageError ||
-    error instanceof ConfigError ||
-    error instanceof InvalidImageIdError ||
-    error instanceof UnknownDriverError
-  ) {
-    return EXIT.usage;
-  }
   // The CLI reports a missing image_cache_dir as a CliUsageError before any driver exists. A driver that still
   // raises BadDriverConfigurationError (an unusable directory, a filesystem without xattrs) met the disk: 1.
+  if (error instanceof ImageCacheError) return ERROR_CODES[error.code].exit;
   return EXIT.failed;
 }
 

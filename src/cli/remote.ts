@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
 import { z } from 'zod';
+import { header, type HttpResponse, httpRequest, requestFailure } from '../http-client.js';
 import { CliFailure, CliUsageError } from './exit.js';
 
 /** How long one request may take, connection included. Prune and clean of a big cache are the slow ones. */
@@ -109,7 +111,7 @@ export class RemoteCache {
   async prefetchErrors(): Promise<Record<string, string>> {
     const response = await this.#send('GET', 'v2/cache/errors', {});
     if (response.status === 405) {
-      await response.body?.cancel();
+      await response.discard();
       return {};
     }
     if (response.status !== 200) {
@@ -138,8 +140,8 @@ export class RemoteCache {
 
   /** `DELETE /v2/cache`; the API returns no counts (Glance computes and drops them). */
   async clear(target: keyof typeof CLEAR_HEADER): Promise<void> {
-    const header = CLEAR_HEADER[target];
-    await this.#expect('DELETE', 'v2/cache', 204, header ? { 'x-image-cache-clear-target': header } : {});
+    const value = CLEAR_HEADER[target];
+    await (await this.#expect('DELETE', 'v2/cache', 204, value ? { 'x-image-cache-clear-target': value } : {})).discard();
   }
 
   /** `POST /v2/cache/prune` (Images API 2.18), with the server's `image_cache_max_size`. */
@@ -152,20 +154,28 @@ export class RemoteCache {
 
   /** `POST /v2/cache/clean` (Images API 2.18), with the server's `image_cache_stall_time`; no counts. */
   async clean(): Promise<void> {
-    await this.#expect('POST', 'v2/cache/clean', 200);
+    await (await this.#expect('POST', 'v2/cache/clean', 200)).discard();
   }
 
-  async #forImage(method: string, id: string, success: number, query = ''): Promise<ImageOutcome> {
+  async #forImage(method: Dispatcher.HttpMethod, id: string, success: number, query = ''): Promise<ImageOutcome> {
     const response = await this.#send(method, `v2/cache/${encodeURIComponent(id)}${query}`, {}, id);
-    if (response.status === success) return { ok: true };
+    if (response.status === success) {
+      await response.discard();
+      return { ok: true };
+    }
     // Anything else is about this id: a 404 that reached here is ERR_IMAGE_NOT_FOUND, a 400 an inactive image,
     // a 405 an id that is also a route (`clean`, `prune`: spec §4.4). 5xx (the origin failing) too.
     return { ok: false, status: response.status, reason: (await errorOf(response)).message };
   }
 
   /** One request that must answer `success`; anything else fails the command with the server's message. */
-  async #expect(method: string, path: string, success: number, headers: Record<string, string> = {}) {
-    const response: Response = await this.#send(method, path, headers);
+  async #expect(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    success: number,
+    headers: Record<string, string> = {},
+  ): Promise<Answer> {
+    const response = await this.#send(method, path, headers);
     if (response.status !== success) {
       const { message } = await errorOf(response);
       throw new CliFailure(`${this.host} refused ${method} /${path} (HTTP ${response.status}): ${message}`);
@@ -178,35 +188,50 @@ export class RemoteCache {
    * (`imageId` set), a 404 that names the image (imgcache's ERR_IMAGE_NOT_FOUND, Glance's "Image X not found.")
    * is about that image; any other 404 means the route, so the API, is missing.
    */
-  async #send(method: string, path: string, headers: Record<string, string>, imageId?: string): Promise<Response> {
+  async #send(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    headers: Record<string, string>,
+    imageId?: string,
+  ): Promise<Answer> {
     const url = new URL(path, this.#url);
     const started = Date.now();
-    let response: Response;
+    let response: Answer;
     try {
-      response = await fetch(url, {
-        method,
-        headers: { accept: 'application/json', ...headers, ...(this.#token ? { 'x-auth-token': this.#token } : {}) },
-        // Never follow: fetch would resend X-Auth-Token to wherever a redirect points.
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
+      response = new Answer(
+        await httpRequest(url, {
+          method,
+          headers: { accept: 'application/json', ...headers, ...(this.#token ? { 'x-auth-token': this.#token } : {}) },
+          // The signal is the bound of the whole request, connection and body included; undici's own headers and
+          // body timeouts get the same value so that its defaults (300 s) never apply.
+          signal: AbortSignal.timeout(this.#timeoutMs),
+          headersTimeout: this.#timeoutMs,
+          bodyTimeout: this.#timeoutMs,
+        }),
+      );
     } catch (error) {
-      const reason = networkReason(error, this.#url, this.#timeoutMs);
+      const reason = networkReason(error, this.#timeoutMs);
       throw new CliFailure(`cannot reach ${this.#url.origin}: ${reason}`, { cause: error });
     }
     this.#logger?.info({ method, path: `/${path}`, status: response.status, ms: Date.now() - started }, 'cache API');
     const { status } = response;
     if (status >= 300 && status < 400) {
-      await response.body?.cancel();
-      const to = response.headers.get('location');
+      // Never followed (undici does not): following would resend X-Auth-Token to wherever a redirect points.
+      await response.discard();
+      const to = response.header('location');
       const where = to ? ` to ${to}` : '';
       throw new CliFailure(`${this.host} redirects ${method} /${path}${where}; pass the final URL as --url`);
     }
-    if (status === 401) throw new CliFailure('authentication failed: pass a valid --token (or set IMGCACHE_TOKEN)');
-    if (status === 403) throw new CliFailure('Not authorized to make this request.');
+    if (status === 401 || status === 403) {
+      await response.discard();
+      throw new CliFailure(
+        status === 401
+          ? 'authentication failed: pass a valid --token (or set IMGCACHE_TOKEN)'
+          : 'Not authorized to make this request.',
+      );
+    }
     if (status === 404) {
-      if (imageId === undefined || !namesImage(await errorOf(response.clone()), imageId)) {
-        await response.body?.cancel();
+      if (imageId === undefined || !namesImage(await errorOf(response), imageId)) {
         throw new CliFailure(`Cache management API not enabled on host ${this.host}`);
       }
     }
@@ -214,21 +239,51 @@ export class RemoteCache {
   }
 }
 
-/** Why fetch failed, in one line: `connect ECONNREFUSED 127.0.0.1:9292`, a DNS error, or the timeout. */
-function networkReason(error: unknown, url: URL, timeoutMs: number): string {
-  if (!(error instanceof Error)) return String(error);
-  if (error.name === 'TimeoutError') return `no answer within ${timeoutMs / 1000} s`;
-  const cause = error.cause as (Error & { code?: string; errors?: Error[] }) | undefined;
-  // `localhost` tries ::1 and 127.0.0.1: the AggregateError's own message is empty.
-  const inner = cause?.errors?.[0] ?? cause;
-  // fetch refuses the "bad ports" of the Fetch standard (25, 6000, ...) without trying them.
-  if (inner?.message === 'bad port') return `fetch refuses port ${url.port} (reserved for another protocol)`;
-  return inner?.message || cause?.code || error.message;
+/**
+ * A server's answer with its body read at most once: a 404 is read to see whether it names the image, and then
+ * again by whoever reports it.
+ */
+class Answer {
+  readonly status: number;
+  readonly #response: HttpResponse;
+  #text: Promise<string> | null = null;
+
+  constructor(response: HttpResponse) {
+    this.#response = response;
+    this.status = response.statusCode;
+  }
+
+  /** The status line's reason phrase (`Not Found`), for a body that says nothing. */
+  get statusText(): string {
+    return this.#response.statusText;
+  }
+
+  header(name: string): string | undefined {
+    return header(this.#response.headers, name);
+  }
+
+  /** The body as text; '' when it broke off. */
+  text(): Promise<string> {
+    this.#text ??= this.#response.body.text().catch(() => '');
+    return this.#text;
+  }
+
+  /** Drops a body nobody reads (it is small: an error or an empty 2xx), keeping the socket when it can. */
+  async discard(): Promise<void> {
+    if (this.#text === null) await this.#response.body.dump().catch(() => {});
+  }
+}
+
+/** Why a request got no response, in one line: `connect ECONNREFUSED 127.0.0.1:9292`, a DNS error, the timeout. */
+function networkReason(error: unknown, timeoutMs: number): string {
+  const failure = requestFailure(error);
+  if (failure.kind === 'timeout') return `no answer within ${timeoutMs / 1000} s`;
+  return failure.message;
 }
 
 /** The `{"error": {"code", "message"}}` of imgcache, Glance's text, or the status line: one line either way. */
-async function errorOf(response: Response): Promise<{ code: string | null; message: string }> {
-  const text = (await response.text().catch(() => '')).trim();
+async function errorOf(response: Answer): Promise<{ code: string | null; message: string }> {
+  const text = (await response.text()).trim();
   try {
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown }; message?: unknown };
     const message = body.error?.message ?? body.message;
@@ -247,9 +302,9 @@ function namesImage(error: { code: string | null; message: string }, id: string)
   return /\bimage\b.*\bnot found\b/i.test(error.message) && error.message.includes(id);
 }
 
-async function jsonOf(response: Response): Promise<unknown> {
+async function jsonOf(response: Answer): Promise<unknown> {
   try {
-    return await response.json();
+    return JSON.parse(await response.text()) as unknown;
   } catch {
     return undefined;
   }

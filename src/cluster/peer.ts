@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { discard, httpRequest } from '../http-client.js';
 import { drainedOrClosed } from '../streams/drained.js';
 
 /** Header carrying the shared cluster secret on intra-cluster requests. */
@@ -9,10 +10,17 @@ export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
 export const PEER_IMAGE_PATH = '/cluster/v1/images';
 
 /**
- * How long a peer may take to answer with headers before we go to the origin instead ("slow"). The body then
- * takes as long as it takes: the fill's idle timeout guards a peer that stops sending.
+ * How long a peer may take to answer with headers before we go to the origin instead ("slow"). It bounds the
+ * headers only (undici's `headersTimeout`): a large image from a busy peer takes longer than 2 s to arrive.
  */
 const PEER_HEADERS_TIMEOUT_MS = 2000;
+
+/**
+ * How long a peer's body may stay silent between two chunks (undici's `bodyTimeout`; not the whole transfer)
+ * before the origin takes over from the byte where the peer stopped. 300 s, what the global fetch applied: the
+ * fill's own idle timeout (`image_cache_fill_idle_timeout`, 60 s by default) normally gives up first.
+ */
+const PEER_BODY_TIMEOUT_MS = 300_000;
 
 /** Compares a presented secret with the configured one in constant time (hashes first: lengths differ). */
 export function secretMatches(presented: string | undefined, secret: string): boolean {
@@ -47,36 +55,23 @@ export async function openFromPeers(imageId: string, source: PeerSource, signal:
 
 async function openPeer(peer: string, imageId: string, source: PeerSource, signal: AbortSignal): Promise<Readable | null> {
   const url = `${peer.replace(/\/+$/, '')}${PEER_IMAGE_PATH}/${encodeURIComponent(imageId)}`;
-  // fetch's signal governs the body too: the timeout must stop only the wait for headers (a large image from a
-  // busy peer takes longer than 2 s), while the caller's signal stays in charge of the whole transfer.
-  const controller = new AbortController();
-  const forward = () => controller.abort(signal.reason);
-  if (signal.aborted) forward();
-  signal.addEventListener('abort', forward, { once: true });
-  const stopForwarding = () => signal.removeEventListener('abort', forward);
-  const timer = setTimeout(
-    () => controller.abort(new Error(`no response headers within ${PEER_HEADERS_TIMEOUT_MS} ms`)),
-    PEER_HEADERS_TIMEOUT_MS,
-  );
   try {
-    const response = await fetch(url, {
+    // The caller's signal stays in charge of the whole transfer; the 2 s bound is undici's, on the headers only.
+    const response = await httpRequest(url, {
+      method: 'GET',
       headers: { [CLUSTER_SECRET_HEADER]: source.secret },
-      signal: controller.signal,
-      redirect: 'error',
+      signal,
+      headersTimeout: PEER_HEADERS_TIMEOUT_MS,
+      bodyTimeout: PEER_BODY_TIMEOUT_MS,
     });
-    clearTimeout(timer);
-    if (response.status !== 200 || !response.body) {
-      await response.body?.cancel();
-      stopForwarding();
-      source.logger.info({ imageId, peer, status: response.status }, 'peer cannot serve the image');
+    if (response.statusCode !== 200) {
+      // A redirect too: a peer is asked for its own copy, never sent elsewhere with the cluster secret.
+      discard(response.body);
+      source.logger.info({ imageId, peer, status: response.statusCode }, 'peer cannot serve the image');
       return null;
     }
-    const body = Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
-    body.once('close', stopForwarding);
-    return body;
+    return response.body;
   } catch (error) {
-    clearTimeout(timer);
-    stopForwarding();
     if (signal.aborted) throw error;
     source.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
     return null;

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { type Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { ImageCacheError, WriteClosedError } from '../errors.js';
+import { CacheIOError, ImageCacheError, WriteClosedError } from '../errors.js';
 import type { ImageDigests, ImageReader, ImageWriter } from './driver.js';
 import { isErrno } from './fs-util.js';
 
@@ -46,7 +46,7 @@ export class FileSink extends Writable {
       this.emit('progress', this.bytesWritten);
       total -= bytesWritten;
       if (total === 0) break;
-      if (bytesWritten === 0) throw new ImageCacheError('ERR_CACHE_IO', 'write made no progress');
+      if (bytesWritten === 0) throw new CacheIOError('write made no progress');
       pending = dropBytes(pending, bytesWritten);
     }
   }

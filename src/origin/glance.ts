@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { type Agent, type Dispatcher, errors } from 'undici';
 import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
-import type { ApiVersion, ImageRecord, Origin, OriginCaller } from './origin.js';
+import type { ApiVersion, ImageRecord, Origin, OriginCaller, ProxyRequest, ProxyResponse } from './origin.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
 import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
@@ -14,25 +14,6 @@ export interface GlanceOriginOptions extends TransportOptions {
    * out unauthenticated and a Keystone-protected Glance answers 401.
    */
   serviceToken?: string;
-}
-
-/** A request for {@link GlanceOrigin.proxy}, as the server received it. */
-export interface ProxyRequest {
-  method: string;
-  /** Path and query, starting with `/`, e.g. `/v2/images?limit=10`. Appended to the upstream's base path. */
-  path: string;
-  headers: Record<string, string | string[] | undefined>;
-  /** The request body, streamed upstream as it arrives; null for none. */
-  body: Readable | null;
-  /** Abort to cancel the upstream request (the client went away). */
-  signal?: AbortSignal;
-}
-
-/** The upstream's answer to a proxied request; `body` streams and must be consumed or destroyed. */
-export interface ProxyResponse {
-  status: number;
-  headers: Record<string, string | string[]>;
-  body: Readable;
 }
 
 /** Checks a `glance:` base URL; throws {@link ConfigError}. Returns it without a trailing slash. */

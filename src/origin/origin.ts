@@ -38,6 +38,25 @@ export interface ApiVersion {
   status: string;
 }
 
+/** A request for {@link Origin.proxy}, as the server received it. */
+export interface ProxyRequest {
+  method: string;
+  /** Path and query, starting with `/`, e.g. `/v2/images?limit=10`. Appended to the upstream's base path. */
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** The request body, streamed upstream as it arrives; null for none. */
+  body: Readable | null;
+  /** Abort to cancel the upstream request (the client went away). */
+  signal?: AbortSignal;
+}
+
+/** The upstream's answer to a proxied request; `body` streams and must be consumed or destroyed. */
+export interface ProxyResponse {
+  status: number;
+  headers: Record<string, string | string[]>;
+  body: Readable;
+}
+
 /**
  * Where images come from on a miss. Three kinds, chosen by `--origin`: `directory:PATH`, `http:TEMPLATE`,
  * `glance:URL`.
@@ -75,6 +94,22 @@ export interface Origin {
    * origins that are not. @throws OriginError when the origin cannot say.
    */
   apiVersions?(): Promise<ApiVersion[]>;
+  /**
+   * Forwards any request to the upstream as it is (streamed both ways), for origins that are a whole Images API
+   * (`glance:`): with it the server stands in for the upstream, so clients point at imgcache instead of Glance.
+   * Upstream statuses are returned, never thrown. Comes with {@link deleteImage}; see {@link canProxy}.
+   */
+  proxy?(request: ProxyRequest): Promise<ProxyResponse>;
+  /** `DELETE /v2/images/{id}` upstream as `caller` (an origin that proxies also deletes). */
+  deleteImage?(imageId: string, caller: OriginCaller): Promise<void>;
   /** Releases sockets and timers. */
   close(): Promise<void>;
+}
+
+/** An origin the server can stand in for: it forwards requests and deletes images upstream. */
+export type ProxyingOrigin = Origin & Required<Pick<Origin, 'proxy' | 'deleteImage'>>;
+
+/** Whether the server can proxy the Images API to `origin`: a capability, never a question of its class. */
+export function canProxy(origin: Origin): origin is ProxyingOrigin {
+  return typeof origin.proxy === 'function' && typeof origin.deleteImage === 'function';
 }

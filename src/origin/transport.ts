@@ -1,10 +1,15 @@
 import { Agent, type Dispatcher } from 'undici';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError, UnauthorizedError } from '../errors.js';
+import { header } from '../http-client.js';
+
+// The body and header helpers every undici caller shares live in the leaf http-client; the origins import them
+// from here with the rest of their transport.
+export { discard, header } from '../http-client.js';
 
 /**
- * What the HTTP-speaking origins (http.ts, glance.ts) share: one keep-alive agent per origin, error mapping and
- * small header helpers. Requests go through undici's `Dispatcher.request` with an explicit origin and path, so a
- * path is sent as given and can never change the host.
+ * What the HTTP-speaking origins (http.ts, glance.ts) share: one keep-alive agent per origin of the one HTTP
+ * client (undici, see `http-client.ts`), error mapping and small header helpers. Requests go through undici's
+ * `Dispatcher.request` with an explicit origin and path, so a path is sent as given and can never change the host.
  */
 
 /** Connect and response-headers timeout when none is configured. */
@@ -131,21 +136,6 @@ export async function readJson(
       cause: error,
     });
   }
-}
-
-/**
- * Drops a response body without reading it. The socket is closed unless the body had already ended (a HEAD):
- * for a multi-GB GET that beats draining it. undici reports the early end as an error, which nobody needs here.
- */
-export function discard(body: Dispatcher.ResponseData['body']): void {
-  body.on('error', () => {});
-  body.destroy();
-}
-
-/** The first value of a response header (undici gives an array for a repeated header). */
-export function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }
 
 /** `Content-Length` as a number, or null when absent or not a plain decimal. */

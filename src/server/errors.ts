@@ -1,27 +1,13 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ImageCacheError } from '../errors.js';
+import { BadRequestError, ERROR_CODES, type ErrorCode, ImageCacheError } from '../errors.js';
 
 /**
- * The one place where error codes become HTTP statuses. Handlers throw typed errors; nothing else in the server
- * picks a status for an error.
+ * The one place where error codes become HTTP statuses, read from {@link ERROR_CODES}. Handlers throw typed
+ * errors; nothing else in the server picks a status for an error.
  */
-const STATUS_BY_CODE: Record<string, number> = {
-  ERR_BAD_REQUEST: 400,
-  ERR_INVALID_IMAGE_ID: 400,
-  ERR_IMAGE_STATE: 400,
-  ERR_UNAUTHORIZED: 401,
-  ERR_FORBIDDEN: 403,
-  ERR_IMAGE_NOT_FOUND: 404,
-  ERR_IMAGE_NOT_CACHED: 404,
-  ERR_NOT_SUPPORTED: 409,
-  ERR_RANGE_NOT_SATISFIABLE: 416,
-  ERR_ORIGIN: 502,
-  ERR_CHECKSUM_MISMATCH: 502,
-  ERR_SIZE_MISMATCH: 502,
-  ERR_FILL_IDLE_TIMEOUT: 504,
-  ERR_AUTH_UNAVAILABLE: 503,
-  ERR_SHUTTING_DOWN: 503,
-};
+export function statusOf(code: ErrorCode): number {
+  return ERROR_CODES[code].status;
+}
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
@@ -50,7 +36,7 @@ export class RangeNotSatisfiableError extends ImageCacheError {
 }
 
 export function statusFor(error: unknown): number {
-  if (error instanceof ImageCacheError) return STATUS_BY_CODE[error.code] ?? 500;
+  if (error instanceof ImageCacheError) return statusOf(error.code);
   const status = (error as FastifyError).statusCode;
   return typeof status === 'number' && status >= 400 && status < 600 ? status : 500;
 }
@@ -63,7 +49,8 @@ export function errorBody(status: number, code: string, message: string): Record
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const status = statusFor(error);
-    const code = error instanceof ImageCacheError ? error.code : ((error as FastifyError).code ?? 'ERR_INTERNAL');
+    const code =
+      error instanceof ImageCacheError ? error.code : ((error as FastifyError).code ?? ('ERR_INTERNAL' satisfies ErrorCode));
     const message = status >= 500 && !(error instanceof ImageCacheError) ? 'internal error' : (error as Error).message;
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     else request.log.info({ code, status }, message);
@@ -72,10 +59,11 @@ export function installErrorHandler(app: FastifyInstance): void {
     void reply.code(status).type('application/json').send(errorBody(status, code, message));
   });
   app.setNotFoundHandler((request, reply) => {
+    const status = statusOf('ERR_NOT_FOUND');
     void reply
-      .code(404)
+      .code(status)
       .type('application/json')
-      .send(errorBody(404, 'ERR_NOT_FOUND', `no such resource: ${request.method} ${request.url.split('?')[0]}`));
+      .send(errorBody(status, 'ERR_NOT_FOUND', `no such resource: ${request.method} ${request.url.split('?')[0]}`));
   });
 }
 
@@ -86,15 +74,16 @@ export function methodNotAllowed(app: FastifyInstance, url: string, allowed: rea
   const allow = [...allowed];
   // HEAD is served only where a route says so (exposeHeadRoutes is off): everywhere else it is a 405 too.
   const served = new Set(allow);
+  const status = statusOf('ERR_METHOD_NOT_ALLOWED');
   app.route({
     method: METHODS.filter((method) => !served.has(method)),
     url,
     handler: async (_request, reply) =>
       reply
-        .code(405)
+        .code(status)
         .header('allow', allow.join(', '))
         .type('application/json')
-        .send(errorBody(405, 'ERR_METHOD_NOT_ALLOWED', `use ${allow.join(' or ')} on this resource`)),
+        .send(errorBody(status, 'ERR_METHOD_NOT_ALLOWED', `use ${allow.join(' or ')} on this resource`)),
   });
 }
 
@@ -102,12 +91,6 @@ export function methodNotAllowed(app: FastifyInstance, url: string, allowed: rea
 export function assertNoBody(request: FastifyRequest): void {
   const length = request.headers['content-length'];
   if ((length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined) {
-    throw new BadRequest('A body is not expected with this request.');
-  }
-}
-
-class BadRequest extends ImageCacheError {
-  constructor(message: string) {
-    super('ERR_BAD_REQUEST', message);
+    throw new BadRequestError('A body is not expected with this request.');
   }
 }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { GlanceOrigin } from '../origin/glance.js';
+import { canProxy } from '../origin/origin.js';
 import type { AppDeps } from './app.js';
 import { callerOf } from './images.js';
 
@@ -9,13 +9,13 @@ interface ImageParams {
 }
 
 /**
- * With a `glance:` origin, imgcache stands in for Glance: every request under `/v2/` that is not the cache's own
+ * With an origin that can proxy (`glance:`, see {@link canProxy}), imgcache stands in for Glance: every request under `/v2/` that is not the cache's own
  * goes upstream unchanged (streamed both ways), so clients point at imgcache instead of Glance. An image deleted
  * through it is dropped from the cache and from the queue too (Glance leaves the queue entry, spec §9.2).
  */
 export function registerProxy(app: FastifyInstance, deps: AppDeps): void {
   const { origin, cache, prefetcher } = deps;
-  if (!(origin instanceof GlanceOrigin)) return;
+  if (!canProxy(origin)) return;
 
   app.delete<{ Params: ImageParams }>('/v2/images/:imageId', async (request, reply) => {
     const { imageId } = request.params;

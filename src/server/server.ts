@@ -6,7 +6,7 @@ import { assertLoopbackBind } from '../auth/noauth.js';
 import { PolicyEnforcer } from '../auth/policy.js';
 import { ImageCache } from '../cache/image-cache.js';
 import { Cluster } from '../cluster/cluster.js';
-import { ConfigError, ImageCacheError } from '../errors.js';
+import { ConfigError, ShuttingDownError } from '../errors.js';
 import { createOrigin } from '../origin/from-spec.js';
 import type { Origin } from '../origin/origin.js';
 import { runOnce as clean } from '../workers/cleaner.js';
@@ -157,7 +157,7 @@ function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServ
     every(server.prune_interval, 'prune', () => prune({ cache }), logger),
     every(server.clean_interval, 'clean', () => clean({ cache }), logger),
   ];
-  const shuttingDown = () => new ImageCacheError('ERR_SHUTTING_DOWN', 'the server is shutting down');
+  const shuttingDown = () => new ShuttingDownError();
 
   let closing: Promise<void> | null = null;
   const close = () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
@@ -204,6 +205,30 @@ describe('keystone authentication', () => {
     keystone.hang = true;
     const error = await rejectsWith(auth.authenticate(withToken(USER_TOKEN)), ERR_AUTH_UNAVAILABLE);
     assert.match(error.message, /no answer within 150 ms/);
+  });
+
+  it('never follows a Keystone that redirects: the password and tokens stay with the configured auth_url', async (t) => {
+    const { keystone } = await setup(t);
+    const redirector = createHttpServer((req, res) => {
+      res.writeHead(307, { location: `${keystone.url}${req.url ?? '/'}` }).end();
+    });
+    redirector.listen(0, '127.0.0.1');
+    await once(redirector, 'listening');
+    t.after(async () => {
+      redirector.closeAllConnections();
+      redirector.close();
+      await once(redirector, 'close');
+    });
+    const auth = new KeystoneAuthenticator({
+      authUrl: `http://127.0.0.1:${(redirector.address() as AddressInfo).port}`,
+      username: 'glance',
+      password: 's3rvice-pass',
+      projectName: 'service',
+    });
+    t.after(() => auth.close());
+    const error = await rejectsWith(auth.authenticate(withToken(USER_TOKEN)), ERR_AUTH_UNAVAILABLE);
+    assert.match(error.message, /cannot reach Keystone at http:\/\/127\.0\.0\.1:\d+\/: unexpected redirect/);
+    assert.deepEqual(keystone.seenPaths, [], 'the redirect target was never asked');
   });
 
   it('rejects a configuration without auth_url, username, password or project_name', () => {

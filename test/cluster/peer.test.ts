@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
@@ -128,5 +128,80 @@ describe('peer transfers', () => {
       assert.equal(stream.listenerCount('drain'), 0, 'no copy loop is left waiting for a drain that never comes');
     }
     await until(async () => (await openFds()) <= fdsBefore + 1, 'the sockets of the transfers to close');
+  });
+
+  it('goes to the origin when a peer sends no response headers within 2 s, and closes the wait on that peer', async (t) => {
+    const sockets: Socket[] = [];
+    // Reads the request and never answers: a peer that hangs before its headers.
+    const hanging = createServer(() => {});
+    hanging.on('connection', (socket) => sockets.push(socket));
+    hanging.listen(0, '127.0.0.1');
+    await once(hanging, 'listening');
+    t.after(async () => {
+      hanging.closeAllConnections();
+      hanging.close();
+      await once(hanging, 'close');
+    });
+    const data = imageBytes(256 << 10, 33);
+    const originOffsets: number[] = [];
+    const started = Date.now();
+    const stream = await openFromPeers(
+      ID,
+      {
+        peers: [`http://127.0.0.1:${(hanging.address() as AddressInfo).port}`],
+        secret: SECRET,
+        openOrigin: async (offset) => {
+          originOffsets.push(offset);
+          return Readable.from([data.subarray(offset)]);
+        },
+        onPeerBytes: () => assert.fail('no byte can come from a peer that never answered'),
+        logger: pino({ level: 'silent' }),
+      },
+      new AbortController().signal,
+    );
+    const elapsed = Date.now() - started;
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    assert.ok(Buffer.concat(chunks).equals(data));
+    assert.deepEqual(originOffsets, [0]);
+    assert.ok(elapsed >= 1900, `the peer got its 2 s (${elapsed} ms)`);
+    assert.ok(elapsed < 6000, `the wait on the peer was bounded (${elapsed} ms)`);
+    await until(() => sockets.length === 1 && sockets.every((socket) => socket.destroyed), 'the socket to the peer to close');
+  });
+
+  it('never follows a peer that redirects: the cluster secret goes to no other host, the origin serves', async (t) => {
+    const elsewhere: string[] = [];
+    const target = createServer((req, res) => {
+      elsewhere.push(`${req.method} ${req.url} ${String(req.headers[CLUSTER_SECRET_HEADER])}`);
+      res.writeHead(200).end('not the image');
+    });
+    const redirecting = createServer((req, res) => {
+      res.writeHead(307, { location: `http://127.0.0.1:${(target.address() as AddressInfo).port}${req.url}` }).end();
+    });
+    for (const server of [target, redirecting]) {
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      t.after(async () => {
+        server.closeAllConnections();
+        server.close();
+        await once(server, 'close');
+      });
+    }
+    const data = imageBytes(64 << 10, 34);
+    const stream = await openFromPeers(
+      ID,
+      {
+        peers: [`http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`],
+        secret: SECRET,
+        openOrigin: async (offset) => Readable.from([data.subarray(offset)]),
+        onPeerBytes: () => assert.fail('no byte can come from a peer that redirected'),
+        logger: pino({ level: 'silent' }),
+      },
+      new AbortController().signal,
+    );
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    assert.ok(Buffer.concat(chunks).equals(data));
+    assert.deepEqual(elsewhere, []);
   });
 });

@@ -1,0 +1,93 @@
+import { type Dispatcher, request } from 'undici';
+
+/**
+ * The one HTTP client of imgcache: undici, the `undici` package. Origins send through their own agents
+ * (`origin/transport.ts`); Keystone, peers and the remote CLI through {@link httpRequest}. Never the global
+ * `fetch`: that is Node's bundled copy of undici, with a pool of its own and fetch's abort semantics (its signal
+ * governs the body as well, so a bound on the headers could not be expressed). A leaf module: nothing of imgcache
+ * below it.
+ */
+
+/** A response: status, headers and a streaming body that must be read, dumped or destroyed. */
+export type HttpResponse = Dispatcher.ResponseData;
+
+/** The streaming body of an {@link HttpResponse}. */
+export type HttpBody = HttpResponse['body'];
+
+/** A request for {@link httpRequest}: the timeouts are required, so undici's defaults (300 s each) never apply unseen. */
+export interface HttpRequestOptions {
+  method: Dispatcher.HttpMethod;
+  headers?: Record<string, string>;
+  body?: string | null;
+  /** Aborts the request, and the body while it streams; the request rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Milliseconds from sending the request to the end of the response headers. */
+  headersTimeout: number;
+  /** Milliseconds the body may stay silent between two chunks (not the whole transfer); 0: no limit. */
+  bodyTimeout: number;
+}
+
+/**
+ * Sends one request (no redirect is followed: a 3xx is returned as it is). Rejects when no response came: with
+ * `signal.reason` on an abort, else with undici's or the socket's error (see {@link requestFailure}).
+ */
+export function httpRequest(url: string | URL, options: HttpRequestOptions): Promise<HttpResponse> {
+  return request(url, {
+    method: options.method,
+    headers: options.headers ?? {},
+    body: options.body ?? null,
+    signal: options.signal ?? null,
+    headersTimeout: options.headersTimeout,
+    bodyTimeout: options.bodyTimeout,
+  });
+}
+
+/** Why a request got no response. */
+export interface RequestFailure {
+  /**
+   * `timeout`: a signal's timeout or one of undici's (connect, headers, body); `aborted`: a signal, for another
+   * reason; `network`: the socket (refused, reset, a DNS error); `other`: undici refused to send the request (a
+   * bad header value), whose message may quote what the caller sent, i.e. a token.
+   */
+  kind: 'timeout' | 'aborted' | 'network' | 'other';
+  /** The error's code (`ECONNREFUSED`, `UND_ERR_HEADERS_TIMEOUT`), if it has one. */
+  code: string | undefined;
+  /** One line: `connect ECONNREFUSED 127.0.0.1:9292` (for `localhost`, the first address that failed). */
+  message: string;
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+/** undici's codes for a socket that failed under a request (the rest of `UND_ERR_*` are refusals to send). */
+const SOCKET_CODES = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+/** Classifies an error {@link httpRequest} (or reading its body) rejected with. */
+export function requestFailure(error: unknown): RequestFailure {
+  if (!(error instanceof Error)) return { kind: 'other', code: undefined, message: String(error) };
+  const { code } = error as NodeJS.ErrnoException;
+  // Both families of `localhost` failed: the AggregateError's own message may be empty.
+  const inner = (error as Error & { errors?: Error[] }).errors?.[0] ?? error;
+  const message = inner.message || code || error.name;
+  if (error.name === 'TimeoutError' || (code !== undefined && TIMEOUT_CODES.has(code))) {
+    return { kind: 'timeout', code, message };
+  }
+  if (error.name === 'AbortError' || code === 'UND_ERR_ABORTED') return { kind: 'aborted', code, message };
+  if (typeof code === 'string' && (!code.startsWith('UND_ERR_') || SOCKET_CODES.has(code))) {
+    return { kind: 'network', code, message };
+  }
+  return { kind: 'other', code, message };
+}
+
+/**
+ * Drops a response body without reading it. The socket is closed unless the body had already ended (a HEAD):
+ * for a multi-GB GET that beats draining it. undici reports the early end as an error, which nobody needs here.
+ */
+export function discard(body: HttpBody): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
+/** The first value of a response header (undici gives an array for a repeated header). */
+export function header(headers: HttpResponse['headers'], name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
