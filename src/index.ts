@@ -1,6 +1,7 @@
 export * from './errors.js';
 export * from './config.js';
-export { CacheLayout, IMAGE_STATES, GLANCE_LOCK_FILES, looksLikeImageId, type ImageState } from './cache/layout.js';
+export { looksLikeImageId } from './image-id.js';
+export { CacheLayout, IMAGE_STATES, GLANCE_LOCK_FILES, type ImageState } from './drivers/layout.js';
 export * from './cache/digest.js';
 export * from './cache/image-cache.js';
 export * from './cache/stats.js';

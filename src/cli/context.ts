@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
-import { CacheLayout } from '../cache/layout.js';
+import { CacheLayout } from '../drivers/layout.js';
 import { ImageCache } from '../cache/image-cache.js';
 import {
   type CacheConfig,

@@ -2,7 +2,7 @@ import { constants, type Dirent, renameSync } from 'node:fs';
 import { access, type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { CacheLayout, type ImageState } from '../cache/layout.js';
+import { CacheLayout, type ImageState } from './layout.js';
 import {
   BadDriverConfigurationError,
   CacheIOError,

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '../../src/config.js';
 import { ImageCache } from '../../src/cache/image-cache.js';
-import { looksLikeImageId } from '../../src/cache/layout.js';
+import { looksLikeImageId } from '../../src/image-id.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const CHILD = fileURLToPath(new URL('./fill-child.ts', import.meta.url));
