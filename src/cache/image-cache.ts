@@ -1,6 +1,5 @@
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { CacheConfig } from '../config.js';
 import type {
   CachedImage,
   CleanResult,
@@ -9,7 +8,6 @@ import type {
   ImageWriter,
   ReconcileResult,
 } from '../drivers/driver.js';
-import { createDriver } from '../drivers/registry.js';
 import { FillAbortedError, ImageNotCachedError, NotCachedError } from '../errors.js';
 import { Admission } from './admission.js';
 import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
@@ -24,7 +22,7 @@ import { CacheStats, type CacheStatus } from './stats.js';
 import { type VerifyEntry, type VerifyOptions, verifyCache } from './verify.js';
 
 export interface ImageCacheOptions {
-  /** A configured driver (`ImageCache.open` configures it for you). */
+  /** A configured driver (`openCache(config)` in `src/open-cache.ts` builds and configures it for you). */
   driver: Driver;
   /** `image_cache_max_size`: a hard cap, enforced when a fill is admitted. @default 10 GiB */
   maxSize?: number;
@@ -90,37 +88,6 @@ export class ImageCache {
     this.#idleTimeoutMs = (options.fillIdleTimeout ?? 60) * 1000;
     this.#hashPool = options.hashPool ?? (options.hashThreads ? new HashPool() : null);
     this.#admission = new Admission(this.driver, this.maxSize, this.stats, this.#logger);
-  }
-
-  /**
-   * Builds the driver `image_cache_driver` names (never another one) and configures it. With `reconcile`, also
-   * brings the directory and the metadata back in line after a crash ({@link Driver.reconcile}): only the
-   * process that owns the cache dir (the server, at start) may do that, because it takes every `incomplete/`
-   * file it is not writing itself for a leftover.
-   */
-  static async open(
-    config: CacheConfig,
-    options: { logger?: Logger; reconcile?: boolean } = {},
-  ): Promise<ImageCache> {
-    const driver = createDriver(config.image_cache_driver, {
-      cacheDir: config.image_cache_dir,
-      stallTime: config.image_cache_stall_time,
-      sqliteDb: config.image_cache_sqlite_db,
-      databaseUrl: config.connection,
-      databaseSchema: config.database_schema,
-      nodeUrl: config.worker_self_reference_url,
-      livenessWindow: config.node_liveness_window,
-      ...(options.logger ? { logger: options.logger } : {}),
-    });
-    await driver.configure();
-    const cache = new ImageCache({
-      driver,
-      maxSize: config.image_cache_max_size,
-      fillIdleTimeout: config.image_cache_fill_idle_timeout,
-      ...(options.logger ? { logger: options.logger } : {}),
-    });
-    if (options.reconcile) await cache.reconcile();
-    return cache;
   }
 
   /** Bytes of committed images and of reservations in flight, as admission sees them. */

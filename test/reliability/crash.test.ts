@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '../../src/config.js';
-import { ImageCache } from '../../src/cache/image-cache.js';
+import { ImageCache } from '../../src/open-cache.js';
 import { looksLikeImageId } from '../../src/image-id.js';
 import { tempDir } from '../helpers/tmp.js';
 
