@@ -1,8 +1,11 @@
 export * from './errors.js';
 export * from './config.js';
-export { CacheLayout, IMAGE_STATES, GLANCE_LOCK_FILES, looksLikeImageId, type ImageState } from './cache/layout.js';
+export { looksLikeImageId } from './image-id.js';
+export { CacheLayout, IMAGE_STATES, GLANCE_LOCK_FILES, type ImageState } from './drivers/layout.js';
 export * from './cache/digest.js';
 export * from './cache/image-cache.js';
+// Shadows the cache front's `ImageCache` (an explicit export wins over `export *`): the same class plus `open`.
+export { ImageCache, openCache, type OpenCacheOptions } from './open-cache.js';
 export * from './cache/stats.js';
 export * from './cache/verify.js';
 export type { OriginOpener } from './cache/fill.js';

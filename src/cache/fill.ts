@@ -7,14 +7,17 @@ import {
   ChecksumMismatchError,
   FillAbortedError,
   FillIdleTimeoutError,
-  ImageCacheError,
+  HashWorkerError,
   NotCachedError,
   SizeMismatchError,
 } from '../errors.js';
 import { drainedOrClosed } from '../streams/drained.js';
 import type { Admission } from './admission.js';
 import { DEFAULT_HASH_ALGO, type ExpectedImage, verifyDigests } from './digest.js';
+import { FillMemory } from './fill-memory.js';
 import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
+import { IdleTimer } from './idle-timer.js';
+import { Reservation } from './reservation.js';
 import type { CacheStats, FillFailureReason } from './stats.js';
 
 /** Opens the origin's stream of an image. Abort the signal to cancel the request. */
@@ -41,28 +44,13 @@ export interface FillConsumer {
   readonly position: number;
 }
 
-/** In-memory bytes a fill may hold for consumers when it cannot spool to disk, before it pauses the origin. */
-const MEMORY_HIGH_WATER = 8 << 20;
-/**
- * The newest bytes stay in memory even once they are on disk: consumers keeping up with the origin share these
- * buffers (no read, no copy); only late joiners and slow consumers read the file.
- */
-const RECENT_WINDOW = 8 << 20;
-/** Reservation step for images of unknown size (or that send more than they promised). */
-const GROW_STEP = 8 << 20;
-
-interface Chunk {
-  offset: number;
-  buf: Buffer;
-}
-
 /**
  * One origin fetch of one image, teed to any number of consumers and (unless bypassing) to `incomplete/<id>`.
  *
  * Bytes live in two places: `[0, fileLimit)` in the incomplete file (read through a shared fd with positional
  * reads, so a late joiner starts at byte 0 and a slow consumer never holds the origin back), and the rest in
- * `#memory`: chunks handed to the file but not written yet, or, when the cache cannot take the image (bypass,
- * a full disk, the size cap), the only copy, kept until every consumer has read it.
+ * `#memory` ({@link FillMemory}): chunks handed to the file but not written yet, or, when the cache cannot take
+ * the image (bypass, a full disk, the size cap), the only copy, kept until every consumer has read it.
  *
  * Consumers may read up to `released`, which trails `received` by the newest chunk until the origin has ended
  * and the digests were verified: a consumer never receives a complete body that failed verification.
@@ -84,7 +72,7 @@ export class Fill extends EventEmitter {
   settled = false;
   readonly ready: Promise<void>;
   readonly #options: FillOptions;
-  readonly #memory: Chunk[] = [];
+  readonly #memory = new FillMemory();
   readonly #consumers = new Set<FillConsumer>();
   readonly #abort = new AbortController();
   readonly #settledPromise: Promise<void>;
@@ -93,9 +81,9 @@ export class Fill extends EventEmitter {
   #rejectReady!: (error: Error) => void;
   #writer: ImageWriter | null = null;
   #readFile: FileHandle | null = null;
-  #reservedBytes = 0;
+  readonly #reservation: Reservation;
   #origin: Readable | null = null;
-  #idleTimer: NodeJS.Timeout | null = null;
+  readonly #idle: IdleTimer;
   #prefetch: boolean;
   /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
   #uncacheable = false;
@@ -109,6 +97,9 @@ export class Fill extends EventEmitter {
     this.expected = options.expected;
     this.#options = options;
     this.#prefetch = options.prefetch;
+    this.#reservation = new Reservation(options.admission);
+    const ms = options.idleTimeoutMs;
+    this.#idle = new IdleTimer(ms, () => this.#fail(new FillIdleTimeoutError(this.imageId, ms / 1000), 'idle'));
     this.ready = new Promise<void>((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -127,8 +118,8 @@ export class Fill extends EventEmitter {
   /** A new consumer can still get every byte from 0 (the memory part was never trimmed past the file). */
   get joinable(): boolean {
     if (this.settled || this.error) return false;
-    const first = this.#memory[0];
-    return first === undefined ? this.fileLimit === this.received : first.offset <= this.fileLimit;
+    const first = this.#memory.firstOffset;
+    return first === undefined ? this.fileLimit === this.received : first <= this.fileLimit;
   }
 
   /** Resolves when the fill has settled, either way. */
@@ -191,7 +182,7 @@ export class Fill extends EventEmitter {
     let admitted = false;
     let faulted = false;
     try {
-      admitted = await admission.reserve(declared);
+      admitted = await this.#reservation.take(declared);
     } catch (error) {
       faulted = true;
       // Eviction failed (a file that cannot be renamed or a store error): a cache fault, never the download's.
@@ -199,7 +190,6 @@ export class Fill extends EventEmitter {
       logger.error({ imageId: this.imageId, err: error }, 'eviction failed; serving this image uncached');
     }
     if (admitted) {
-      this.#reservedBytes = declared;
       stats.fills += 1;
       try {
         this.#writer = await driver.openForWrite(this.imageId);
@@ -225,7 +215,7 @@ export class Fill extends EventEmitter {
       return;
     }
     stats.requests[this.status] += 1;
-    this.#armIdleTimer(); // an origin that never answers is as idle as one that stops sending
+    this.#idle.arm(); // an origin that never answers is as idle as one that stops sending
     try {
       this.#origin = await this.#options.openOrigin(this.#abort.signal);
     } catch (error) {
@@ -242,16 +232,8 @@ export class Fill extends EventEmitter {
 
   /** Reads up to `length` bytes at `position` (below `released`) from memory if it is there, else from the file. */
   async readAt(position: number, length: number): Promise<Buffer> {
-    const first = this.#memory[0];
-    if (first && position >= first.offset) {
-      for (const chunk of this.#memory) {
-        const end = chunk.offset + chunk.buf.length;
-        if (position < end) {
-          const start = position - chunk.offset;
-          return chunk.buf.subarray(start, Math.min(chunk.buf.length, start + length));
-        }
-      }
-    }
+    const inMemory = this.#memory.readAt(position, length);
+    if (inMemory) return inMemory;
     if (position < this.fileLimit && this.#readFile) {
       const size = Math.min(length, this.fileLimit - position);
       const buffer = Buffer.allocUnsafe(size);
@@ -278,7 +260,7 @@ export class Fill extends EventEmitter {
       return;
     }
     try {
-      this.#armIdleTimer();
+      this.#idle.arm();
       for await (const data of origin) {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
         if (this.settled) break;
@@ -286,28 +268,28 @@ export class Fill extends EventEmitter {
         // Awaited below, after the spool: a hash thread dying meanwhile must not be an unhandled rejection.
         if (hashing) hashing.catch(() => {});
         stats.bytesFromOrigin += chunk.length;
-        this.#memory.push({ offset: this.received, buf: chunk });
+        this.#memory.push(this.received, chunk);
         this.received += chunk.length;
         if (this.#writer) await this.#spool(chunk);
         this.#release(this.received - chunk.length);
         await this.#waitForConsumers();
         if (hashing) {
-          this.#clearIdleTimer(); // waiting for our own hash threads is not the origin being idle
+          this.#idle.clear(); // waiting for our own hash threads is not the origin being idle
           await hashing;
         }
-        this.#armIdleTimer();
+        this.#idle.arm();
       }
-      this.#clearIdleTimer();
+      this.#idle.clear();
       if (this.settled) {
         hasher.discard();
         return;
       }
       await this.#finish(hasher);
     } catch (error) {
-      this.#clearIdleTimer();
+      this.#idle.clear();
       hasher.discard();
       // Our own hash threads failing is a cache fault, not the origin's.
-      const ours = error instanceof ImageCacheError && error.code === 'ERR_HASH_WORKER';
+      const ours = error instanceof HashWorkerError;
       this.#fail(this.error ?? (error as Error), ours ? 'cache_fault' : 'origin');
     }
   }
@@ -315,28 +297,18 @@ export class Fill extends EventEmitter {
   async #spool(chunk: Buffer): Promise<void> {
     const writer = this.#writer;
     if (!writer) return;
-    if (this.received > this.#reservedBytes) {
-      const needed = this.received - this.#reservedBytes;
-      const { admission } = this.#options;
-      // Grow in steps to keep admission off the per-chunk path; near the cap, take just what is needed.
-      try {
-        for (const step of [Math.max(GROW_STEP, needed), needed]) {
-          if (await admission.reserve(step)) {
-            this.#reservedBytes += step;
-            break;
-          }
-        }
-      } catch (error) {
-        // Eviction failed: stop caching, keep downloading (the origin did nothing wrong).
-        return this.#stopSpooling(error as Error, 'cache_fault');
-      }
-      if (this.received > this.#reservedBytes) {
-        const error = new NotCachedError(this.imageId, 'it outgrew image_cache_max_size');
-        return this.#stopSpooling(error, 'over_capacity');
-      }
+    let covered: boolean;
+    try {
+      covered = await this.#reservation.cover(this.received);
+    } catch (error) {
+      // Eviction failed: stop caching, keep downloading (the origin did nothing wrong).
+      return this.#stopSpooling(error as Error, 'cache_fault');
+    }
+    if (!covered) {
+      return this.#stopSpooling(new NotCachedError(this.imageId, 'it outgrew image_cache_max_size'), 'over_capacity');
     }
     if (writer.stream.write(chunk)) return;
-    this.#clearIdleTimer();
+    this.#idle.clear();
     await drainedOrClosed(writer.stream);
   }
 
@@ -345,8 +317,7 @@ export class Fill extends EventEmitter {
     const writer = this.#writer;
     this.#writer = null;
     this.#uncacheable = true;
-    this.#options.admission.unreserve(this.#reservedBytes);
-    this.#reservedBytes = 0;
+    this.#reservation.release();
     this.#options.stats.fillFailures[reason] += 1;
     if (!writer) return;
     this.fileLimit = Math.min(this.fileLimit, writer.bytesWritten);
@@ -368,11 +339,10 @@ export class Fill extends EventEmitter {
     if (writer) {
       this.#committing = true;
       try {
-        await this.#options.admission.commit(this.#reservedBytes, async () => {
+        await this.#reservation.commit(async () => {
           await writer.commit(found);
           return found.size;
         });
-        this.#reservedBytes = 0;
         this.committed = true;
         this.#options.stats.fillsCommitted += 1;
       } catch (error) {
@@ -392,13 +362,12 @@ export class Fill extends EventEmitter {
     this.error = error;
     if (count) this.#options.stats.fillFailures[reason] += 1;
     this.#options.logger.warn({ imageId: this.imageId, err: error, reason }, 'fill failed');
-    this.#clearIdleTimer();
+    this.#idle.clear();
     this.#abort.abort(error);
     this.#origin?.destroy();
     const writer = this.#writer;
     this.#writer = null;
-    this.#options.admission.unreserve(this.#reservedBytes);
-    this.#reservedBytes = 0;
+    this.#reservation.release();
     this.#rejectReady(error);
     // Consumers learn of the failure at once; whenSettled() waits until the partial file is in invalid/.
     this.#settle(writer?.rollback(error).catch(() => {})).catch((fault: unknown) => {
@@ -435,53 +404,18 @@ export class Fill extends EventEmitter {
     }
   }
 
-  /**
-   * Drops memory below what the file holds and the recent window (spooling), or below what every consumer has
-   * read (not spooling).
-   */
+  /** Drops the memory nobody needs any more (see {@link FillMemory.trim}). */
   #trimMemory(): void {
-    let keepFrom = Math.min(this.fileLimit, this.received - RECENT_WINDOW);
-    if (!this.#writer) {
-      keepFrom = Infinity;
-      for (const consumer of this.#consumers) {
-        keepFrom = Math.min(keepFrom, consumer.position);
-      }
-      keepFrom = Math.max(keepFrom, this.fileLimit);
-    }
-    while (this.#memory.length > 0) {
-      const first = this.#memory[0] as Chunk;
-      if (first.offset + first.buf.length > keepFrom) break;
-      this.#memory.shift();
-    }
+    this.#memory.trim(this.fileLimit, this.received, this.#writer ? null : positions(this.#consumers));
   }
 
   /** Without a file to spool to, the slowest consumer sets the pace (memory stays bounded). */
   async #waitForConsumers(): Promise<void> {
-    const buffered = () => this.#memory.reduce((sum, c) => sum + c.buf.length, 0);
-    if (this.#writer || buffered() <= MEMORY_HIGH_WATER) return;
-    this.#clearIdleTimer();
-    while (!this.settled && !this.#writer && this.#consumers.size > 0 && buffered() > MEMORY_HIGH_WATER) {
+    if (this.#writer || !this.#memory.overHighWater) return;
+    this.#idle.clear();
+    while (!this.settled && !this.#writer && this.#consumers.size > 0 && this.#memory.overHighWater) {
       await new Promise((resolve) => this.once('consumed', resolve));
     }
-  }
-
-  /** (Re)starts the idle clock: called for every origin chunk, and when a pause for back-pressure ends. */
-  #armIdleTimer(): void {
-    if (this.#idleTimer) {
-      this.#idleTimer.refresh();
-      return;
-    }
-    const ms = this.#options.idleTimeoutMs;
-    this.#idleTimer = setTimeout(() => {
-      const error = new FillIdleTimeoutError(this.imageId, ms / 1000);
-      this.#fail(error, 'idle');
-    }, ms);
-  }
-
-  /** Waiting on our own disk or consumers is not the origin being idle. */
-  #clearIdleTimer(): void {
-    if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    this.#idleTimer = null;
   }
 
   async #closeReadFileIfUnused(): Promise<void> {
@@ -490,4 +424,8 @@ export class Fill extends EventEmitter {
     this.#readFile = null;
     await file.close().catch(() => {});
   }
+}
+
+function* positions(consumers: Iterable<FillConsumer>): Iterable<number> {
+  for (const consumer of consumers) yield consumer.position;
 }

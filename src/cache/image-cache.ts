@@ -1,30 +1,19 @@
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { CacheConfig } from '../config.js';
-import type {
-  CachedImage,
-  CleanResult,
-  Driver,
-  ImageReader,
-  ImageWriter,
-  ReconcileResult,
-} from '../drivers/driver.js';
-import { createDriver } from '../drivers/registry.js';
-import { FillAbortedError, ImageNotCachedError, NotCachedError } from '../errors.js';
+import type { CachedImage, CleanResult, Driver, ImageReader, ImageWriter, ReconcileResult } from '../drivers/driver.js';
 import { Admission } from './admission.js';
-import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
-import { Fill, type OriginOpener } from './fill.js';
-import { FillReader } from './fill-reader.js';
+import type { ExpectedImage } from './digest.js';
 import { HashPool } from './hash-pool.js';
 import { streamHit } from './hit.js';
 import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
-import { type Range, type RangeOpener, rangeFromCache, rangeFromFill, rangeFromOrigin } from './range-read.js';
-import { CacheStats, type CacheStatus } from './stats.js';
+import type { Range } from './range-read.js';
+import { type FetchRequest, type FetchResult, ReadThrough } from './read-through.js';
+import { CacheStats } from './stats.js';
 import { type VerifyEntry, type VerifyOptions, verifyCache } from './verify.js';
 
 export interface ImageCacheOptions {
-  /** A configured driver (`ImageCache.open` configures it for you). */
+  /** A configured driver (`openCache(config)` in `src/open-cache.ts` builds and configures it for you). */
   driver: Driver;
   /** `image_cache_max_size`: a hard cap, enforced when a fill is admitted. @default 10 GiB */
   maxSize?: number;
@@ -46,24 +35,7 @@ export interface PruneResult {
   bytesPruned: number;
 }
 
-/** What `fetch` needs to know of an image. */
-export interface FetchRequest {
-  imageId: string;
-  /** The origin's promises about the image; each one given is verified while the bytes stream. */
-  expected?: ExpectedImage;
-  /** Opens the image at the origin; called at most once per fill, never on a hit. */
-  openOrigin: OriginOpener;
-  /** Opens just a byte range at the origin (for {@link ImageCache.fetchRange}); without it the whole image is read. */
-  openOriginRange?: RangeOpener;
-}
-
-export interface FetchResult {
-  status: CacheStatus;
-  /** Bytes the stream delivers, when known (for `Content-Length`). */
-  size: number | null;
-  /** The image. Consume it or destroy it: it holds a file descriptor until then. */
-  stream: Readable;
-}
+export type { FetchRequest, FetchResult } from './read-through.js';
 
 /** Progress of a long copy, for progress bars. */
 export type ProgressListener = (bytesDone: number, bytesTotal: number | null) => void;
@@ -79,48 +51,26 @@ export class ImageCache {
   readonly #logger: Logger;
   readonly #admission: Admission;
   readonly #inflight = new InFlight();
-  readonly #idleTimeoutMs: number;
   readonly #hashPool: HashPool | null;
+  readonly #readThrough: ReadThrough;
   #sized: Promise<void> | undefined;
 
   constructor(options: ImageCacheOptions) {
     this.driver = options.driver;
     this.maxSize = options.maxSize ?? 10 * 1024 ** 3;
     this.#logger = options.logger ?? pino({ level: 'silent' });
-    this.#idleTimeoutMs = (options.fillIdleTimeout ?? 60) * 1000;
     this.#hashPool = options.hashPool ?? (options.hashThreads ? new HashPool() : null);
     this.#admission = new Admission(this.driver, this.maxSize, this.stats, this.#logger);
-  }
-
-  /**
-   * Builds the driver `image_cache_driver` names (never another one) and configures it. With `reconcile`, also
-   * brings the directory and the metadata back in line after a crash ({@link Driver.reconcile}): only the
-   * process that owns the cache dir (the server, at start) may do that, because it takes every `incomplete/`
-   * file it is not writing itself for a leftover.
-   */
-  static async open(
-    config: CacheConfig,
-    options: { logger?: Logger; reconcile?: boolean } = {},
-  ): Promise<ImageCache> {
-    const driver = createDriver(config.image_cache_driver, {
-      cacheDir: config.image_cache_dir,
-      stallTime: config.image_cache_stall_time,
-      sqliteDb: config.image_cache_sqlite_db,
-      databaseUrl: config.connection,
-      databaseSchema: config.database_schema,
-      nodeUrl: config.worker_self_reference_url,
-      livenessWindow: config.node_liveness_window,
-      ...(options.logger ? { logger: options.logger } : {}),
+    this.#readThrough = new ReadThrough({
+      driver: this.driver,
+      admission: this.#admission,
+      inflight: this.#inflight,
+      stats: this.stats,
+      logger: this.#logger,
+      idleTimeoutMs: (options.fillIdleTimeout ?? 60) * 1000,
+      hashPool: this.#hashPool,
+      sized: () => this.#ensureSized(),
     });
-    await driver.configure();
-    const cache = new ImageCache({
-      driver,
-      maxSize: config.image_cache_max_size,
-      fillIdleTimeout: config.image_cache_fill_idle_timeout,
-      ...(options.logger ? { logger: options.logger } : {}),
-    });
-    if (options.reconcile) await cache.reconcile();
-    return cache;
   }
 
   /** Bytes of committed images and of reservations in flight, as admission sees them. */
@@ -186,101 +136,31 @@ export class ImageCache {
    *   multihash in the same pass and commits. The last chunk is held back until verification passed.
    * - `COALESCED`: another request is filling the image; this one reads the growing file from byte 0.
    * - `BYPASS`: the image cannot fit in `image_cache_max_size`; it is streamed from the origin, uncached.
-   * Rejects with the origin's error when the origin cannot be opened.
+   * Rejects with the origin's error when the origin cannot be opened. See {@link ReadThrough.fetch}.
    */
-  async fetch(request: FetchRequest, attempt = 0): Promise<FetchResult> {
-    this.driver.getImageFilepath(request.imageId); // validates the id before anything else happens
-    if (request.expected?.osHashAlgo) checkHashAlgorithm(request.expected.osHashAlgo);
-    await this.#ensureSized();
-    const decision = await this.#inflight.exclusive(request.imageId, async () => {
-      const running = await this.#running(request.imageId);
-      if (running?.joinable) return { fill: running, leader: false };
-      const hit = await this.#tryHit(request);
-      if (hit) return hit;
-      return { fill: this.#startFill(request, false), leader: true };
-    });
-    if (!('fill' in decision)) return decision;
-    const { fill, leader } = decision;
-    const reader = new FillReader(fill, leader ? null : () => this.#joinOrStart(request));
-    try {
-      await fill.ready;
-    } catch (error) {
-      reader.destroy();
-      if (leader || attempt > 0) throw error;
-      return this.fetch(request, attempt + 1); // a follower retries the origin once
-    }
-    reader.activate();
-    if (!leader) this.stats.requests.COALESCED += 1;
-    return { status: leader ? fill.status : 'COALESCED', size: fill.size, stream: reader };
+  fetch(request: FetchRequest, attempt = 0): Promise<FetchResult> {
+    return this.#readThrough.fetch(request, attempt);
   }
 
   /**
    * A byte range of the image, never starting a fill (RFC 9110 ranges; Glance bypasses the cache for them, bug
-   * 1664709): from the cached file (`HIT`), from a running fill's file once those bytes are on disk
-   * (`COALESCED`), else from the origin (`BYPASS`) without disturbing a running fill.
+   * 1664709): `HIT`, `COALESCED` or `BYPASS`. See {@link ReadThrough.fetchRange}.
    */
-  async fetchRange(request: FetchRequest, range: Range): Promise<FetchResult> {
-    const { imageId } = request;
-    this.driver.getImageFilepath(imageId);
-    const size = range.end - range.start + 1;
-    const expectedSize = request.expected?.size ?? null;
-    const cached = await rangeFromCache(this.driver, imageId, range, expectedSize);
-    if (cached) {
-      this.stats.requests.HIT += 1;
-      this.stats.bytesFromCache += size;
-      return { status: 'HIT', size, stream: cached };
-    }
-    const filling = await rangeFromFill(this.driver, this.#inflight.get(imageId), range);
-    if (filling) {
-      this.stats.requests.COALESCED += 1;
-      this.stats.bytesFromCache += size;
-      return { status: 'COALESCED', size, stream: filling };
-    }
-    const controller = new AbortController();
-    const stream = await rangeFromOrigin(range, controller.signal, request.openOriginRange, request.openOrigin);
-    stream.once('close', () => controller.abort());
-    this.stats.requests.BYPASS += 1;
-    this.stats.bytesFromOrigin += size;
-    return { status: 'BYPASS', size, stream };
+  fetchRange(request: FetchRequest, range: Range): Promise<FetchResult> {
+    return this.#readThrough.fetchRange(request, range);
   }
 
   /**
-   * Caches an image without a consumer (Glance's prefetch / `PUT /v2/cache/{id}`): runs to completion even if
-   * nobody reads it. Joins a fill already running. Resolves true when this call cached it, false when it was
-   * cached already; rejects with the origin's or verification's error, or {@link NotCachedError}.
+   * Caches an image without a consumer (Glance's prefetch / `PUT /v2/cache/{id}`): resolves true when this call
+   * cached it, false when it was cached already. See {@link ReadThrough.prefetch}.
    */
-  async prefetch(request: FetchRequest): Promise<boolean> {
-    this.driver.getImageFilepath(request.imageId);
-    await this.#ensureSized();
-    let fill: Fill | null = null;
-    // A running fill that cannot be cached (bypass, or it stopped spooling) is not pinned: pinning would keep
-    // fetching bytes nobody wants. The prefetch waits for it, then decides again (bounded: a live request may
-    // start another such fill meanwhile).
-    for (let round = 0; fill === null; round += 1) {
-      const decision = await this.#inflight.exclusive(request.imageId, async (): Promise<{ fill: Fill } | { wait: Fill } | null> => {
-        const running = await this.#running(request.imageId);
-        if (running?.cacheable) {
-          running.pin();
-          return { fill: running };
-        }
-        if (running) return { wait: running };
-        if (await this.driver.isCached(request.imageId)) return null;
-        return { fill: this.#startFill(request, true) };
-      });
-      if (!decision) return false;
-      if ('fill' in decision) fill = decision.fill;
-      else if (round < 2) await decision.wait.whenSettled();
-      else throw new NotCachedError(request.imageId, 'other requests keep fetching it uncached');
-    }
-    await fill.whenSettled();
-    if (fill.error) throw fill.error;
-    if (!fill.committed) {
-      throw new NotCachedError(
-        request.imageId,
-        fill.status === 'BYPASS' ? 'it does not fit in image_cache_max_size' : 'the cache could not store it (see the log)',
-      );
-    }
-    return true;
+  prefetch(request: FetchRequest): Promise<boolean> {
+    return this.#readThrough.prefetch(request);
+  }
+
+  /** Drops an image that changed upstream (a cluster-wide invalidation); see {@link ReadThrough.invalidate}. */
+  invalidate(imageId: string): Promise<void> {
+    return this.#readThrough.invalidate(imageId);
   }
 
   isCached(imageId: string): Promise<boolean> {
@@ -396,85 +276,5 @@ export class ImageCache {
     await this.#sized;
   }
 
-  #startFill(request: FetchRequest, prefetch: boolean): Fill {
-    const fill = new Fill({
-      imageId: request.imageId,
-      expected: request.expected ?? {},
-      openOrigin: request.openOrigin,
-      prefetch,
-      driver: this.driver,
-      admission: this.#admission,
-      stats: this.stats,
-      logger: this.#logger,
-      idleTimeoutMs: this.#idleTimeoutMs,
-      hashPool: this.#hashPool,
-    });
-    this.#inflight.add(fill);
-    fill.start().catch((error: unknown) => {
-      // start() settles every failure itself; this is the last line of defence, never a crash.
-      this.#logger.error({ imageId: request.imageId, err: error }, 'fill failed unexpectedly');
-      fill.abort(error instanceof Error ? error : new Error(String(error)));
-    });
-    return fill;
-  }
 
-  /** For a follower whose fill failed before it got a byte: the fill running now, or a new one. */
-  #joinOrStart(request: FetchRequest): Promise<Fill> {
-    return this.#inflight.exclusive(request.imageId, async () => {
-      const running = await this.#running(request.imageId);
-      return running?.joinable ? running : this.#startFill(request, false);
-    });
-  }
-
-  /** The fill of an image still running, after letting a failed one finish its cleanup (its file, its lock). */
-  async #running(imageId: string): Promise<Fill | undefined> {
-    const fill = this.#inflight.get(imageId);
-    if (!fill?.settled) return fill;
-    await fill.whenSettled();
-    return undefined;
-  }
-
-  async #tryHit(request: FetchRequest): Promise<FetchResult | null> {
-    const { imageId, expected } = request;
-    let reader: ImageReader;
-    try {
-      reader = await this.driver.openForRead(imageId);
-    } catch (error) {
-      if (error instanceof ImageNotCachedError) return null;
-      throw error;
-    }
-    if (expected?.size !== undefined && expected.size !== null && expected.size !== reader.size) {
-      // The origin says the image has another size: the copy is stale or torn. Never serve it.
-      this.#logger.warn({ imageId, cached: reader.size, expected: expected.size }, 'cached copy has the wrong size');
-      await reader.close();
-      try {
-        await this.deleteCachedImage(imageId);
-      } catch (error) {
-        // A cache fault: the origin still serves the image (the fill will not be able to replace the copy).
-        this.stats.fillFailures.cache_fault += 1;
-        this.#logger.error({ imageId, err: error }, 'cannot delete the stale cached copy; serving from the origin');
-      }
-      return null;
-    }
-    this.stats.requests.HIT += 1;
-    return { status: 'HIT', size: reader.size, stream: streamHit(reader, this.#admission, this.stats, this.#logger) };
-  }
-
-  /**
-   * Drops an image that changed upstream (a cluster-wide invalidation): a running fill of it is aborted (its
-   * consumers get an error, its file goes to `invalid/`, it never commits the stale bytes), then the cached
-   * copy is deleted. Runs under the id's lock, so no fill of the old bytes can start in between; one that was
-   * already committing when aborted is deleted after it settled.
-   */
-  async invalidate(imageId: string): Promise<void> {
-    this.driver.getImageFilepath(imageId);
-    await this.#inflight.exclusive(imageId, async () => {
-      const fill = this.#inflight.get(imageId);
-      if (fill) {
-        fill.abort(new FillAbortedError(imageId, 'the image was invalidated'));
-        await fill.whenSettled();
-      }
-      await this.deleteCachedImage(imageId);
-    });
-  }
 }

@@ -2,9 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { ImageCache } from '../cache/image-cache.js';
 import type { CacheConfig } from '../config.js';
 import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import { openCache } from '../open-cache.js';
 import { checkPostgresOptions, type CliContext, type GlobalOptions, POSTGRES_DRIVERS, URL_ENV } from './context.js';
 import { CliUsageError, type ExitCode } from './exit.js';
 
@@ -53,7 +53,7 @@ export async function withClusterStore(
   const scratch = resolved.image_cache_dir === undefined ? await mkdtemp(join(tmpdir(), 'imgcache-cluster-')) : null;
   try {
     const config: CacheConfig = { ...resolved, image_cache_dir: resolved.image_cache_dir ?? scratch ?? undefined };
-    const cache = await ImageCache.open(config, { logger });
+    const cache = await openCache(config, { logger });
     try {
       const store = postgresStoreOf(cache.driver);
       if (!store) throw new CliUsageError(CLUSTER_NEEDS_POSTGRES);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
-import { CacheLayout } from '../cache/layout.js';
-import { ImageCache } from '../cache/image-cache.js';
+import { CacheLayout } from '../drivers/layout.js';
+import type { ImageCache } from '../cache/image-cache.js';
 import {
   type CacheConfig,
   type ConfigLayer,
@@ -14,6 +14,7 @@ import {
 } from '../config.js';
 import { DRIVER_NAMES } from '../drivers/registry.js';
 import { ConfigError } from '../errors.js';
+import { openCache } from '../open-cache.js';
 import { CliUsageError, type ExitCode } from './exit.js';
 import { parseServerUrl, RemoteCache } from './remote.js';
 
@@ -248,7 +249,7 @@ export class CliContext {
     // No reconcile (the default): it moves every incomplete/ file this process is not writing to invalid/, which
     // from a short-lived CLI would break the live fills of a server sharing the directory. Stalled files are
     // `clean`'s.
-    const cache = await ImageCache.open(config, { logger });
+    const cache = await openCache(config, { logger });
     try {
       for (const id of ids) cache.driver.getImageFilepath(id);
       const event = { command: command.name(), cacheDir: config.image_cache_dir, driver: cache.driver.name };

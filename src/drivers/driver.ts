@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import type { ImageState } from '../cache/layout.js';
+import type { ImageState } from './layout.js';
 
 /**
  * The Driver contract: Glance's `glance.image_cache.drivers.base.Driver` (spec §2) in TypeScript. Same methods

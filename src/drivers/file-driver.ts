@@ -1,8 +1,7 @@
-import { constants, type Dirent, renameSync } from 'node:fs';
+import { constants, type Dirent } from 'node:fs';
 import { access, type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { CacheLayout, type ImageState } from '../cache/layout.js';
 import {
   BadDriverConfigurationError,
   CacheIOError,
@@ -19,6 +18,7 @@ import type {
   ImageWriter,
   ReconcileResult,
 } from './driver.js';
+import { commitCallbacks } from './commit.js';
 import { FileImageReader, FileImageWriter } from './file-handles.js';
 import {
   compareIds,
@@ -28,10 +28,11 @@ import {
   messageOf,
   openIfExists,
   renameIfExists,
-  syncDir,
   unlinkIfExists,
 } from './fs-util.js';
+import { CacheLayout, type ImageState } from './layout.js';
 import type { MetadataStore } from './metadata-store.js';
+import { Trash, TRASH_DIR } from './trash.js';
 
 /** Options every driver takes. */
 export interface DriverOptions {
@@ -54,14 +55,6 @@ export const DEFAULT_STALL_TIME = 86_400;
 
 /** How many stats run at once when walking a directory: enough to keep the disk busy, few enough for the pool. */
 const STAT_BATCH = 256;
-/** Background unlinks in flight at once when freeing deleted images. */
-const PARALLEL_UNLINKS = 64;
-/** Renames done in one go (one event-loop turn) when deleting many images. */
-const RENAME_SLICE = 2000;
-/** Quiet time after the last deletion before the trash is emptied. */
-const TRASH_DEBOUNCE_MS = 200;
-/** Hidden directory of deleted images whose blocks are being freed; a leading dot is never an image id. */
-const TRASH = '.trash';
 
 /**
  * The file half of the Driver contract, written once for every driver (Glance repeats it per driver). A driver
@@ -78,11 +71,8 @@ export class FileDriver implements Driver {
   readonly #writing = new Set<string>();
   #layout: CacheLayout | undefined;
   #configured = false;
-  #trashSeq = 0;
-  /** Background unlinks of trashed files; close() waits for them. */
-  #trashing: Promise<void> = Promise.resolve();
-  #trashPending: string[] = [];
-  #trashTimer: NodeJS.Timeout | null = null;
+  /** Deleted images on their way out; close() waits for their unlinks. */
+  readonly #trash: Trash;
 
   constructor(store: MetadataStore, options: DriverOptions) {
     this.name = store.name;
@@ -91,6 +81,7 @@ export class FileDriver implements Driver {
     this.#options = options;
     this.#logger = options.logger ?? pino({ level: 'silent' });
     this.#now = options.now ?? Date.now;
+    this.#trash = new Trash(() => join(this.layout.baseDir, TRASH_DIR), this.#logger);
   }
 
   get layout(): CacheLayout {
@@ -124,7 +115,7 @@ export class FileDriver implements Driver {
     try {
       await makeDirectories(layout.baseDir);
       for (const state of ['incomplete', 'invalid', 'queue'] as const) await makeDirectories(layout.dirFor(state));
-      await makeDirectories(join(layout.baseDir, TRASH));
+      await makeDirectories(join(layout.baseDir, TRASH_DIR));
       await access(layout.baseDir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch (error) {
       throw new BadDriverConfigurationError(
@@ -134,49 +125,13 @@ export class FileDriver implements Driver {
       );
     }
     this.#layout = layout;
-    // Files a crash left in the trash are deleted images: finish deleting them.
-    const leftovers = await readdir(this.#trashDir()).catch(() => [] as string[]);
-    this.#emptyTrash(leftovers.map((name) => join(this.#trashDir(), name)));
+    await this.#trash.recover();
   }
 
   async close(): Promise<void> {
-    await this.#flushTrash();
+    await this.#trash.flush();
     await this.#store.close();
     this.#configured = false;
-  }
-
-  #trashDir(): string {
-    return join(this.layout.baseDir, TRASH);
-  }
-
-  /**
-   * Unlinks trashed files in the background, a few at a time (freeing blocks is the slow part of a delete).
-   * It starts once deletions pause for {@link TRASH_DEBOUNCE_MS}, so a prune's renames do not compete with it.
-   */
-  #emptyTrash(paths: readonly string[]): void {
-    this.#trashPending.push(...paths);
-    if (this.#trashTimer) clearTimeout(this.#trashTimer);
-    this.#trashTimer = setTimeout(() => this.#flushTrash(), TRASH_DEBOUNCE_MS);
-    this.#trashTimer.unref();
-  }
-
-  #flushTrash(): Promise<void> {
-    if (this.#trashTimer) clearTimeout(this.#trashTimer);
-    this.#trashTimer = null;
-    const paths = this.#trashPending.splice(0);
-    if (paths.length === 0) return this.#trashing;
-    this.#trashing = this.#trashing.then(async () => {
-      for (let i = 0; i < paths.length; i += PARALLEL_UNLINKS) {
-        await Promise.all(
-          paths.slice(i, i + PARALLEL_UNLINKS).map((path) =>
-            unlinkIfExists(path).catch((error: unknown) =>
-              this.#logger.warn({ path, err: error }, 'could not free a deleted image'),
-            ),
-          ),
-        );
-      }
-    });
-    return this.#trashing;
   }
 
   async getCacheSize(): Promise<number> {
@@ -215,12 +170,15 @@ export class FileDriver implements Driver {
   }
 
   async deleteAllCachedImages(): Promise<number> {
-    let deleted = 0;
-    for (const name of await this.#imageNames('active')) {
-      if (await this.#unlink(this.layout.pathFor(name))) deleted += 1;
-    }
-    await this.#store.removeAll();
-    return deleted;
+    // The batched path of deleteCachedImages: renames into the trash, unlinks in the background.
+    const names = await this.#imageNames('active');
+    const { moved, trashed, done, failure } = await this.#trash.moveIn(names.map((name) => this.layout.pathFor(name)));
+    // The files renamed before a failure are deleted: their rows go too, and the trash is emptied.
+    if (failure) await this.#store.remove(names.slice(0, done));
+    else await this.#store.removeAll();
+    this.#trash.free(trashed);
+    if (failure) throw failure;
+    return moved.length;
   }
 
   async deleteCachedImage(imageId: string): Promise<void> {
@@ -234,34 +192,12 @@ export class FileDriver implements Driver {
   async deleteCachedImages(imageIds: readonly string[]): Promise<string[]> {
     // Every id is checked before the first file goes: one bad id must not leave a half-done batch.
     const paths = imageIds.map((id) => this.layout.pathFor(id));
-    const present: string[] = [];
-    const trashed: string[] = [];
-    let failure: CacheIOError | null = null;
-    let done = paths.length;
-    // Synchronous renames in short slices: a rename is ~15 µs of kernel work, and the thread-pool round trip of
-    // an async one triples that. Each slice blocks the event loop for a few tens of ms at most.
-    for (let i = 0; i < paths.length && !failure; i += RENAME_SLICE) {
-      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
-      for (let j = i; j < Math.min(paths.length, i + RENAME_SLICE); j++) {
-        const path = paths[j] as string;
-        const trashPath = join(this.#trashDir(), `${this.#trashSeq++}`);
-        try {
-          renameSync(path, trashPath);
-        } catch (error) {
-          if (isErrno(error, 'ENOENT')) continue;
-          failure = new CacheIOError(`cannot delete ${path}: ${messageOf(error)}`, { cause: error });
-          done = j;
-          break;
-        }
-        present.push(imageIds[j] as string);
-        trashed.push(trashPath);
-      }
-    }
+    const { moved, trashed, done, failure } = await this.#trash.moveIn(paths);
     // The files renamed before a failure are deleted: their rows go too, and the trash is emptied.
     await this.#store.remove(failure ? imageIds.slice(0, done) : imageIds);
-    this.#emptyTrash(trashed);
+    this.#trash.free(trashed);
     if (failure) throw failure;
-    return present;
+    return moved.map((index) => imageIds[index] as string);
   }
 
   async quarantineCachedImage(imageId: string, reason: string): Promise<void> {
@@ -395,39 +331,8 @@ export class FileDriver implements Driver {
       this.#writing.delete(imageId);
       throw new CacheIOError(`cannot create ${incompletePath}: ${messageOf(error)}`, { cause: error });
     }
-    return new FileImageWriter(imageId, incompletePath, file, {
-      publish: async (size, digests) => {
-        const entry = { imageId, size, atMs: this.#now(), ...digests };
-        const finalPath = this.layout.pathFor(imageId);
-        try {
-          await this.#store.recordCommit(entry, incompletePath).catch((error: unknown) => {
-            throw isErrno(error, 'ENOENT') ? disappeared(incompletePath) : error;
-          });
-          if (!(await renameIfExists(incompletePath, finalPath))) throw disappeared(incompletePath);
-        } catch (error) {
-          // The metadata now describes bytes that never arrived: drop it and any older copy it would mislabel.
-          await unlinkIfExists(finalPath);
-          await this.#store.remove([imageId]);
-          throw error;
-        }
-        await unlinkIfExists(this.layout.pathFor(imageId, 'queue'));
-        await syncDir(this.layout.baseDir);
-        this.#logger.debug({ imageId, size }, 'committed image');
-      },
-      discard: async (reason, keepFile) => {
-        if (!keepFile) {
-          await unlinkIfExists(incompletePath);
-          this.#logger.warn({ imageId, reason }, 'fill abandoned, partial file deleted');
-          await this.#store.afterRollback(imageId, null, reason);
-          return;
-        }
-        const invalidPath = this.layout.pathFor(imageId, 'invalid');
-        const moved = await renameIfExists(incompletePath, invalidPath);
-        this.#logger.warn({ imageId, reason, moved }, 'fill rolled back to invalid/');
-        await this.#store.afterRollback(imageId, moved ? invalidPath : null, reason);
-      },
-      release: () => this.#writing.delete(imageId),
-    });
+    const context = { layout: this.layout, store: this.#store, logger: this.#logger, now: this.#now, writing: this.#writing };
+    return new FileImageWriter(imageId, incompletePath, file, commitCallbacks(context, imageId, incompletePath));
   }
 
   async openForRead(imageId: string): Promise<ImageReader> {
@@ -498,8 +403,4 @@ export class FileDriver implements Driver {
       throw new CacheIOError(`cannot delete ${path}: ${messageOf(error)}`, { cause: error });
     }
   }
-}
-
-function disappeared(path: string): CacheIOError {
-  return new CacheIOError(`${path} disappeared before it could be committed (was the cache cleaned meanwhile?)`);
 }

@@ -1,4 +1,4 @@
-import type { CacheLayout } from '../cache/layout.js';
+import type { CacheLayout } from './layout.js';
 import type { CachedImage, DriverCapabilities, ImageDigests } from './driver.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
 import { pino, type Logger } from 'pino';
-import type { CacheLayout } from '../cache/layout.js';
+import type { CacheLayout } from './layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
 import type { CachedImage, Driver } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';

@@ -1,6 +1,6 @@
 import { basename, dirname, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
-import type { CacheLayout } from '../cache/layout.js';
+import type { CacheLayout } from './layout.js';
 import { BadDriverConfigurationError, CacheIOError } from '../errors.js';
 import type { CachedImage } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';

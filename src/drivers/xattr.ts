@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { CacheLayout } from '../cache/layout.js';
+import type { CacheLayout } from './layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
 import type { CachedImage } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';

@@ -1,4 +1,4 @@
-import { looksLikeImageId } from '../cache/layout.js';
+import { looksLikeImageId } from '../image-id.js';
 import { ImageNotFoundError } from '../errors.js';
 import type { ImageRecord } from './origin.js';
 

@@ -4,9 +4,10 @@ import { createAuthenticator } from '../auth/factory.js';
 import type { Authenticator } from '../auth/identity.js';
 import { assertLoopbackBind } from '../auth/noauth.js';
 import { PolicyEnforcer } from '../auth/policy.js';
-import { ImageCache } from '../cache/image-cache.js';
+import type { ImageCache } from '../cache/image-cache.js';
 import { Cluster } from '../cluster/cluster.js';
 import { ConfigError, ShuttingDownError } from '../errors.js';
+import { openCache } from '../open-cache.js';
 import { createOrigin } from '../origin/from-spec.js';
 import type { Origin } from '../origin/origin.js';
 import { runOnce as clean } from '../workers/cleaner.js';
@@ -80,7 +81,7 @@ export async function startServer(
   let app: FastifyInstance | undefined;
   let cluster: Cluster | null = null;
   try {
-    cache = await ImageCache.open(config.cache, { logger, reconcile: true });
+    cache = await openCache(config.cache, { logger, reconcile: true });
     const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
     cluster = Cluster.of({
       cache,

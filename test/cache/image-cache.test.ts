@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { DEFAULTS, resolveConfig } from '../../src/config.js';
-import { ImageCache } from '../../src/cache/image-cache.js';
+import { ImageCache } from '../../src/open-cache.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../../src/errors.js';
 import { steppingClock, tempDir } from '../helpers/tmp.js';

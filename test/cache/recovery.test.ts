@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { DEFAULTS } from '../../src/config.js';
-import { ImageCache } from '../../src/cache/image-cache.js';
+import { ImageCache } from '../../src/open-cache.js';
 import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
 import { tempDir } from '../helpers/tmp.js';
 

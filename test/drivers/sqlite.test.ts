@@ -6,7 +6,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import { createSqliteDriver, SqliteStore } from '../../src/drivers/sqlite.js';
-import { CacheLayout } from '../../src/cache/layout.js';
+import { CacheLayout } from '../../src/drivers/layout.js';
 import { BadDriverConfigurationError, CacheIOError, InvalidImageIdError } from '../../src/errors.js';
 import { GLANCE_SQLITE_DDL } from '../helpers/glance-sqlite.js';
 import { lockSqliteFile } from '../helpers/sqlite-locker.js';

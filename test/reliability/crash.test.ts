@@ -6,8 +6,8 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { DEFAULTS } from '../../src/config.js';
-import { ImageCache } from '../../src/cache/image-cache.js';
-import { looksLikeImageId } from '../../src/cache/layout.js';
+import { ImageCache } from '../../src/open-cache.js';
+import { looksLikeImageId } from '../../src/image-id.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const CHILD = fileURLToPath(new URL('./fill-child.ts', import.meta.url));

@@ -215,6 +215,26 @@ describe('a batch delete that fails part-way', () => {
     assert.equal(await driver.getRecordedCacheSize(), left.length * MIB);
   });
 
+  it('deleting every cached image drops the rows of the files it deleted before one that cannot be, then throws', async (t) => {
+    const reason = immutableUnsupported();
+    if (reason) return t.skip(reason);
+    const { root, driver, cache, lock } = await lockableCache(t, 'imgcache-delete-all-fault-', 3 * MIB);
+    for (const [i, id] of ['a', 'b', 'c'].entries()) {
+      const data = imageBytes(MIB, 30 + i);
+      assert.equal(await cache.prefetch({ imageId: id, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open }), true);
+    }
+    // The driver walks the directory in readdir order: lock the last image, so the others go before it fails.
+    const order = (await readdir(root)).filter((name) => ['a', 'b', 'c'].includes(name));
+    const last = order.at(-1) as string;
+    await lock([join(root, last)]);
+    await assert.rejects(driver.deleteAllCachedImages(), { code: 'ERR_CACHE_IO', message: /cannot delete/ });
+    const left = (await cache.getCachedImages()).map((image) => image.imageId).sort();
+    assert.deepEqual(left, [last], 'the rows of the deleted files linger, or the row of the locked one is gone');
+    for (const id of order) assert.equal(await driver.isCached(id), id === last, id);
+    await until(async () => (await readdir(join(root, '.trash'))).length === 0, 'the trash to be emptied');
+    assert.equal(await driver.getRecordedCacheSize(), MIB);
+  });
+
   it('makes prune fail loudly with admission still equal to the recorded size', async (t) => {
     const reason = immutableUnsupported();
     if (reason) return t.skip(reason);

@@ -4,7 +4,7 @@ import { randomFillSync } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DEFAULTS } from '../../src/config.js';
-import { ImageCache } from '../../src/cache/image-cache.js';
+import { ImageCache } from '../../src/open-cache.js';
 import { glanceMetadata, TestOrigin } from '../helpers/origin.js';
 
 const [cacheDir, driver, imageId, size] = process.argv.slice(2);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CacheLayout, looksLikeImageId } from '../../src/cache/layout.js';
+import { CacheLayout } from '../../src/drivers/layout.js';
+import { looksLikeImageId } from '../../src/image-id.js';
 import { InvalidImageIdError } from '../../src/errors.js';
 
 describe('CacheLayout', () => {

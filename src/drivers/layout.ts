@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { InvalidImageIdError } from '../errors.js';
+import { checkImageIdShape, looksLikeImageId } from '../image-id.js';
 
 /**
  * The on-disk layout of a cache directory, identical to Glance's (spec §1):
@@ -12,7 +13,8 @@ import { InvalidImageIdError } from '../errors.js';
  * ```
  *
  * Glance builds these paths from the raw id without any check (spec §9.2: `..` is "cached", deleting it tries
- * to unlink a directory). We validate every id here, once, before any path exists.
+ * to unlink a directory). We validate every id here, once, before any path exists: its shape by the rule of
+ * `image-id.ts`, then the names the cache reserves for itself.
  */
 
 export const IMAGE_STATES = ['incomplete', 'invalid', 'queue'] as const;
@@ -30,24 +32,6 @@ export const GLANCE_LOCK_FILES = [
   'sqlite_centralized_migrate',
 ] as const;
 export type ImageState = (typeof IMAGE_STATES)[number];
-
-/** Image ids Glance can hand out: UUIDs, plus the short slugs older deployments and tests use. */
-const IMAGE_ID = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$/;
-
-/** True when `id` has the shape of an image id (says nothing about names the cache reserves). */
-export function looksLikeImageId(id: string): boolean {
-  return IMAGE_ID.test(id);
-}
-
-function describeBadId(id: string): string {
-  if (id.length === 0) return 'it is empty';
-  if (id.length > 255) return `it is ${id.length} characters long; the limit is 255`;
-  if (id === '.' || id === '..') return 'it names a directory';
-  if (id.includes('/') || id.includes('\\')) return 'it contains a path separator';
-  if (id.includes('\0')) return 'it contains a NUL byte';
-  if (id.startsWith('.')) return 'it starts with a dot';
-  return 'only letters, digits, ".", "_" and "-" are allowed (a UUID, for example)';
-}
 
 export class CacheLayout {
   readonly baseDir: string;
@@ -71,15 +55,14 @@ export class CacheLayout {
 
   /** Throws {@link InvalidImageIdError} unless `id` is safe to use as a file name in every state directory. */
   validate(id: unknown): string {
-    if (typeof id !== 'string') throw new InvalidImageIdError(String(id), 'an image id must be a string');
-    if (!IMAGE_ID.test(id)) throw new InvalidImageIdError(id, describeBadId(id));
-    if (this.#reserved.has(id)) throw new InvalidImageIdError(id, 'the name is reserved for the cache itself');
-    return id;
+    const valid = checkImageIdShape(id);
+    if (this.#reserved.has(valid)) throw new InvalidImageIdError(valid, 'the name is reserved for the cache itself');
+    return valid;
   }
 
   /** True when a directory entry named `name` in `baseDir` is (by its name) an image, not a file of ours. */
   isImageName(name: string): boolean {
-    return IMAGE_ID.test(name) && !this.#reserved.has(name);
+    return looksLikeImageId(name) && !this.#reserved.has(name);
   }
 
   /** `<base>/<id>` for a complete image, `<base>/<state>/<id>` otherwise. Validates the id. */
