@@ -1,4 +1,4 @@
-import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+import type { Pool, QueryResult, QueryResultRow } from 'pg';
 import { pino, type Logger } from 'pino';
 import type { CacheLayout } from './layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
@@ -6,6 +6,7 @@ import type { CachedImage, Driver } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';
 import { messageOf } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
+import { inTransaction, withClient } from './postgres-client.js';
 import { INVALIDATE_CHANNEL, InvalidationListener } from './postgres-listener.js';
 import { connectionOf, type Tables, tablesOf, upgradeSchema, upsertNode } from './postgres-schema.js';
 import { migrateSqliteToPostgres } from './sqlite-migration.js';
@@ -143,29 +144,32 @@ export class PostgresStore implements MetadataStore {
     });
     // An idle connection dropped by the server must not crash the process; the pool replaces it.
     pool.on('error', (error) => this.#logger.warn({ err: error, where }, 'postgres connection lost'));
-    let client: PoolClient | undefined;
     try {
-      client = await pool.connect().catch((error: unknown) => {
-        throw new BadDriverConfigurationError(
+      const cannotConnect = (error: unknown) =>
+        new BadDriverConfigurationError(
           `[database] connection: cannot connect to PostgreSQL at ${where} (${messageOf(error)})`,
           { cause: error },
         );
-      });
-      await upgradeSchema(client, this.schema).catch((error: unknown) => {
-        throw new BadDriverConfigurationError(
-          `[database] database_schema ${this.schema} at ${where} cannot be created or upgraded (${messageOf(error)})`,
-          { cause: error },
-        );
-      });
-      this.#nodeId = await upsertNode(client, this.#tables, nodeUrl);
-      client.release();
-      client = undefined;
+      const nodeId = await withClient(
+        pool,
+        async (client) => {
+          await upgradeSchema(client, this.schema).catch((error: unknown) => {
+            throw new BadDriverConfigurationError(
+              `[database] database_schema ${this.schema} at ${where} cannot be created or upgraded (${messageOf(error)})`,
+              { cause: error },
+            );
+          });
+          return upsertNode(client, this.#tables, nodeUrl);
+        },
+        cannotConnect,
+      );
+      this.#nodeId = nodeId;
       await migrateSqliteToPostgres({
         sqlitePath: this.#sqlitePath,
         pool,
         tables: this.#tables,
         schema: this.schema,
-        nodeId: this.#nodeId,
+        nodeId,
         nodeUrl,
         logger: this.#logger,
       }).catch((error: unknown) => {
@@ -176,7 +180,6 @@ export class PostgresStore implements MetadataStore {
         );
       });
     } catch (error) {
-      client?.release();
       await pool.end().catch(() => {});
       throw error;
     }
@@ -313,22 +316,14 @@ export class PostgresStore implements MetadataStore {
    * notifies {@link INVALIDATE_CHANNEL} in the same transaction (the notice is sent only if the row commits).
    */
   async recordInvalidation(imageId: string): Promise<void> {
-    const client = await this.#pool$().connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.#pool$(), async (client) => {
       await client.query(
         `INSERT INTO ${this.#tables.invalidations} (image_id, invalidated_at) VALUES ($1, now())
          ON CONFLICT (image_id) DO UPDATE SET invalidated_at = excluded.invalidated_at`,
         [imageId],
       );
       await client.query('SELECT pg_notify($1, $2)', [INVALIDATE_CHANNEL, `${this.schema}:${imageId}`]);
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** Ids this node caches that were invalidated after this node committed them, sorted. */
@@ -378,17 +373,14 @@ export class PostgresStore implements MetadataStore {
   async #beat(): Promise<void> {
     if (this.#beating || !this.#pool || !this.nodeUrl) return;
     this.#beating = true;
-    const client = await this.#pool.connect().catch((error: unknown) => {
-      this.#logger.warn({ err: error }, 'heartbeat: no connection to the central DB');
-    });
+    const nodeUrl = this.nodeUrl;
     try {
       // An upsert, not an UPDATE: if an operator deleted the node row (dropping its cached rows with it) the node
       // comes back instead of heart-beating into the void.
-      if (client) this.#nodeId = await upsertNode(client, this.#tables, this.nodeUrl);
+      this.#nodeId = await withClient(this.#pool, (client) => upsertNode(client, this.#tables, nodeUrl));
     } catch (error) {
-      this.#logger.warn({ err: error }, 'heartbeat failed');
+      this.#logger.warn({ err: error }, 'heartbeat failed: no answer from the central DB');
     } finally {
-      client?.release();
       this.#beating = false;
     }
   }

@@ -2,6 +2,7 @@ import { access } from 'node:fs/promises';
 import type Database from 'better-sqlite3';
 import type { Pool } from 'pg';
 import type { Logger } from 'pino';
+import { inTransaction } from './postgres-client.js';
 import { LOCK_MIGRATE, type Tables } from './postgres-schema.js';
 
 /** What {@link migrateSqliteToPostgres} did. */
@@ -58,10 +59,7 @@ export async function migrateSqliteToPostgres(options: {
     if (tooLong.length > 0) logger.warn({ ids: tooLong }, 'sqlite rows with ids too long to migrate are kept');
     const candidates = rows.filter((row) => row.image_id.length <= MAX_ID_LENGTH);
 
-    const client = await pool.connect();
-    let inserted: string[];
-    try {
-      await client.query('BEGIN');
+    const inserted = await inTransaction(pool, async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [
         LOCK_MIGRATE,
         `${options.schema}:${options.nodeUrl}`,
@@ -87,14 +85,8 @@ export async function migrateSqliteToPostgres(options: {
           options.nodeId,
         ],
       );
-      await client.query('COMMIT');
-      inserted = result.rows.map((row) => row.image_id);
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+      return result.rows.map((row) => row.image_id);
+    });
 
     // Only after the central commit: a crash in between leaves the rows in both places, and the next run skips
     // them (as Glance's would), never loses them.
