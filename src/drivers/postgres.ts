@@ -4,12 +4,11 @@ import type { CacheLayout } from './layout.js';
 import { BadDriverConfigurationError } from '../errors.js';
 import type { CachedImage, Driver } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';
-import { messageOf } from './fs-util.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
 import { inTransaction, withClient } from './postgres-client.js';
 import { INVALIDATE_CHANNEL, InvalidationListener } from './postgres-listener.js';
-import { connectionOf, type Tables, tablesOf, upgradeSchema, upsertNode } from './postgres-schema.js';
-import { migrateSqliteToPostgres } from './sqlite-migration.js';
+import { CONNECT_TIMEOUT_MS, connectCentralDb, type PgModule } from './postgres-connect.js';
+import { connectionOf, type Tables, tablesOf, upsertNode } from './postgres-schema.js';
 import { SqliteStore, type SqliteDriverOptions } from './sqlite.js';
 
 /** Options of the `postgres` (Glance: `centralized_db`) driver. */
@@ -28,9 +27,6 @@ export interface PostgresDriverOptions {
 
 export const DEFAULT_DATABASE_SCHEMA = 'public';
 export const DEFAULT_LIVENESS_WINDOW = 30;
-/** Connections per process: metadata calls are short, and N nodes share one server's `max_connections`. */
-const POOL_MAX = 4;
-const CONNECT_TIMEOUT_MS = 5000;
 
 /** One (node, image) pair of the whole cluster, as {@link PostgresStore.clusterListing} returns it. */
 export interface ClusterEntry {
@@ -96,7 +92,7 @@ export class PostgresStore implements MetadataStore {
   readonly #logger: Logger;
   readonly #livenessWindow: number;
   readonly #listeners = new Set<InvalidationListener>();
-  #pg: (typeof import('pg'))['default'] | undefined;
+  #pg: PgModule | undefined;
   #pool: Pool | undefined;
   #nodeId: string | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -120,72 +116,19 @@ export class PostgresStore implements MetadataStore {
 
   async open(_layout: CacheLayout): Promise<void> {
     if (this.#pool) return;
-    const { connectionString, where } = connectionOf(this.#options.databaseUrl);
-    const nodeUrl = this.#options.nodeUrl;
-    if (nodeUrl === undefined || nodeUrl.trim() === '') {
-      // Glance's RuntimeError at WSGI init (spec §7.4 step 2, scenario 113), as a configuration error.
-      throw new BadDriverConfigurationError(
-        "'worker_self_reference_url' needs to be set if centralized_db (postgres) is the image_cache_driver: " +
-          "give this node's URL (worker_self_reference_url, IMGCACHE_SELF_URL)",
-      );
-    }
-    if (nodeUrl.length > 255) {
-      throw new BadDriverConfigurationError('worker_self_reference_url is longer than 255 characters');
-    }
-    // Loaded lazily: the sqlite and xattr drivers must not need pg.
-    const pg = (this.#pg ??= (await import('pg')).default);
-    const pool = new pg.Pool({
-      connectionString,
-      max: POOL_MAX,
-      application_name: 'imgcache',
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-      idleTimeoutMillis: 30_000,
-      allowExitOnIdle: true,
+    const db = await connectCentralDb({
+      databaseUrl: this.#options.databaseUrl,
+      schema: this.schema,
+      tables: this.#tables,
+      nodeUrl: this.#options.nodeUrl,
+      sqlitePath: this.#sqlitePath,
+      logger: this.#logger,
     });
-    // An idle connection dropped by the server must not crash the process; the pool replaces it.
-    pool.on('error', (error) => this.#logger.warn({ err: error, where }, 'postgres connection lost'));
-    try {
-      const cannotConnect = (error: unknown) =>
-        new BadDriverConfigurationError(
-          `[database] connection: cannot connect to PostgreSQL at ${where} (${messageOf(error)})`,
-          { cause: error },
-        );
-      const nodeId = await withClient(
-        pool,
-        async (client) => {
-          await upgradeSchema(client, this.schema).catch((error: unknown) => {
-            throw new BadDriverConfigurationError(
-              `[database] database_schema ${this.schema} at ${where} cannot be created or upgraded (${messageOf(error)})`,
-              { cause: error },
-            );
-          });
-          return upsertNode(client, this.#tables, nodeUrl);
-        },
-        cannotConnect,
-      );
-      this.#nodeId = nodeId;
-      await migrateSqliteToPostgres({
-        sqlitePath: this.#sqlitePath,
-        pool,
-        tables: this.#tables,
-        schema: this.schema,
-        nodeId,
-        nodeUrl,
-        logger: this.#logger,
-      }).catch((error: unknown) => {
-        throw new BadDriverConfigurationError(
-          `image_cache_sqlite_db ${this.#sqlitePath} could not be migrated to the central DB at ${where} ` +
-            `(${messageOf(error)}): fix or move the file away (the migration then is skipped)`,
-          { cause: error },
-        );
-      });
-    } catch (error) {
-      await pool.end().catch(() => {});
-      throw error;
-    }
-    this.#pool = pool;
+    this.#pg = db.pg;
+    this.#pool = db.pool;
+    this.#nodeId = db.nodeId;
     const interval = this.#options.heartbeatInterval ?? this.#livenessWindow / 3;
-    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(interval * 1000, 10));
+    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(interval * 1000, 10)); // #beat never rejects
     this.#heartbeat.unref();
   }
 
