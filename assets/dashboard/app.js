@@ -33,6 +33,16 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+let names = {};
+
+/** An image id cell: the name when the origin told us one, then the id (always there, for copy and paste). */
+function imageCell(id, extraClass) {
+  const cell = el('td', { class: `id ${extraClass || ''}`, title: names[id] ? `${names[id]} (${id})` : id });
+  if (names[id]) cell.append(el('span', { class: 'name' }, names[id]), ' ');
+  cell.append(el('span', { class: names[id] ? 'muted' : '' }, id));
+  return cell;
+}
+
 function setText(id, text) {
   const node = $(id);
   if (node.textContent !== text) node.textContent = text;
@@ -91,7 +101,7 @@ function renderChart(history) {
       ratio: requests > 0 ? (b.hits - a.hits) / requests : null,
     });
   }
-  const slots = Math.max(steps.length, 24);
+  const slots = Math.max(steps.length, 60);
   const slot = width / slots;
   const peak = Math.max(1, ...steps.map((s) => s.cache + s.origin + s.peer));
   const shapes = [];
@@ -108,7 +118,11 @@ function renderChart(history) {
     }
     if (step.ratio !== null) points.push(`${x + slot / 2},${4 + (1 - step.ratio) * (height - 8)}`);
   });
-  if (points.length > 0) shapes.push(svg('polyline', { class: 'ratio', points: points.join(' ') }));
+  if (points.length > 1) shapes.push(svg('polyline', { class: 'ratio', points: points.join(' ') }));
+  else if (points.length === 1) {
+    const [x, y] = points[0].split(',');
+    shapes.push(svg('rect', { class: 'ratio-dot', x: Number(x) - slot / 2 + 1, y: Number(y) - 1.5, width: Math.max(1, slot - 2), height: 3 }));
+  }
   chart.replaceChildren(...shapes);
   const first = history[0];
   const last = history[history.length - 1];
@@ -116,6 +130,15 @@ function renderChart(history) {
   setText('chart-window', minutes > 0 ? `(${minutes} min)` : '(since start)');
   setText('chart-start', first ? new Date(first.t).toLocaleTimeString() : '');
   setText('chart-peak', `peak ${bytes(peak)} per interval`);
+}
+
+function renderBytes(last, fills) {
+  setText('bytes-total', bytes(last.cache + last.origin + last.peer));
+  setText('bytes-cache', bytes(last.cache));
+  setText('bytes-origin', bytes(last.origin));
+  setText('bytes-peer', bytes(last.peer));
+  const prefetch = fills.filter((fill) => fill.prefetch).length;
+  setText('fills-running', prefetch > 0 ? `${fills.length} (${prefetch} prefetch)` : String(fills.length));
 }
 
 function renderFills(fills) {
@@ -126,7 +149,7 @@ function renderFills(fills) {
     meter.firstChild.style.width = `${share}%`;
     const text = `${bytes(fill.received)} / ${bytes(fill.size)}${fill.size ? ` (${Math.floor(share)}%)` : ''}`;
     return el('tr', { 'data-fill': fill.imageId, 'data-received': fill.received },
-      el('td', { class: 'id', title: fill.imageId }, fill.imageId),
+      imageCell(fill.imageId),
       el('td', { class: 'progress' }, meter, el('span', { class: 'progress-text' }, text)),
       el('td', { class: 'num' }, `${bytes(fill.rate)}/s`),
       el('td', { class: 'num hide-narrow' }, fill.prefetch && fill.consumers === 0 ? 'prefetch' : String(fill.consumers)),
@@ -140,7 +163,7 @@ function renderCached(cached, now) {
   setText('cached-count', String(cached.total));
   const rows = cached.images.map((image) =>
     el('tr', { 'data-image-id': image.imageId },
-      el('td', { class: 'id', title: image.imageId }, image.imageId),
+      imageCell(image.imageId),
       el('td', { class: 'num size' }, bytes(image.size)),
       el('td', { class: 'num hits' }, String(image.hits)),
       el('td', { class: 'num hide-narrow' }, ago(image.lastAccessed * 1000, now)),
@@ -153,7 +176,7 @@ function renderQueue(queued, errors, now) {
   setText('queue-count', String(queued.length));
   const items = queued.map((id) => {
     const failure = errors[id];
-    const item = el('li', { class: failure ? 'failed' : '', 'data-queued': id }, el('span', { class: 'id', title: id }, id));
+    const item = el('li', { class: failure ? 'failed' : '', 'data-queued': id }, el('span', { class: 'id', title: id }, names[id] ? `${names[id]} · ${id}` : id));
     if (failure) {
       item.append(el('span', { class: 'meta' }, `${failure.attempts} attempt${failure.attempts === 1 ? '' : 's'}, retry ${ago(now, failure.next_attempt * 1000).replace(' ago', '')}`));
       item.append(el('span', { class: 'error' }, failure.error));
@@ -191,10 +214,12 @@ function renderNodes(nodes, now) {
 }
 
 function render(state) {
+  names = state.names || {};
   setText('where', `${state.driver} driver · origin ${state.origin}`);
   renderUsage(state.usage);
   renderRequests(state.requests);
   renderChart(state.history);
+  renderBytes(state.history[state.history.length - 1], state.fills);
   renderFills(state.fills);
   renderCached(state.cached, state.time);
   renderQueue(state.queued, state.prefetchErrors, state.time);

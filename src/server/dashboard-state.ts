@@ -72,6 +72,8 @@ export interface DashboardState {
   history: Sample[];
   /** Live nodes of the cluster, null for a standalone node. */
   nodes: NodeState[] | null;
+  /** Image names the origin told us, by id (images the caller may not see, or without a name, are absent). */
+  names: Record<string, string>;
 }
 
 /** What the state is read from. */
@@ -138,6 +140,7 @@ export class DashboardStateSource {
       evictions: cache.stats.recentEvictions.recent().reverse(),
       history: [...this.#samples, this.#sample()],
       nodes,
+      names: {},
     };
   }
 

@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AppDeps } from './app.js';
+import { ImageNames } from './dashboard-names.js';
 import { DashboardStateSource } from './dashboard-state.js';
+import { callerOf } from './images.js';
 import { assertNoBody } from './errors.js';
 
 /** The page's files, shipped in the package (`assets/dashboard/`): no CDN, works offline. */
@@ -53,11 +55,15 @@ export async function registerDashboard(app: FastifyInstance, deps: AppDeps): Pr
   }
 
   const state = new DashboardStateSource(deps);
+  const names = new ImageNames(deps.origin);
   state.start();
   app.addHook('onClose', async () => state.stop());
   app.get('/dashboard/state.json', async (request, reply) => {
     assertNoBody(request);
     deps.policy.enforce('cache_list', request.identity);
-    return secure(reply).send(await state.read());
+    const now = await state.read();
+    const ids = [...now.fills.map((fill) => fill.imageId), ...now.cached.images.map((image) => image.imageId), ...now.queued];
+    now.names = await names.of([...new Set(ids)], callerOf(request));
+    return secure(reply).send(now);
   });
 }
