@@ -63,7 +63,7 @@ describe('dashboard in a browser', () => {
     const server = await startTestServer(t, { values: { image_cache_max_size: 64 << 20 } });
     const slow = imageBytes(3 << 20, 7);
     server.glance.addImage({ id: SMALL, name: 'cirros-0.6.2' }, imageBytes(700_000, 1));
-    server.glance.addImage({ id: SLOW, name: 'ubuntu-24.04' }, slow, { slowMs: 60 });
+    server.glance.addImage({ id: SLOW, name: 'ubuntu-24.04' }, slow, { slowMs: 100 });
     server.glance.addImage({ id: GONE }, imageBytes(300_000, 3));
     server.glance.addImage({ id: BROKEN }, imageBytes(100_000, 4), { status500: 'file' });
 

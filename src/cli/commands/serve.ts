@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { pino } from 'pino';
 import type { ConfigLayer } from '../../config.js';
 import { seedDemoOrigin } from '../../server/demo.js';
+import { createServerLogger } from '../../server/logger.js';
 import { resolveServeConfig } from '../../server/options.js';
 import { startServer } from '../../server/server.js';
 import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
@@ -81,7 +81,11 @@ export function registerServe(program: Command, ctx: CliContext): void {
       if (!config.cache.image_cache_dir) {
         throw new CliUsageError('no cache directory: pass --cache-dir DIR, set IMGCACHE_CACHE_DIR, or image_cache_dir');
       }
-      const logger = pino({ name: 'imgcache', level: config.server.log_level });
+      const logger = createServerLogger({
+        level: config.server.log_level,
+        format: config.server.log_format,
+        color: process.stdout.isTTY === true && !ctx.env.NO_COLOR,
+      });
       // Every promise is meant to be handled where it is made; one that is not is a bug. Node's default would
       // exit and cut every download in flight: log it loudly (fatal, plus a line on stderr) instead.
       const unhandled = (reason: unknown) => {
