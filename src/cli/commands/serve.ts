@@ -100,6 +100,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # MISS: fetched and cached`);
         ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # HIT: served from the cache`);
         ctx.out(`  curl -s ${server.url}/v2/cache                                                # the cache listing`);
+        ctx.out(`  open ${server.url}/dashboard                                                   # the operator's view`);
       }
       await new Promise<void>((done) => {
         const stop = () => {
