@@ -9,6 +9,8 @@ import type { PrefetchError } from '../workers/prefetcher.js';
 export const SAMPLE_INTERVAL_MS = 5_000;
 /** Samples kept: ten minutes at {@link SAMPLE_INTERVAL_MS}. */
 export const SAMPLES_KEPT = 120;
+/** How long the cluster's node listing is reused: it reads every row of the cluster, too much for every poll. */
+export const NODES_TTL_MS = 5_000;
 /** Cached images listed, most recently accessed first; the total is reported beside them. */
 export const CACHED_LISTED = 100;
 
@@ -93,6 +95,7 @@ export class DashboardStateSource {
   readonly #samples: Sample[] = [];
   readonly #observed = new WeakMap<Fill, { at: number; received: number; rate: number }>();
   #timer: NodeJS.Timeout | null = null;
+  #nodes: { at: number; read: Promise<NodeState[]> } | null = null;
 
   constructor(sources: DashboardSources) {
     this.#sources = sources;
@@ -120,7 +123,7 @@ export class DashboardStateSource {
       cache.usage(),
       cache.getCachedImages(),
       cache.getQueuedImages(),
-      cluster ? readNodes(cluster) : Promise.resolve(null),
+      cluster ? this.#readNodes(cluster) : Promise.resolve(null),
     ]);
     const recent = [...cached].sort((a, b) => b.lastAccessed - a.lastAccessed).slice(0, CACHED_LISTED);
     return {
@@ -142,6 +145,19 @@ export class DashboardStateSource {
       nodes,
       names: {},
     };
+  }
+
+  /** {@link readNodes}, shared by the polls of {@link NODES_TTL_MS}; a failed read is not kept. */
+  #readNodes(cluster: Cluster): Promise<NodeState[]> {
+    const now = Date.now();
+    if (!this.#nodes || now - this.#nodes.at > NODES_TTL_MS) {
+      const read = readNodes(cluster);
+      this.#nodes = { at: now, read };
+      read.catch(() => {
+        if (this.#nodes?.read === read) this.#nodes = null;
+      });
+    }
+    return this.#nodes.read;
   }
 
   #sample(): Sample {
