@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { imageBytes } from '../helpers/origin.js';
+import { startLoggedServer, writeTokensFile } from '../helpers/server-extra.js';
 import { request, startTestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
@@ -23,9 +25,15 @@ const SLOW = '7a2e3d4c-5b6a-4f79-8081-a2b3c4d5e6f7';
 const GONE = '8b3f4e5d-6c7b-4a8a-9192-b3c4d5e6f708';
 const BROKEN = '9c405f6e-7d8c-4b9b-a2a3-c4d5e6f70819';
 
+/** Chromium on a fresh profile, closed before its profile is removed (it writes there until it exits). */
 async function launch(t: TestContext): Promise<BrowserContext> {
-  const profile = await tempDir(t);
-  const context = await chromium.launchPersistentContext(profile, {
+  const profile = await mkdtemp(join(tmpdir(), 'imgcache-chromium-'));
+  let context: BrowserContext | undefined;
+  t.after(async () => {
+    await context?.close();
+    await rm(profile, { recursive: true, force: true, maxRetries: 5 });
+  });
+  context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -37,10 +45,10 @@ async function launch(t: TestContext): Promise<BrowserContext> {
       '--disable-component-update',
       '--disable-sync',
       '--disable-quic',
+      '--disable-crash-reporter',
     ],
     viewport: { width: 1280, height: 800 },
   });
-  t.after(() => context.close());
   return context;
 }
 
@@ -134,5 +142,32 @@ describe('dashboard in a browser', () => {
     await page.waitForSelector(`tr[data-image-id="${SLOW}"]`, { timeout: 10_000 });
     await page.waitForSelector(fill, { state: 'detached', timeout: 10_000 });
     assert.deepEqual(problems, [], 'the page logged no error (CSP violations included)');
+  });
+
+  it('asks for a token when the cache needs one, refuses a member, and shows the state to an admin', async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`${CHROMIUM} not found (apt-get install chromium): the dashboard's browser test is skipped`);
+      return;
+    }
+    const dir = await tempDir(t);
+    const file = await writeTokensFile(dir, {
+      'adm-0d1c2b3a49586776-secret': { project_id: 'ops', roles: ['admin'] },
+      'mem-6a5b4c3d2e1f0918-secret': { project_id: 'project-a', roles: ['member'] },
+    });
+    const server = await startLoggedServer(t, { values: { auth_strategy: 'tokens', auth_tokens_file: file } });
+    const page = await (await launch(t)).newPage();
+    await page.goto(`${server.url}/dashboard`);
+    await page.waitForSelector('#login:not([hidden])');
+    await page.fill('#token', 'mem-6a5b4c3d2e1f0918-secret');
+    await page.click('#login button');
+    // (waitForFunction would need eval, which the page's Content-Security-Policy refuses: a selector instead.)
+    await page.locator('#login-error:not(:empty)').waitFor();
+    assert.match(await text(page, '#login-error'), /cache_list|not allowed|forbidden/i);
+    await page.fill('#token', 'adm-0d1c2b3a49586776-secret');
+    await page.click('#login button');
+    await page.waitForSelector('#main:not([hidden])');
+    await page.waitForSelector('#live.ok');
+    assert.equal(await text(page, '#cached-count'), '0');
+    assert.ok(!server.logs.join('\n').includes('-secret'), 'no token in the server log');
   });
 });
