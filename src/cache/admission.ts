@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Driver } from '../drivers/driver.js';
+import type { EvictionReason } from './evictions.js';
 import type { CacheStats } from './stats.js';
 
 /** Eviction asks the driver for LRU candidates in batches that double, so a rescanning driver stays O(n log n). */
@@ -94,7 +95,7 @@ export class Admission {
     return this.#serialized(async () => {
       if (bytes > this.maxSize) return false;
       const overBy = (used: number) => used + this.#reserved + bytes > this.maxSize;
-      if (overBy(this.#used)) await this.#evictWhile(overBy);
+      if (overBy(this.#used)) await this.#evictWhile(overBy, 'lru-eviction');
       if (overBy(this.#used)) return false;
       this.#reserved += bytes;
       return true;
@@ -113,7 +114,7 @@ export class Admission {
   deleteImages(imageIds: readonly string[]): Promise<void> {
     return this.#serialized(async () => {
       const sizes = await Promise.all(imageIds.map((id) => this.#driver.getImageSize(id).catch(() => 0)));
-      await this.#delete(imageIds.map((id, i) => [id, sizes[i] ?? 0]));
+      await this.#delete(imageIds.map((id, i) => [id, sizes[i] ?? 0]), 'delete');
     });
   }
 
@@ -130,11 +131,11 @@ export class Admission {
 
   /** Evicts until the recorded bytes are at most `target`; returns files evicted and bytes freed. Prune's path. */
   shrinkTo(target: number): Promise<{ files: number; bytes: number }> {
-    return this.#serialized(() => this.#evictWhile((used) => used > target));
+    return this.#serialized(() => this.#evictWhile((used) => used > target, 'prune'));
   }
 
   /** Evicts LRU images nobody uses while `needMore(usedBytes)` holds. */
-  async #evictWhile(needMore: (used: number) => boolean): Promise<{ files: number; bytes: number }> {
+  async #evictWhile(needMore: (used: number) => boolean, reason: EvictionReason): Promise<{ files: number; bytes: number }> {
     const evicted = { files: 0, bytes: 0 };
     const gone = new Set<string>();
     let batchSize = FIRST_BATCH;
@@ -150,7 +151,7 @@ export class Admission {
       }
       if (victims.length > 0) {
         for (const [id] of victims) gone.add(id);
-        const freed = await this.#delete(victims);
+        const freed = await this.#delete(victims, reason);
         evicted.files += victims.length;
         evicted.bytes += freed;
         this.#stats.evictions += victims.length;
@@ -168,7 +169,7 @@ export class Admission {
    * frees nothing here; its row is gone, so the size is re-read. A failed batch (the driver drops the rows of
    * the files it did delete, then throws) is re-read too, and the error goes to the caller.
    */
-  async #delete(victims: ReadonlyArray<readonly [string, number]>): Promise<number> {
+  async #delete(victims: ReadonlyArray<readonly [string, number]>, reason: EvictionReason): Promise<number> {
     let present: Set<string>;
     try {
       present = new Set(await this.#driver.deleteCachedImages(victims.map(([id]) => id)));
@@ -179,6 +180,7 @@ export class Admission {
       throw error;
     }
     const freed = victims.reduce((sum, [id, size]) => sum + (present.has(id) ? size : 0), 0);
+    for (const [id, size] of victims) if (present.has(id)) this.#stats.recentEvictions.add(id, size, reason);
     if (present.size < victims.length) await this.#reread();
     else this.#used = Math.max(0, this.#used - freed);
     return freed;

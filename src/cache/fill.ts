@@ -115,6 +115,11 @@ export class Fill extends EventEmitter {
     return this.expected.size ?? null;
   }
 
+  /** Consumers attached now (clients reading this fill). */
+  get consumerCount(): number {
+    return this.#consumers.size;
+  }
+
   /** A new consumer can still get every byte from 0 (the memory part was never trimmed past the file). */
   get joinable(): boolean {
     if (this.settled || this.error) return false;

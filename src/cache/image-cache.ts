@@ -86,6 +86,11 @@ export class ImageCache {
     return { live: fills.length - prefetch, prefetch };
   }
 
+  /** The fills running now (not settled), for the dashboard's progress view. */
+  runningFills(): Fill[] {
+    return this.#inflight.all().filter((fill) => !fill.settled);
+  }
+
   /** Aborts every running fill: their consumers get `error`, their files go to `invalid/` (shutdown). */
   async abortFills(error: Error): Promise<void> {
     const fills = this.#inflight.all();

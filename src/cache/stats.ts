@@ -1,3 +1,5 @@
+import { EvictionLog } from './evictions.js';
+
 /** How a request was answered; the server sends it as `X-Cache-Status`. */
 export type CacheStatus = 'HIT' | 'MISS' | 'COALESCED' | 'BYPASS';
 
@@ -39,4 +41,6 @@ export class CacheStats {
   bytesFromPeer = 0;
   /** Misses that went to the origin because the central DB could not say which peers hold the image. */
   peerLookupFailures = 0;
+  /** The last evictions with their reason (bounded), for the dashboard. */
+  readonly recentEvictions = new EvictionLog();
 }

@@ -30,6 +30,8 @@ export class Cluster {
   readonly store: PostgresStore;
   readonly #options: ClusterOptions;
   #stopListening: (() => Promise<void>) | null = null;
+  /** Images whose fill is reading a peer's copy right now (for the dashboard). */
+  readonly #fromPeer = new Set<string>();
 
   private constructor(store: PostgresStore, options: ClusterOptions) {
     this.store = store;
@@ -56,6 +58,11 @@ export class Cluster {
 
   get peerFetch(): boolean {
     return this.#options.peerFetch;
+  }
+
+  /** Whether the running fill of this image is reading bytes from a peer (not the origin). */
+  fillsFromPeer(imageId: string): boolean {
+    return this.#fromPeer.has(imageId);
   }
 
   /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
@@ -103,11 +110,13 @@ export class Cluster {
       const j = Math.floor(Math.random() * (i + 1));
       [peers[i], peers[j]] = [peers[j] as string, peers[i] as string];
     }
-    return openFromPeers(
-      imageId,
-      { peers, secret, openOrigin, logger, onPeerBytes: (bytes) => (cache.stats.bytesFromPeer += bytes) },
-      signal,
-    );
+    const onPeerBytes = (bytes: number) => {
+      cache.stats.bytesFromPeer += bytes;
+      this.#fromPeer.add(imageId);
+    };
+    const stream = await openFromPeers(imageId, { peers, secret, openOrigin, logger, onPeerBytes }, signal);
+    stream.once('close', () => this.#fromPeer.delete(imageId));
+    return stream;
   }
 
   /** {@link PostgresStore.cachedNodes}, rejecting after {@link PEER_LOOKUP_TIMEOUT_MS} (the query may go on). */

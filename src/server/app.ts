@@ -9,6 +9,7 @@ import type { Cluster } from '../cluster/cluster.js';
 import { PEER_IMAGE_PATH } from '../cluster/peer.js';
 import { registerCacheApi } from './cache-api.js';
 import { registerClusterApi } from './cluster-api.js';
+import { DASHBOARD_PUBLIC_PATHS, registerDashboard } from './dashboard.js';
 import { BadRequestError, ImageNotFoundError } from '../errors.js';
 import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
@@ -46,7 +47,7 @@ export interface AppDeps {
 }
 
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
-const PUBLIC_ROUTES = new Set(['/', '/versions', '/healthz', '/metrics']);
+const PUBLIC_ROUTES = new Set(['/', '/versions', '/healthz', '/metrics', ...DASHBOARD_PUBLIC_PATHS]);
 
 /** Longest path segment routed at all: image ids are at most 255 characters, so anything longer is hostile. */
 const MAX_SEGMENT = 1024;
@@ -131,6 +132,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerCacheApi(app, deps);
   registerLegacyApi(app, deps);
   registerClusterApi(app, deps);
+  await registerDashboard(app, deps);
   registerProxy(app, deps);
   return app;
 }

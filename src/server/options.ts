@@ -12,6 +12,7 @@ import {
   text,
   wholeSeconds,
 } from '../config.js';
+import { LOG_FORMATS, type LogFormat } from './logger.js';
 
 /**
  * `imgcache serve`'s options. Glance's names where Glance has one (`bind_host`, `bind_port` in `[DEFAULT]`;
@@ -44,6 +45,8 @@ export interface ServerOptions {
   shutdown_timeout: number;
   /** pino level. @default info */
   log_level: string;
+  /** `json`, `text` (one readable line per event) or `auto`: text when stdout is a TTY, else JSON. @default auto */
+  log_format: LogFormat;
   /** Fetch misses from live peer nodes (postgres driver) before the origin. @default false */
   peer_fetch: boolean;
   /** Shared secret of the intra-cluster API (peer fetch); without it that API does not exist. */
@@ -104,6 +107,7 @@ export const SERVER_OPTIONS = {
   cluster_secret: at('imgcache', 'IMGCACHE_CLUSTER_SECRET', text('cluster_secret')),
   stale_if_error: at('imgcache', 'IMGCACHE_STALE_IF_ERROR', wholeSeconds('stale_if_error', 0)),
   log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
+  log_format: at('imgcache', 'IMGCACHE_LOG_FORMAT', z.enum(LOG_FORMATS, { error: 'log_format must be auto, json or text' })),
   auth_url: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_URL', z.url({ error: 'auth_url must be a URL' })),
   username: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_USERNAME', text('username')),
   password: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PASSWORD', text('password')),
@@ -127,6 +131,7 @@ export const SERVER_DEFAULTS: ServerOptions = {
   clean_interval: 0,
   shutdown_timeout: 30,
   log_level: 'info',
+  log_format: 'auto',
   peer_fetch: false,
   cluster_secret: undefined,
   stale_if_error: 0,

@@ -15,16 +15,20 @@ export interface ServeChild {
 }
 
 /**
- * Starts `imgcache serve --port 0 ...args` in a clean environment (no inherited `IMGCACHE_*`) and waits for its
- * "serving on" line (bounded). Killed with SIGKILL when the test ends, if it is still running.
+ * Starts `imgcache serve --port 0 ...args` in a clean environment (no inherited `IMGCACHE_*`; `extraEnv` added)
+ * and waits for its "serving on" line (bounded). Killed with SIGKILL when the test ends, if it is still running.
  */
 export async function startServe(
   t: TestContext,
   args: readonly string[],
   cwd: string,
   nodeArgs: readonly string[] = [],
+  extraEnv: Record<string, string> = {},
 ): Promise<ServeChild> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMGCACHE_')));
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMGCACHE_'))),
+    ...extraEnv,
+  };
   const child = spawn(process.execPath, [...nodeArgs, CLI_BIN, 'serve', '--port', '0', ...args], {
     cwd,
     env,

@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { pino } from 'pino';
 import type { ConfigLayer } from '../../config.js';
 import { seedDemoOrigin } from '../../server/demo.js';
+import { createServerLogger } from '../../server/logger.js';
 import { resolveServeConfig } from '../../server/options.js';
 import { startServer } from '../../server/server.js';
 import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
@@ -81,7 +81,11 @@ export function registerServe(program: Command, ctx: CliContext): void {
       if (!config.cache.image_cache_dir) {
         throw new CliUsageError('no cache directory: pass --cache-dir DIR, set IMGCACHE_CACHE_DIR, or image_cache_dir');
       }
-      const logger = pino({ name: 'imgcache', level: config.server.log_level });
+      const logger = createServerLogger({
+        level: config.server.log_level,
+        format: config.server.log_format,
+        color: process.stdout.isTTY === true && !ctx.env.NO_COLOR,
+      });
       // Every promise is meant to be handled where it is made; one that is not is a bug. Node's default would
       // exit and cut every download in flight: log it loudly (fatal, plus a line on stderr) instead.
       const unhandled = (reason: unknown) => {
@@ -96,6 +100,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # MISS: fetched and cached`);
         ctx.out(`  curl -s -o /dev/null -D - ${server.url}/v2/images/${demoImage}/file   # HIT: served from the cache`);
         ctx.out(`  curl -s ${server.url}/v2/cache                                                # the cache listing`);
+        ctx.out(`  open ${server.url}/dashboard                                                   # the operator's view`);
       }
       await new Promise<void>((done) => {
         const stop = () => {
