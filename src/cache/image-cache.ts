@@ -3,6 +3,7 @@ import { pino, type Logger } from 'pino';
 import type { CachedImage, CleanResult, Driver, ImageReader, ImageWriter, ReconcileResult } from '../drivers/driver.js';
 import { Admission } from './admission.js';
 import type { ExpectedImage } from './digest.js';
+import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
 import { streamHit } from './hit.js';
 import { importFile, importStream } from './import.js';
