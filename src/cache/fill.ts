@@ -67,6 +67,11 @@ export class Fill extends EventEmitter {
   done = false;
   /** The image was committed to the cache. */
   committed = false;
+  /**
+   * Every byte arrived and the digests matched: nothing more comes from the origin, and the fill only commits
+   * and settles. A newcomer then waits for it and reads the committed file (a HIT, counted) instead of joining.
+   */
+  verified = false;
   error: Error | null = null;
   /** Settled: done or failed; no more bytes will come. */
   settled = false;
@@ -340,6 +345,7 @@ export class Fill extends EventEmitter {
       this.#fail(error as ChecksumMismatchError | SizeMismatchError, 'verification');
       return;
     }
+    this.verified = true;
     const writer = this.#writer;
     if (writer) {
       this.#committing = true;

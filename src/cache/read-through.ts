@@ -223,10 +223,15 @@ export class ReadThrough {
     });
   }
 
-  /** The fill of an image still running, after letting a failed one finish its cleanup (its file, its lock). */
+  /**
+   * The fill of an image still receiving bytes. One that settled (a failed one finishing its cleanup: its file, its
+   * lock) or that is only committing is waited for, and then there is none.
+   */
   async #running(imageId: string): Promise<Fill | undefined> {
     const fill = this.#inflight.get(imageId);
-    if (!fill?.settled) return fill;
+    if (!fill) return undefined;
+    // A verified fill is only committing: wait for it, so the caller finds the committed file (and counts a hit).
+    if (!fill.settled && !fill.verified) return fill;
     await fill.whenSettled();
     return undefined;
   }

@@ -51,6 +51,52 @@ describe('fill engine', () => {
     assert.equal(cache.stats.bytesFromOrigin, data.length);
   });
 
+  it('answers a request that arrives while a verified fill commits with a HIT once it settles, counting the hit', async (t) => {
+    // The cache-api test "caches an active image on PUT ... then counts hits" lost its hit under load: the GET came
+    // after the rename (isCached) but before the fill settled, joined it as COALESCED, and counted nothing.
+    const dir = await tempDir(t);
+    const inner = createSqliteDriver({ cacheDir: dir });
+    await inner.configure();
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    let published = false;
+    // The commit of the one write handle is held open after it published the file: the window under test.
+    const driver = new Proxy(inner, {
+      get(target, property) {
+        if (property !== 'openForWrite') {
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === 'function' ? value.bind(target) : value; // the driver's own `this` (private fields)
+        }
+        return async (imageId: string) => {
+          const writer = await target.openForWrite(imageId);
+          const commit = writer.commit.bind(writer);
+          writer.commit = async (digests) => {
+            await commit(digests);
+            published = true;
+            await gate;
+          };
+          return writer;
+        };
+      },
+    });
+    const cache = new ImageCache({ driver });
+    t.after(() => cache.close());
+    const data = imageBytes(MIB, 3);
+    const origin = new TestOrigin(data);
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
+    const filling = cache.prefetch(request);
+    await until(() => published, 'the fill to publish its file');
+    assert.equal(await cache.isCached('img'), true);
+    const arriving = cache.fetch(request);
+    openGate();
+    assert.equal(await filling, true);
+    const hit = await arriving;
+    assert.equal(hit.status, 'HIT');
+    assert.ok((await collect(hit.stream)).equals(data));
+    assert.equal(await cache.getHitCount('img'), 1);
+    assert.equal(origin.opens, 1);
+  });
+
   it('serves 16 concurrent consumers of an uncached image from one origin fetch', async (t) => {
     const { cache } = await newCache(t);
     const data = imageBytes(8 * MIB, 2);
