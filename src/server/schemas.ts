@@ -1,3 +1,5 @@
+import { NAMESPACE_SCHEMA, RESOURCE_TYPE_SCHEMA } from './metadef-schemas.js';
+
 /**
  * Glance's JSON schemas, as data: what `GET /v2/schemas/...` answers. python-glanceclient builds its image model
  * from `/v2/schemas/image` (warlock), and falls back to the v1 API when none of `/v2/schemas/image`,
@@ -7,8 +9,8 @@
  *
  * Copied from openstack/glance (master at 610a0205, the shapes Glance 25+ serve): glance/api/v2/images.py
  * `get_base_properties`, `_get_base_links`, `get_schema` (a `PermissiveSchema`: extra properties are strings)
- * and `get_collection_schema`; glance/schema.py `Schema.raw`, `PermissiveSchema.raw`, `CollectionSchema.raw`;
- * glance/api/v2/metadef_resource_types.py `_get_base_properties`, `get_schema`. The format enums are Glance's
+ * and `get_collection_schema`; glance/schema.py `PermissiveSchema.raw`, `CollectionSchema.raw` (the metadefs
+ * schemas are in metadef-schemas.ts). The format enums are Glance's
  * defaults of `[image_format] disk_formats` and `container_formats` (glance/common/config.py).
  *
  * Left out: master's `stores` property (multi-store deployments only). python-glanceclient 4.1 turns every image
@@ -139,51 +141,10 @@ export const IMAGES_SCHEMA = {
   ],
 } as const;
 
-/** `GET /v2/schemas/metadefs/resource_type` (a plain `Schema`: no extra properties). */
-export const RESOURCE_TYPE_SCHEMA = {
-  name: 'resource_type_association',
-  properties: {
-    name: {
-      type: 'string',
-      description:
-        'Resource type names should be aligned with Heat resource types whenever possible: ' +
-        'http://docs.openstack.org/developer/heat/template_guide/openstack.html',
-      maxLength: 80,
-    },
-    prefix: {
-      type: 'string',
-      description:
-        'Specifies the prefix to use for the given resource type. Any properties in the namespace should be ' +
-        'prefixed with this prefix when being applied to the specified resource type. Must include prefix ' +
-        'separator (e.g. a colon :).',
-      maxLength: 80,
-    },
-    properties_target: {
-      type: 'string',
-      description:
-        'Some resource types allow more than one key / value pair per instance.  For example, Cinder allows user ' +
-        'and image metadata on volumes. Only the image properties metadata is evaluated by Nova (scheduling or ' +
-        'drivers). This property allows a namespace target to remove the ambiguity.',
-      maxLength: 80,
-    },
-    created_at: {
-      type: 'string',
-      description: 'Date and time of resource type association (READ-ONLY)',
-      format: 'date-time',
-    },
-    updated_at: {
-      type: 'string',
-      description: 'Date and time of the last resource type association modification (READ-ONLY)',
-      format: 'date-time',
-    },
-  },
-  additionalProperties: false,
-  required: ['name'],
-} as const;
-
 /** What `/v2/schemas/{name}` serves, by name. */
 export const SCHEMAS: Readonly<Record<string, unknown>> = Object.freeze({
   image: IMAGE_SCHEMA,
   images: IMAGES_SCHEMA,
+  'metadefs/namespace': NAMESPACE_SCHEMA,
   'metadefs/resource_type': RESOURCE_TYPE_SCHEMA,
 });
