@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rename, rm } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { serveImages, type TestImage } from '../helpers/image-origins.js';
 import { glanceMetadata, imageBytes } from '../helpers/origin.js';
@@ -106,6 +107,20 @@ describe('Images API for origins that are not one', () => {
     }
     assert.equal((await request(`${server.url}/v2/images/${id(1)}`)).status, 200);
     assert.equal((await request(`${server.url}/v2/images/${id(1)}/file`)).status, 200);
+  });
+
+  it('shows a cached image from what the cache recorded while the origin cannot be read, and nothing else', async (t) => {
+    const server = await serveImages(t, 'directory', images(2));
+    assert.equal((await request(`${server.url}/v2/images/${id(1)}/file`)).status, 200);
+    await until(async () => (await request(`${server.url}/v2/cache`)).text.includes(id(1)), 'the download to be cached');
+    await rename(server.originDir ?? '', `${server.originDir}.gone`); // the origin is now a missing directory
+    t.after(() => rm(`${server.originDir}.gone`, { recursive: true, force: true }));
+    const shown = await request(`${server.url}/v2/images/${id(1)}`);
+    assert.equal(shown.status, 200);
+    const view = shown.json() as Json;
+    assert.equal(view.checksum, glanceMetadata(images(2)[0]!.data).checksum);
+    assert.equal(view.size, images(2)[0]!.data.length);
+    assert.equal((await request(`${server.url}/v2/images/${id(2)}`)).status, 502, 'an uncached image needs the origin');
   });
 
   it('applies the get_image and get_images policies', async (t) => {
