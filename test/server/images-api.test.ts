@@ -149,4 +149,13 @@ describe('Images API for origins that are not one', () => {
     const shown = (await request(`${server.url}/v2/images/${id(1)}`)).json() as Json;
     assert.equal(shown.checksum, glanceMetadata(images(4)[0]!.data).checksum);
   });
+
+  it('lists an http image downloaded without being cached (too big for the cache) as seen', async (t) => {
+    const server = await serveImages(t, 'http', images(2), { values: { image_cache_max_size: '100' } });
+    const download = await request(`${server.url}/v2/images/${id(2)}/file`);
+    assert.equal(download.status, 200);
+    assert.equal(download.headers.get('x-cache-status'), 'BYPASS');
+    const listed = (await request(`${server.url}/v2/images`)).json() as { images: Json[] };
+    assert.deepEqual(listed.images.map((image) => [image.id, image.size]), [[id(2), images(2)[1]!.data.length]]);
+  });
 });
