@@ -20,6 +20,10 @@ export const DEFAULT_POLICY_RULES: Readonly<Record<string, string>> = Object.fre
   // Anyone authenticated who can see the image (the upstream decides visibility; bug 1235378 put this check on
   // the cache path too).
   download_image: '',
+  // Glance's names for showing and listing images (its pre-2023 defaults: anyone authenticated); the Images API
+  // imgcache serves itself for directory and http origins checks them. A glance origin's upstream decides.
+  get_image: '',
+  get_images: '',
   // The upstream decides; the cache only drops its copy after the upstream said yes.
   delete_image: '',
 });

@@ -1,9 +1,10 @@
 import type { Stats } from 'node:fs';
-import { type FileHandle, open, readFile, stat } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { ImageNotFoundError, ImageStateError, OriginError } from '../errors.js';
 import type { ImageRecord, Origin, OriginCaller } from './origin.js';
+import { looksLikeImageId } from '../image-id.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
 
 /** Options of a {@link DirectoryOrigin}. */
@@ -42,13 +43,45 @@ export class DirectoryOrigin implements Origin {
     const id = this.#checkId(imageId);
     const [sidecar, data] = await Promise.all([this.#readSidecar(id), this.#statData(id)]);
     if (sidecar === null && data === null) return this.#notFound(id);
+    // Glance's timestamps, when the sidecar gives none: the data file's (or the sidecar's) modification time.
+    const modified = data?.mtime ?? (await stat(`${this.#path(id)}${SIDECAR}`).catch(() => null))?.mtime;
+    const times = modified ? { created_at: isoSeconds(modified), updated_at: isoSeconds(modified) } : {};
     try {
-      return toImageRecord(id, sidecar ?? {}, { status: 'active', size: data?.size ?? null });
+      return toImageRecord(id, { ...times, ...sidecar }, { status: 'active', size: data?.size ?? null });
     } catch (error) {
       throw new OriginError(`directory origin: ${this.#path(id)}${SIDECAR}: ${(error as Error).message}`, null, {
         cause: error,
       });
     }
+  }
+
+  /**
+   * Every image in the directory: each data file and each sidecar without one, named by a valid id. An image
+   * whose sidecar is broken is left out rather than failing the whole list (showing it reports the error).
+   */
+  async listImages(): Promise<ImageRecord[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.root);
+    } catch (error) {
+      throw new OriginError(`directory origin: cannot list ${this.root}: ${(error as Error).message}`, null, {
+        cause: error,
+      });
+    }
+    const ids = new Set<string>();
+    for (const name of names) {
+      const id = name.toLowerCase().endsWith(SIDECAR) ? name.slice(0, -SIDECAR.length) : name;
+      if (looksLikeImageId(id) && !id.toLowerCase().endsWith(SIDECAR)) ids.add(id);
+    }
+    const records: ImageRecord[] = [];
+    for (const id of ids) {
+      try {
+        records.push(await this.getImage(id, {}));
+      } catch (error) {
+        if (!(error instanceof ImageNotFoundError || error instanceof OriginError)) throw error;
+      }
+    }
+    return records;
   }
 
   async openImage(imageId: string, _caller: OriginCaller, signal: AbortSignal): Promise<Readable> {
@@ -163,6 +196,11 @@ export class DirectoryOrigin implements Origin {
       cause: error,
     });
   }
+}
+
+/** Glance's `isotime`: seconds precision, `Z`. */
+function isoSeconds(date: Date): string {
+  return `${date.toISOString().slice(0, 19)}Z`;
 }
 
 function isMissing(error: unknown): boolean {

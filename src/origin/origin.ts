@@ -102,6 +102,11 @@ export interface Origin {
   proxy?(request: ProxyRequest): Promise<ProxyResponse>;
   /** `DELETE /v2/images/{id}` upstream as `caller` (an origin that proxies also deletes). */
   deleteImage?(imageId: string, caller: OriginCaller): Promise<void>;
+  /**
+   * Every image the origin holds, for origins that can enumerate them (`directory:`); the server's Images API
+   * lists them. Absent for origins that cannot (`http:`: a URL template has no index).
+   */
+  listImages?(): Promise<ImageRecord[]>;
   /** Releases sockets and timers. */
   close(): Promise<void>;
 }

@@ -13,6 +13,7 @@ import { DASHBOARD_PUBLIC_PATHS, registerDashboard } from './dashboard.js';
 import { BadRequestError, ImageNotFoundError } from '../errors.js';
 import { errorBody, installErrorHandler } from './errors.js';
 import { registerImageRoutes } from './images.js';
+import { registerImagesApi } from './images-api.js';
 import { registerLegacyApi } from './legacy-api.js';
 import { type Metrics, registerMetrics } from './metrics.js';
 import type { ConfirmedRecords } from './stale.js';
@@ -128,6 +129,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     driver: deps.cache.driver.name,
     cache: await deps.cache.usage(),
   }));
+  registerImagesApi(app, deps); // directory and http origins; a glance origin's API is proxied
   registerImageRoutes(app, deps);
   registerCacheApi(app, deps);
   registerLegacyApi(app, deps);

@@ -11,6 +11,7 @@ import {
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageRecord } from '../../src/origin/origin.js';
+import { SCHEMAS } from '../../src/server/schemas.js';
 import { drainedOrClosed } from '../../src/streams/drained.js';
 
 /** Faults a {@link FakeGlance} injects into one image's responses. Change them any time with `setFaults`. */
@@ -75,7 +76,9 @@ interface Context {
 
 /**
  * A small Glance v2 API on 127.0.0.1 for tests: images in memory, Keystone-style tokens, visibility, request
- * counters and per-image fault switches. Routes: `GET /versions`; `GET` and `DELETE /v2/images/{id}`;
+ * counters and per-image fault switches. Routes: `GET /versions`; `GET /v2/schemas/{name}` (Glance's schemas);
+ * `GET /v2/images` (the visible images in the order added, paged by `limit` and `marker` with a `next` link, as
+ * Glance pages); `GET` and `DELETE /v2/images/{id}`;
  * `GET /v2/images/{id}/file` (200 with `Content-Length` and hex `Content-MD5`, 204 without data, one `Range`
  * honoured with 206); `PUT /v2/images/{id}/file` (upload to a `queued` image, 204); anything else 404 JSON.
  *
@@ -188,6 +191,11 @@ export class FakeGlance {
     const context = this.#authenticate(req);
     if (!context) return fail(res, 401, 'The request you have made requires authentication.');
 
+    const schema = /^\/v2\/schemas\/(.+)$/.exec(url.pathname)?.[1];
+    if (schema !== undefined && method === 'GET') {
+      return schema in SCHEMAS ? json(res, 200, SCHEMAS[schema]) : fail(res, 404, `no schema ${schema}`);
+    }
+    if (url.pathname === '/v2/images' && method === 'GET') return json(res, 200, this.#list(url, context));
     const match = /^\/v2\/images\/([^/]+)(\/file)?$/.exec(url.pathname);
     if (!match) return fail(res, 404, `no route for ${url.pathname}`);
     const id = decodeURIComponent(match[1] ?? '');
@@ -213,6 +221,28 @@ export class FakeGlance {
     if (file && method === 'PUT') return this.#upload(req, res, image, context);
     res.setHeader('allow', file ? 'GET, PUT' : 'GET, DELETE');
     return fail(res, 405, `${method} is not allowed here`);
+  }
+
+  /** Glance's index: `limit` (default 25), `marker`, and `next` when the page is full. */
+  #list(url: URL, context: Context): unknown {
+    const visibleImages = [...this.#images.values()].filter((image) => visible(image.record, context));
+    const limit = Number(url.searchParams.get('limit') ?? 25);
+    const marker = url.searchParams.get('marker');
+    const start = marker === null ? 0 : visibleImages.findIndex((image) => image.record.id === marker) + 1;
+    const page = visibleImages.slice(start, start + limit).map(({ record }) => ({
+      ...record,
+      self: `/v2/images/${record.id}`,
+      file: `/v2/images/${record.id}/file`,
+      schema: '/v2/schemas/image',
+    }));
+    const body: Record<string, unknown> = { images: page, first: '/v2/images', schema: '/v2/schemas/images' };
+    const last = page.at(-1);
+    if (last && page.length === limit) {
+      const next = new URLSearchParams(url.searchParams);
+      next.set('marker', last.id);
+      body.next = `/v2/images?${next.toString()}`;
+    }
+    return body;
   }
 
   #authenticate(req: IncomingMessage): Context | null {

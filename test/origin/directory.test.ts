@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { ImageNotFoundError, ImageStateError, OriginError } from '../../src/errors.js';
@@ -27,6 +27,8 @@ describe('directory origin', () => {
   it('describes an image without a sidecar as active, sized by the file, with no checksums', async (t) => {
     const { origin, dir } = await newOrigin(t);
     await writeFile(join(dir, ID), imageBytes(1234));
+    const modified = new Date('2026-03-04T05:06:07.890Z');
+    await utimes(join(dir, ID), modified, modified);
     assert.deepEqual(await origin.getImage(ID, {}), {
       id: ID,
       status: 'active',
@@ -34,6 +36,9 @@ describe('directory origin', () => {
       checksum: null,
       os_hash_algo: null,
       os_hash_value: null,
+      // Glance's timestamps (isotime: seconds, Z), from the file's modification time.
+      created_at: '2026-03-04T05:06:07Z',
+      updated_at: '2026-03-04T05:06:07Z',
     });
     assert.equal(origin.kind, 'directory');
     assert.equal(origin.description, `directory:${dir}`);
@@ -57,6 +62,8 @@ describe('directory origin', () => {
         owner: 'project-a',
         x_test_key: 'test_1234',
         min_disk: 1,
+        created_at: '2025-01-01T00:00:00Z',
+        updated_at: '2025-01-02T00:00:00Z',
       }),
     );
     assert.deepEqual(await origin.getImage(ID, {}), {
@@ -70,7 +77,29 @@ describe('directory origin', () => {
       owner: 'project-a',
       x_test_key: 'test_1234',
       min_disk: 1,
+      created_at: '2025-01-01T00:00:00Z',
+      updated_at: '2025-01-02T00:00:00Z',
     });
+  });
+
+  it('lists every image: data files and sidecar-only images, never a sidecar, a stray name or a broken sidecar', async (t) => {
+    const { origin, dir } = await newOrigin(t);
+    const queued = '0a0a0a0a-0000-4000-8000-00000000000a';
+    const broken = '0b0b0b0b-0000-4000-8000-00000000000b';
+    await writeFile(join(dir, ID), imageBytes(10));
+    await writeFile(join(dir, `${ID}.json`), JSON.stringify({ name: 'with-sidecar' }));
+    await writeFile(join(dir, `${queued}.json`), JSON.stringify({ status: 'queued' }));
+    await writeFile(join(dir, broken), imageBytes(10));
+    await writeFile(join(dir, `${broken}.json`), '{not json');
+    await writeFile(join(dir, '.hidden'), 'x');
+    const listed = (await origin.listImages()).map(({ id, status, name }) => ({ id, status, name }));
+    assert.deepEqual(
+      listed.sort((a, b) => a.id.localeCompare(b.id)),
+      [
+        { id: queued, status: 'queued', name: undefined },
+        { id: ID, status: 'active', name: 'with-sidecar' },
+      ],
+    );
   });
 
   it('describes a queued image from its sidecar alone, and refuses to open it for lack of data', async (t) => {
