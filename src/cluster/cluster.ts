@@ -2,7 +2,9 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
 import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
+import { type ClientTls, tlsAgent } from '../http-client.js';
 import { openFromPeers } from './peer.js';
 
 /** How long a miss waits to learn which peers hold the image before it goes to the origin instead. */
@@ -19,6 +21,8 @@ export interface ClusterOptions {
   logger: Logger;
   /** Called after an image was dropped because another node invalidated it (the prefetcher forgets it). */
   onDropped?: (imageId: string) => void;
+  /** How https peers are verified, and the client certificate shown to them. @default Node's roots, verified */
+  peerTls?: ClientTls;
 }
 
 /**
@@ -29,11 +33,14 @@ export interface ClusterOptions {
 export class Cluster {
   readonly store: PostgresStore;
   readonly #options: ClusterOptions;
+  /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
+  readonly #agent: Agent | null;
   #stopListening: (() => Promise<void>) | null = null;
 
   private constructor(store: PostgresStore, options: ClusterOptions) {
     this.store = store;
     this.#options = options;
+    this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
   }
 
   /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
@@ -66,6 +73,7 @@ export class Cluster {
   async stop(): Promise<void> {
     await this.#stopListening?.();
     this.#stopListening = null;
+    await this.#agent?.close();
   }
 
   /** Drops the image here and tells every other node to drop its copy and queue entry. */
@@ -105,7 +113,14 @@ export class Cluster {
     }
     return openFromPeers(
       imageId,
-      { peers, secret, openOrigin, logger, onPeerBytes: (bytes) => (cache.stats.bytesFromPeer += bytes) },
+      {
+        peers,
+        secret,
+        openOrigin,
+        logger,
+        onPeerBytes: (bytes) => (cache.stats.bytesFromPeer += bytes),
+        dispatcher: this.#agent,
+      },
       signal,
     );
   }
