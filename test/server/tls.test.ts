@@ -130,14 +130,18 @@ describe('TLS of imgcache serve', { skip: OPENSSL_SKIP }, () => {
     assert.match(missing.stderr, /--ca-file/);
   });
 
-  it('serve with cert_file warns when worker_self_reference_url says http', async (t) => {
+  it('serve warns at start about worker_self_reference_url saying http with cert_file, and every insecure switch', async (t) => {
     const s = await site(t);
     const config = await s.config(
       `cert_file = ${s.pki.server.certFile}\nkey_file = ${s.pki.server.keyFile}\n` +
         'worker_self_reference_url = http://127.0.0.1:9292',
+      '[imgcache]\norigin_insecure = true\npeer_insecure = true\n[keystone_authtoken]\ninsecure = true',
     );
     const serve = await startServe(t, [...s.args, '--config', config], s.dir);
     assert.match(serve.output(), /worker_self_reference_url says http/);
+    for (const option of ['origin_insecure', 'peer_insecure', '\\[keystone_authtoken\\] insecure']) {
+      assert.match(serve.output(), new RegExp(`"level":40.*${option} = true: that server's TLS certificate is not verified`));
+    }
   });
 
   it('each unusable TLS setting makes serve exit 2 naming the option', async (t) => {
