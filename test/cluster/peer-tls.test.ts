@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
@@ -9,9 +10,12 @@ import { CLUSTER_SECRET_HEADER, openFromPeers, PEER_IMAGE_PATH } from '../../src
 import { tlsAgent } from '../../src/http-client.js';
 import { SERVER_DEFAULTS } from '../../src/server/options.js';
 import { tlsSetup } from '../../src/server/tls.js';
+import { startPostgresNode } from '../helpers/cluster-node.js';
+import { FakeGlance } from '../helpers/glance-server.js';
 import { collect, imageBytes } from '../helpers/origin.js';
+import { PG_SKIP, pgSchema } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/tmp.js';
-import { makePki, OPENSSL_SKIP, type TestPki } from '../helpers/tls.js';
+import { httpsGet, makePki, OPENSSL_SKIP, type TestPki } from '../helpers/tls.js';
 
 const ID = '2c4e6a8b-1d3f-4b5a-9c7e-6f8a0b2c4d6e';
 const SECRET = 'peer-tls-secret';
@@ -113,4 +117,43 @@ describe('peer fetch over https', { skip: OPENSSL_SKIP }, () => {
     const insecure = await fetchThroughPeer(t, peer.url, peerTlsOf({ ...client, peer_insecure: true }));
     assert.equal(insecure.fromPeer, DATA.length);
   });
+
+  it(
+    'two nodes with cert_file, key_file and ca_file: a miss on one is served by the other over mutual TLS',
+    { skip: PG_SKIP || OPENSSL_SKIP },
+    async (t) => {
+      const dir = await tempDir(t);
+      const pki = await makePki(dir);
+      const glance = new FakeGlance({ auth: 'noauth' });
+      const glanceUrl = await glance.start();
+      t.after(() => glance.close());
+      glance.addImage({ id: ID }, DATA);
+      const schema = await pgSchema(t);
+      const values = {
+        cert_file: pki.server.certFile,
+        key_file: pki.server.keyFile,
+        ca_file: pki.caFile,
+        peer_fetch: 'true',
+        cluster_secret: SECRET,
+        node_liveness_window: '60',
+      };
+      const start = async (name: string) => {
+        const node = await startPostgresNode({ dir: join(dir, name), schema, glanceUrl, values, scheme: 'https' });
+        t.after(() => node.close());
+        return node;
+      };
+      const a = await start('a');
+      const b = await start('b');
+      const client = { ca: pki.ca, cert: pki.client.cert, key: pki.client.key };
+      const first = await httpsGet(`${a.url}/v2/images/${ID}/file`, client);
+      assert.equal(first.status, 200, String(first.error));
+      assert.equal(await a.cache.isCached(ID), true);
+
+      const second = await httpsGet(`${b.url}/v2/images/${ID}/file`, client);
+      assert.equal(second.status, 200, String(second.error));
+      assert.ok(second.body.equals(DATA));
+      assert.equal(b.cache.stats.bytesFromPeer, DATA.length, 'every byte came from the peer');
+      assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 1, 'the origin was asked once, by the first node');
+    },
+  );
 });
