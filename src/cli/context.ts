@@ -224,7 +224,12 @@ export class CliContext {
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
     const server = this.serverUrl(globals);
-    if (server === null) return this.withCache(command, options, bodies.local);
+    if (server === null) {
+      if (globals.caFile !== undefined || globals.insecure !== undefined) {
+        throw new CliUsageError('--ca-file and --insecure are for --url (a running server); a cache directory has no TLS');
+      }
+      return this.withCache(command, options, bodies.local);
+    }
 
     const url = parseServerUrl(server.url, server.source);
     for (const [key, flag, why] of LOCAL_FLAGS) {

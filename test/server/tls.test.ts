@@ -128,6 +128,9 @@ describe('TLS of imgcache serve', { skip: OPENSSL_SKIP }, () => {
     const missing = await runCli(['--url', serve.url, '--ca-file', join(s.dir, 'nope.pem'), 'list']);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /--ca-file/);
+    const local = await runCli(['--cache-dir', join(s.dir, 'cache'), '--ca-file', s.pki.caFile, 'list']);
+    assert.equal(local.code, 2, local.stderr);
+    assert.match(local.stderr, /--ca-file and --insecure are for --url/);
   });
 
   it('serve warns at start about worker_self_reference_url saying http with cert_file, and every insecure switch', async (t) => {
