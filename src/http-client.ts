@@ -1,4 +1,4 @@
-import { type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 
 /**
  * The one HTTP client of imgcache: undici, the `undici` package. Origins send through their own agents
@@ -25,6 +25,65 @@ export interface HttpRequestOptions {
   headersTimeout: number;
   /** Milliseconds the body may stay silent between two chunks (not the whole transfer); 0: no limit. */
   bodyTimeout: number;
+  /** The agent to send through (one with a CA bundle, {@link tlsAgent}). @default undici's global agent */
+  dispatcher?: Dispatcher;
+}
+
+/**
+ * How an outbound https connection is verified: the PEM text of a CA bundle (instead of Node's roots), the
+ * insecure switch, and a client certificate to present when the server asks for one.
+ */
+export interface ClientTls {
+  /** PEM CA certificates trusted for the server's certificate. @default Node's bundled roots */
+  ca?: string;
+  /** Verify the server's certificate and name. false is the `insecure` switch. @default true */
+  rejectUnauthorized?: boolean;
+  /** PEM client certificate (with `key`), sent when the server requests one. */
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * A keep-alive agent that verifies https servers as `tls` says; null when `tls` changes nothing (the global
+ * agent does). The caller closes it.
+ */
+export function tlsAgent(tls: ClientTls | undefined): Agent | null {
+  if (!tls || (tls.ca === undefined && tls.rejectUnauthorized !== false && tls.cert === undefined)) return null;
+  return new Agent({ connect: tlsConnect(tls) });
+}
+
+/** The `connect` options of {@link ClientTls} (for undici's Agent, and tls.connect). */
+export function tlsConnect(tls: ClientTls): { ca?: string; rejectUnauthorized: boolean; cert?: string; key?: string } {
+  return {
+    rejectUnauthorized: tls.rejectUnauthorized !== false,
+    ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+    ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+  };
+}
+
+/**
+ * OpenSSL's verification codes (Node puts them in `error.code`): the server's certificate was not trusted or
+ * does not name the host. A CA bundle or the insecure switch is the fix, which the callers' messages name.
+ */
+const CERTIFICATE_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** Whether a request failed because the server's certificate was not accepted. */
+export function isCertificateError(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth += 1) {
+    const { code } = e as NodeJS.ErrnoException;
+    if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return true;
+  }
+  return false;
 }
 
 /**
@@ -39,6 +98,7 @@ export function httpRequest(url: string | URL, options: HttpRequestOptions): Pro
     signal: options.signal ?? null,
     headersTimeout: options.headersTimeout,
     bodyTimeout: options.bodyTimeout,
+    ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
   });
 }
 

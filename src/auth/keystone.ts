@@ -1,6 +1,15 @@
 import { z } from 'zod';
 import { AuthUnavailableError, ConfigError, type ErrorCode, UnauthorizedError } from '../errors.js';
-import { header, type HttpResponse, httpRequest, requestFailure } from '../http-client.js';
+import type { Agent } from 'undici';
+import {
+  type ClientTls,
+  header,
+  type HttpResponse,
+  httpRequest,
+  isCertificateError,
+  requestFailure,
+  tlsAgent,
+} from '../http-client.js';
 import {
   type Authenticator,
   hasAdminRole,
@@ -37,6 +46,8 @@ export interface KeystoneOptions {
    * @default 10000
    */
   timeoutMs?: number;
+  /** `cafile` and `insecure`: how an https Keystone is verified. @default Node's roots, verified */
+  tls?: ClientTls;
   /** Clock, for tests. @default Date.now */
   now?: () => number;
 }
@@ -65,7 +76,9 @@ const SERVICE_TOKEN_MARGIN_MS = 60_000;
  */
 export class KeystoneAuthenticator implements Authenticator {
   readonly strategy = 'keystone' as const;
-  readonly #options: Required<Omit<KeystoneOptions, 'now' | 'authUrl'>>;
+  readonly #options: Required<Omit<KeystoneOptions, 'now' | 'authUrl' | 'tls'>>;
+  /** The agent with `cafile` / `insecure`; null: undici's global agent. */
+  readonly #agent: Agent | null;
   readonly #tokensUrl: string;
   /** `auth_url` without credentials or query, safe for messages. */
   readonly #where: string;
@@ -97,6 +110,7 @@ export class KeystoneAuthenticator implements Authenticator {
       cacheSize: whole('keystone cache size', options.cacheSize ?? 10_000, 1),
       timeoutMs: whole('keystone request timeout', options.timeoutMs ?? 10_000, 1),
     };
+    this.#agent = tlsAgent(options.tls);
     this.#now = options.now ?? Date.now;
     this.#cache = new ExpiringLru(this.#options.cacheSize, this.#now);
   }
@@ -120,6 +134,7 @@ export class KeystoneAuthenticator implements Authenticator {
     this.#closed.abort();
     this.#cache.clear();
     this.#service = null;
+    await this.#agent?.close();
   }
 
   async #validate(token: string, key: string): Promise<CachedIdentity> {
@@ -224,6 +239,7 @@ export class KeystoneAuthenticator implements Authenticator {
         signal,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
+        ...(this.#agent ? { dispatcher: this.#agent } : {}),
       });
     } catch (error) {
       const { reason, safe } = describeRequestError(error, timeoutMs);
@@ -288,6 +304,10 @@ function describeRequestError(error: unknown, timeoutMs: number): { reason: stri
   const failure = requestFailure(error);
   if (failure.kind === 'timeout') return { reason: `no answer within ${timeoutMs} ms`, safe: true };
   if (failure.kind === 'aborted') return { reason: 'the authenticator was closed', safe: true };
+  if (failure.kind === 'network' && isCertificateError(error)) {
+    const fix = 'set [keystone_authtoken] cafile to the CA that signed it, or insecure = true';
+    return { reason: `${failure.message}: Keystone's TLS certificate is not trusted (${fix})`, safe: true };
+  }
   if (failure.kind === 'network') return { reason: failure.code ?? failure.message, safe: true };
   return { reason: error.name, safe: false };
 }

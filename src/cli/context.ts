@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
 import { CacheLayout } from '../drivers/layout.js';
@@ -14,6 +15,7 @@ import {
 } from '../config.js';
 import { DRIVER_NAMES } from '../drivers/registry.js';
 import { ConfigError } from '../errors.js';
+import type { ClientTls } from '../http-client.js';
 import { openCache } from '../open-cache.js';
 import { CliUsageError, type ExitCode } from './exit.js';
 import { parseServerUrl, RemoteCache } from './remote.js';
@@ -49,12 +51,18 @@ export interface GlobalOptions {
    * and refreshes its heartbeat on open, so the CLI run on a node must pass that node's own URL.
    */
   selfUrl?: string;
+  /** `--ca-file`: PEM CA bundle an https `--url` (and `cluster prune`'s nodes) are verified against. @default $IMGCACHE_CA_FILE */
+  caFile?: string;
+  /** `--insecure`: do not verify the server's TLS certificate. @default false */
+  insecure?: boolean;
 }
 
 /** Environment variable naming the config file, used when `--config` is not given. */
 export const CONFIG_ENV = 'IMGCACHE_CONFIG';
 /** Environment variable for `--url`. */
 export const URL_ENV = 'IMGCACHE_URL';
+/** Environment variable for `--ca-file`. */
+export const CA_FILE_ENV = 'IMGCACHE_CA_FILE';
 /** Environment variable for `--token` (safer than the flag: argv is visible to every local user in `ps`). */
 export const TOKEN_ENV = 'IMGCACHE_TOKEN';
 
@@ -180,6 +188,22 @@ export class CliContext {
     return globals.token ?? nonEmpty(this.env[TOKEN_ENV]);
   }
 
+  /** `--ca-file` (else `$IMGCACHE_CA_FILE`) read now, and `--insecure`; a file that cannot be read exits 2. */
+  clientTls(globals: GlobalOptions): ClientTls {
+    const insecure = globals.insecure === true;
+    const source = globals.caFile !== undefined ? '--ca-file' : CA_FILE_ENV;
+    const file = globals.caFile ?? nonEmpty(this.env[CA_FILE_ENV]);
+    if (file === undefined) return { rejectUnauthorized: !insecure };
+    let ca: string;
+    try {
+      ca = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new CliUsageError(`${source}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    if (!ca.includes('-----BEGIN ')) throw new CliUsageError(`${source}: ${file} is not a PEM file (no -----BEGIN line)`);
+    return { ca, rejectUnauthorized: !insecure };
+  }
+
   /** `--url` (else `$IMGCACHE_URL`) and where it came from; null in local mode. */
   serverUrl(globals: GlobalOptions): { url: string; source: string } | null {
     if (globals.url !== undefined) return { url: globals.url, source: '--url' };
@@ -200,7 +224,12 @@ export class CliContext {
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
     const server = this.serverUrl(globals);
-    if (server === null) return this.withCache(command, options, bodies.local);
+    if (server === null) {
+      if (globals.caFile !== undefined || globals.insecure !== undefined) {
+        throw new CliUsageError('--ca-file and --insecure are for --url (a running server); a cache directory has no TLS');
+      }
+      return this.withCache(command, options, bodies.local);
+    }
 
     const url = parseServerUrl(server.url, server.source);
     for (const [key, flag, why] of LOCAL_FLAGS) {
@@ -219,7 +248,13 @@ export class CliContext {
     const logger = this.logger(globals);
     // The token is never logged: only whether there is one.
     logger.info({ command: command.name(), server: url.host, token: token !== undefined }, 'using the cache API');
-    return bodies.remote(new RemoteCache({ url, logger, ...(token !== undefined ? { token } : {}) }));
+    const tls = this.clientTls(globals);
+    const remote = new RemoteCache({ url, logger, tls, ...(token !== undefined ? { token } : {}) });
+    try {
+      return await bodies.remote(remote);
+    } finally {
+      await remote.close();
+    }
   }
 
   /**

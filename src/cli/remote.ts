@@ -1,7 +1,15 @@
 import type { Logger } from 'pino';
-import type { Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { z } from 'zod';
-import { header, type HttpResponse, httpRequest, requestFailure } from '../http-client.js';
+import {
+  type ClientTls,
+  header,
+  type HttpResponse,
+  httpRequest,
+  isCertificateError,
+  requestFailure,
+  tlsAgent,
+} from '../http-client.js';
 import { CliFailure, CliUsageError } from './exit.js';
 
 /** How long one request may take, connection included. Prune and clean of a big cache are the slow ones. */
@@ -50,6 +58,8 @@ export interface RemoteCacheOptions {
   timeoutMs?: number;
   /** Gets one info line per request (method, path, status); never the token. */
   logger?: Logger;
+  /** `--ca-file` / `--insecure`: how an https server is verified. @default Node's roots, verified */
+  tls?: ClientTls;
 }
 
 /** `--url` as a base URL, or a {@link CliUsageError} (exit 2): only http(s), no query, no fragment. */
@@ -84,13 +94,20 @@ export class RemoteCache {
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
   readonly #logger: Logger | undefined;
+  readonly #agent: Agent | null;
 
   constructor(options: RemoteCacheOptions) {
+    this.#agent = tlsAgent(options.tls);
     this.#url = options.url;
     this.host = options.url.host;
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs ?? REMOTE_TIMEOUT_MS;
     this.#logger = options.logger;
+  }
+
+  /** Closes the connections of `--ca-file` / `--insecure`'s agent. */
+  async close(): Promise<void> {
+    await this.#agent?.close();
   }
 
   /** `GET /v2/cache`: the listing, checked, and the body as the server sent it (for `list --json`). */
@@ -207,6 +224,7 @@ export class RemoteCache {
           signal: AbortSignal.timeout(this.#timeoutMs),
           headersTimeout: this.#timeoutMs,
           bodyTimeout: this.#timeoutMs,
+          ...(this.#agent ? { dispatcher: this.#agent } : {}),
         }),
       );
     } catch (error) {
@@ -278,6 +296,9 @@ class Answer {
 function networkReason(error: unknown, timeoutMs: number): string {
   const failure = requestFailure(error);
   if (failure.kind === 'timeout') return `no answer within ${timeoutMs / 1000} s`;
+  if (isCertificateError(error)) {
+    return `${failure.message}: the server's TLS certificate is not trusted (pass --ca-file FILE or set IMGCACHE_CA_FILE to the CA that signed it, or --insecure)`;
+  }
   return failure.message;
 }
 

@@ -2,7 +2,9 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
 import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
+import { type ClientTls, tlsAgent } from '../http-client.js';
 import { openFromPeers } from './peer.js';
 
 /** How long a miss waits to learn which peers hold the image before it goes to the origin instead. */
@@ -19,6 +21,8 @@ export interface ClusterOptions {
   logger: Logger;
   /** Called after an image was dropped because another node invalidated it (the prefetcher forgets it). */
   onDropped?: (imageId: string) => void;
+  /** How https peers are verified, and the client certificate shown to them. @default Node's roots, verified */
+  peerTls?: ClientTls;
 }
 
 /**
@@ -29,6 +33,8 @@ export interface ClusterOptions {
 export class Cluster {
   readonly store: PostgresStore;
   readonly #options: ClusterOptions;
+  /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
+  readonly #agent: Agent | null;
   #stopListening: (() => Promise<void>) | null = null;
   /** Images whose fill is reading a peer's copy right now (for the dashboard). */
   readonly #fromPeer = new Set<string>();
@@ -36,6 +42,7 @@ export class Cluster {
   private constructor(store: PostgresStore, options: ClusterOptions) {
     this.store = store;
     this.#options = options;
+    this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
   }
 
   /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
@@ -73,6 +80,7 @@ export class Cluster {
   async stop(): Promise<void> {
     await this.#stopListening?.();
     this.#stopListening = null;
+    await this.#agent?.close();
   }
 
   /** Drops the image here and tells every other node to drop its copy and queue entry. */
@@ -114,7 +122,11 @@ export class Cluster {
       cache.stats.bytesFromPeer += bytes;
       this.#fromPeer.add(imageId);
     };
-    const stream = await openFromPeers(imageId, { peers, secret, openOrigin, logger, onPeerBytes }, signal);
+    const stream = await openFromPeers(
+      imageId,
+      { peers, secret, openOrigin, logger, onPeerBytes, dispatcher: this.#agent },
+      signal,
+    );
     stream.once('close', () => this.#fromPeer.delete(imageId));
     return stream;
   }

@@ -1,7 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { discard, httpRequest } from '../http-client.js';
+import type { Dispatcher } from 'undici';
+import { discard, httpRequest, isCertificateError } from '../http-client.js';
 import { drainedOrClosed } from '../streams/drained.js';
 
 /** Header carrying the shared cluster secret on intra-cluster requests. */
@@ -38,6 +39,8 @@ export interface PeerSource {
   /** Counts bytes that came from a peer (the rest came from the origin). */
   onPeerBytes: (bytes: number) => void;
   logger: Logger;
+  /** The agent for https peers (`peer_ca_file`, `peer_insecure`, this node's certificate). @default global agent */
+  dispatcher?: Dispatcher | null;
 }
 
 /**
@@ -63,6 +66,7 @@ async function openPeer(peer: string, imageId: string, source: PeerSource, signa
       signal,
       headersTimeout: PEER_HEADERS_TIMEOUT_MS,
       bodyTimeout: PEER_BODY_TIMEOUT_MS,
+      ...(source.dispatcher ? { dispatcher: source.dispatcher } : {}),
     });
     if (response.statusCode !== 200) {
       // A redirect too: a peer is asked for its own copy, never sent elsewhere with the cluster secret.
@@ -73,6 +77,13 @@ async function openPeer(peer: string, imageId: string, source: PeerSource, signa
     return response.body;
   } catch (error) {
     if (signal.aborted) throw error;
+    if (isCertificateError(error)) {
+      source.logger.warn(
+        { imageId, peer, err: error },
+        "peer's TLS certificate is not trusted (set [imgcache] peer_ca_file, or peer_insecure = true); trying the next source",
+      );
+      return null;
+    }
     source.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
     return null;
   }

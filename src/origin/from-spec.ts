@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
+import type { ClientTls } from '../http-client.js';
 import { DirectoryOrigin } from './directory.js';
 import { GlanceOrigin, parseGlanceUrl } from './glance.js';
 import { HttpOrigin, parseHttpTemplate } from './http.js';
@@ -18,6 +19,8 @@ export interface CreateOriginOptions {
   serviceToken?: string;
   /** `http` and `glance`: connect and response-headers timeout. @default 30000 */
   timeoutMs?: number;
+  /** `http` and `glance`: how an https origin is verified (`origin_ca_file`, `origin_insecure`). */
+  tls?: ClientTls;
 }
 
 const FORMS =
@@ -66,9 +69,13 @@ export function createOrigin(spec: string, options: CreateOriginOptions = {}): O
     case 'directory':
       return new DirectoryOrigin(location);
     case 'http':
-      return new HttpOrigin(location, { timeoutMs: options.timeoutMs });
+      return new HttpOrigin(location, { timeoutMs: options.timeoutMs, tls: options.tls });
     case 'glance':
-      return new GlanceOrigin(location, { timeoutMs: options.timeoutMs, serviceToken: options.serviceToken });
+      return new GlanceOrigin(location, {
+        timeoutMs: options.timeoutMs,
+        serviceToken: options.serviceToken,
+        tls: options.tls,
+      });
   }
 }
 

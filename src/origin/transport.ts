@@ -1,6 +1,6 @@
 import { Agent, type Dispatcher } from 'undici';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError, UnauthorizedError } from '../errors.js';
-import { header } from '../http-client.js';
+import { type ClientTls, header, isCertificateError, tlsConnect } from '../http-client.js';
 
 // The body and header helpers every undici caller shares live in the leaf http-client; the origins import them
 // from here with the rest of their transport.
@@ -23,6 +23,8 @@ export interface TransportOptions {
    * @default 30000
    */
   timeoutMs?: number;
+  /** How an https origin is verified (`origin_ca_file`, `origin_insecure`). @default Node's roots, verified */
+  tls?: ClientTls;
 }
 
 /** One agent per origin: keep-alive sockets are reused across requests; `close()` ends them. */
@@ -31,7 +33,11 @@ export function createAgent(options: TransportOptions): Agent {
   if (!(Number.isFinite(timeout) && timeout > 0)) {
     throw new ConfigError(`origin timeout must be a positive number of milliseconds, got ${timeout}`);
   }
-  return new Agent({ connect: { timeout }, headersTimeout: timeout, bodyTimeout: 0 });
+  return new Agent({
+    connect: { timeout, ...tlsConnect(options.tls ?? {}) },
+    headersTimeout: timeout,
+    bodyTimeout: 0,
+  });
 }
 
 /**
@@ -49,7 +55,11 @@ export async function send(
   } catch (error) {
     const signal = options.signal as AbortSignal | null | undefined;
     if (signal?.aborted) throw signal.reason;
-    throw new OriginError(`${what} failed: ${(error as Error).message}`, null, { cause: error });
+    // An untrusted certificate is a configuration problem: say which option fixes it.
+    const hint = isCertificateError(error)
+      ? ' (the origin\'s TLS certificate is not trusted: set [imgcache] origin_ca_file to the CA that signed it, or origin_insecure = true)'
+      : '';
+    throw new OriginError(`${what} failed: ${(error as Error).message}${hint}`, null, { cause: error });
   }
 }
 

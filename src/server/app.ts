@@ -1,4 +1,10 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, LogController } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyServerFactory,
+  LogController,
+} from 'fastify';
 import type { Logger } from 'pino';
 import type { Authenticator, Identity } from '../auth/identity.js';
 import type { PolicyEnforcer } from '../auth/policy.js';
@@ -45,6 +51,8 @@ export interface AppDeps {
   staleRecords?: ConfirmedRecords | null;
   /** What `/versions` advertises. @default the origin's versions, refreshed every 5 minutes */
   versions?: AdvertisedVersions;
+  /** Makes the listening server (serve's https, `tls.ts`). @default fastify's plain http server */
+  serverFactory?: FastifyServerFactory;
 }
 
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
@@ -85,6 +93,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // versions are accepted is checked in onRequest (it may have to ask the origin; rewriteUrl is synchronous).
     rewriteUrl: (request) => rewriteVersionedUrl(request.url ?? '/'),
     routerOptions: { maxParamLength: MAX_SEGMENT },
+    ...(deps.serverFactory ? { serverFactory: deps.serverFactory } : {}),
     // Malformed URLs and bodies get the same JSON error shape as everything else.
     frameworkErrors: (error, _request, reply) => {
       const status = error.statusCode ?? 400;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import {
   CACHE_OPTIONS,
@@ -67,14 +68,32 @@ export interface ServerOptions {
   project_domain_name: string;
   /** Seconds a validated token is trusted before Keystone is asked again. @default 300 */
   token_cache_time: number;
+  /** `[DEFAULT] cert_file` (Glance's): PEM certificate (chain) of the listener; with `key_file`, https only. */
+  cert_file: string | undefined;
+  /** `[DEFAULT] key_file` (Glance's): PEM private key of `cert_file`. */
+  key_file: string | undefined;
+  /** `[DEFAULT] ca_file` (Glance's): PEM CA bundle; callers must present a client certificate it signed. */
+  ca_file: string | undefined;
+  /** PEM CA bundle an https origin's certificate is verified against. @default Node's bundled roots */
+  origin_ca_file: string | undefined;
+  /** Do not verify an https origin's certificate (logged as a warning at start). @default false */
+  origin_insecure: boolean;
+  /** PEM CA bundle https peers' certificates are verified against. @default ca_file, else Node's roots */
+  peer_ca_file: string | undefined;
+  /** Do not verify https peers' certificates (logged as a warning at start). @default false */
+  peer_insecure: boolean;
+  /** `[keystone_authtoken] cafile` (keystonemiddleware's): PEM CA bundle for an https `auth_url`. */
+  cafile: string | undefined;
+  /** `[keystone_authtoken] insecure` (keystonemiddleware's): do not verify Keystone's certificate. @default false */
+  insecure: boolean;
 }
 
-const flag = z.union([z.boolean(), z.string()]).transform((value, ctx) => {
+const flag = (option: string) => z.union([z.boolean(), z.string()]).transform((value, ctx) => {
   if (typeof value === 'boolean') return value;
   const normalized = value.trim().toLowerCase();
   if (['true', '1', 'yes', 'on'].includes(normalized)) return true;
   if (['false', '0', 'no', 'off'].includes(normalized)) return false;
-  ctx.addIssue({ code: 'custom', message: 'must be true or false' });
+  ctx.addIssue({ code: 'custom', message: `${option} must be true or false` });
   return z.NEVER;
 });
 
@@ -87,6 +106,27 @@ const port = z.union([z.string(), z.number()]).transform((value, ctx) => {
   return n;
 });
 
+/**
+ * A PEM file that can be read now (so a typo fails `serve` at start, not the first https request). The path is
+ * kept, not the text: the listener's files are read again on SIGHUP.
+ */
+const pemFile = (option: string) =>
+  text(option).transform((path, ctx) => {
+    let content: string;
+    try {
+      content = readFileSync(path, 'utf8');
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      ctx.addIssue({ code: 'custom', message: `${option}: cannot read ${path} (${reason})` });
+      return z.NEVER;
+    }
+    if (!content.includes('-----BEGIN ')) {
+      ctx.addIssue({ code: 'custom', message: `${option}: ${path} is not a PEM file (no -----BEGIN line)` });
+      return z.NEVER;
+    }
+    return path;
+  });
+
 const positive = (option: string) => wholeSeconds(option, 1);
 const at = (section: string, env: string, schema: z.ZodType): OptionSpec => ({ section, env, schema });
 
@@ -95,7 +135,7 @@ export const SERVER_OPTIONS = {
   bind_port: at('DEFAULT', 'IMGCACHE_BIND_PORT', port),
   origin: at('imgcache', 'IMGCACHE_ORIGIN', text('origin')),
   auth_strategy: at('imgcache', 'IMGCACHE_AUTH_STRATEGY', text('auth_strategy')),
-  allow_noauth_non_loopback: at('imgcache', 'IMGCACHE_ALLOW_NOAUTH_NON_LOOPBACK', flag),
+  allow_noauth_non_loopback: at('imgcache', 'IMGCACHE_ALLOW_NOAUTH_NON_LOOPBACK', flag('allow_noauth_non_loopback')),
   auth_tokens_file: at('imgcache', 'IMGCACHE_TOKENS_FILE', text('auth_tokens_file')),
   service_token: at('imgcache', 'IMGCACHE_SERVICE_TOKEN', text('service_token')),
   prefetch_concurrency: at('imgcache', 'IMGCACHE_PREFETCH_CONCURRENCY', positive('prefetch_concurrency')),
@@ -103,7 +143,7 @@ export const SERVER_OPTIONS = {
   prune_interval: at('imgcache', 'IMGCACHE_PRUNE_INTERVAL', wholeSeconds('prune_interval', 0)),
   clean_interval: at('imgcache', 'IMGCACHE_CLEAN_INTERVAL', wholeSeconds('clean_interval', 0)),
   shutdown_timeout: at('imgcache', 'IMGCACHE_SHUTDOWN_TIMEOUT', wholeSeconds('shutdown_timeout', 0)),
-  peer_fetch: at('imgcache', 'IMGCACHE_PEER_FETCH', flag),
+  peer_fetch: at('imgcache', 'IMGCACHE_PEER_FETCH', flag('peer_fetch')),
   cluster_secret: at('imgcache', 'IMGCACHE_CLUSTER_SECRET', text('cluster_secret')),
   stale_if_error: at('imgcache', 'IMGCACHE_STALE_IF_ERROR', wholeSeconds('stale_if_error', 0)),
   log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
@@ -115,6 +155,17 @@ export const SERVER_OPTIONS = {
   project_name: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PROJECT', text('project_name')),
   project_domain_name: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_PROJECT_DOMAIN', text('project_domain_name')),
   token_cache_time: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_TOKEN_CACHE_TIME', positive('token_cache_time')),
+  cert_file: at('DEFAULT', 'IMGCACHE_CERT_FILE', pemFile('cert_file')),
+  key_file: at('DEFAULT', 'IMGCACHE_KEY_FILE', pemFile('key_file')),
+  // Not IMGCACHE_CA_FILE: that is the remote CLI's CA to trust, and a shell that sets it must not turn on
+  // client certificates for a serve started from it.
+  ca_file: at('DEFAULT', 'IMGCACHE_CLIENT_CA_FILE', pemFile('ca_file')),
+  origin_ca_file: at('imgcache', 'IMGCACHE_ORIGIN_CA_FILE', pemFile('origin_ca_file')),
+  origin_insecure: at('imgcache', 'IMGCACHE_ORIGIN_INSECURE', flag('origin_insecure')),
+  peer_ca_file: at('imgcache', 'IMGCACHE_PEER_CA_FILE', pemFile('peer_ca_file')),
+  peer_insecure: at('imgcache', 'IMGCACHE_PEER_INSECURE', flag('peer_insecure')),
+  cafile: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_CA_FILE', pemFile('cafile')),
+  insecure: at('keystone_authtoken', 'IMGCACHE_KEYSTONE_INSECURE', flag('insecure')),
 } satisfies Record<keyof ServerOptions, OptionSpec>;
 
 export const SERVER_DEFAULTS: ServerOptions = {
@@ -142,6 +193,15 @@ export const SERVER_DEFAULTS: ServerOptions = {
   project_name: undefined,
   project_domain_name: 'Default',
   token_cache_time: 300,
+  cert_file: undefined,
+  key_file: undefined,
+  ca_file: undefined,
+  origin_ca_file: undefined,
+  origin_insecure: false,
+  peer_ca_file: undefined,
+  peer_insecure: false,
+  cafile: undefined,
+  insecure: false,
 };
 
 /** Everything `serve` needs: the cache's options, the server's, and policy overrides from `[policy]`. */

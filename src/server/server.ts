@@ -1,3 +1,4 @@
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createAuthenticator } from '../auth/factory.js';
@@ -18,10 +19,11 @@ import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 import type { ServeConfig } from './options.js';
 import { ConfirmedRecords } from './stale.js';
+import { httpsFactory, listenerTls, type TlsSetup, tlsSetup } from './tls.js';
 
 /** A running server. */
 export interface RunningServer {
-  /** `http://host:port`, with the port actually bound (for `bind_port = 0`). */
+  /** `http://host:port` (`https://` with `cert_file`), with the port actually bound (for `bind_port = 0`). */
   url: string;
   app: FastifyInstance;
   cache: ImageCache;
@@ -32,6 +34,11 @@ export interface RunningServer {
    * closes.
    */
   close(): Promise<void>;
+  /**
+   * Reads `cert_file`, `key_file` and `ca_file` again and uses them for new connections (SIGHUP); false when
+   * TLS is off. Throws {@link ConfigError} for files that cannot be used; the old ones then stay in force.
+   */
+  reloadTls(): boolean;
 }
 
 /** What a caller of {@link startServer} may inject besides the config (tests: a clock). */
@@ -57,6 +64,7 @@ export async function startServer(
   if (server.auth_strategy.toLowerCase() === 'noauth') {
     assertLoopbackBind(server.bind_host, server.allow_noauth_non_loopback);
   }
+  const tls: TlsSetup = tlsSetup(server, config.cache.worker_self_reference_url, logger);
   const policy = new PolicyEnforcer(config.policy);
   const auth: Authenticator = createAuthenticator({
     strategy: server.auth_strategy,
@@ -72,11 +80,15 @@ export async function startServer(
             projectName: server.project_name ?? '',
             projectDomainName: server.project_domain_name,
             cacheTtlSeconds: server.token_cache_time,
+            tls: tls.keystone,
           },
         }
       : {}),
   });
-  const origin: Origin = createOrigin(server.origin, server.service_token ? { serviceToken: server.service_token } : {});
+  const origin: Origin = createOrigin(server.origin, {
+    tls: tls.origin,
+    ...(server.service_token ? { serviceToken: server.service_token } : {}),
+  });
   let cache: ImageCache | undefined;
   let app: FastifyInstance | undefined;
   let cluster: Cluster | null = null;
@@ -90,6 +102,7 @@ export async function startServer(
       peerFetch: server.peer_fetch,
       logger,
       onDropped: (imageId) => prefetcher.forget(imageId),
+      peerTls: tls.peer,
     });
     const metrics = new Metrics(cache, { prefetcher });
     app = await buildApp({
@@ -102,6 +115,7 @@ export async function startServer(
       logger,
       cluster,
       staleRecords: staleRecordsFor(config, origin, logger, options),
+      ...(tls.listener ? { serverFactory: httpsFactory(tls.listener) } : {}),
     });
     await app.listen({ host: server.bind_host, port: server.bind_port });
     await cluster?.start();
@@ -188,5 +202,13 @@ function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServ
     })();
     return closing;
   };
-  return { url: `http://${host}:${port}`, app, cache, prefetcher, close };
+  const reloadTls = () => {
+    const listener = listenerTls(server);
+    if (!listener) return false;
+    (app.server as unknown as TlsServer).setSecureContext(listener);
+    logger.info('cert_file, key_file and ca_file reloaded: new connections use them');
+    return true;
+  };
+  const scheme = server.cert_file === undefined ? 'http' : 'https';
+  return { url: `${scheme}://${host}:${port}`, app, cache, prefetcher, close, reloadTls };
 }

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 /** A user token the fake Keystone knows. */
@@ -50,25 +51,30 @@ export class FakeKeystone {
   #issued = 0;
   readonly #now: () => number;
 
-  private constructor(now: () => number) {
+  readonly #scheme: 'http' | 'https';
+
+  private constructor(now: () => number, tls: { cert: string; key: string } | undefined) {
     this.#now = now;
-    this.#server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#handle(req, res).catch((error: unknown) => {
         res.statusCode = 500;
         res.end(String(error));
       });
-    });
+    };
+    this.#scheme = tls ? 'https' : 'http';
+    this.#server = tls ? (createHttpsServer(tls, handler) as unknown as Server) : createServer(handler);
   }
 
-  static async start(now: () => number = Date.now): Promise<FakeKeystone> {
-    const keystone = new FakeKeystone(now);
+  /** Listens on 127.0.0.1; over https with `tls` (a test CA's certificate and key, `helpers/tls.ts`). */
+  static async start(now: () => number = Date.now, tls?: { cert: string; key: string }): Promise<FakeKeystone> {
+    const keystone = new FakeKeystone(now, tls);
     keystone.#server.listen(0, '127.0.0.1');
     await once(keystone.#server, 'listening');
     return keystone;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    return `${this.#scheme}://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
   }
 
   /** Revokes every service token issued so far (Keystone restarted with new fernet keys, say). */

@@ -8,6 +8,7 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImageRecord } from '../../src/origin/origin.js';
@@ -53,6 +54,8 @@ export interface FakeGlanceOptions {
   chunkSize?: number;
   /** What `GET /versions` lists (ids and statuses; links are added). @default v2.17 CURRENT, v2.16, v2.0 */
   versions?: Array<{ id: string; status: string }>;
+  /** Serve https with this PEM certificate and key (a test CA's, `helpers/tls.ts`). @default plain http */
+  tls?: { cert: string; key: string };
 }
 
 /** One request as the fake received it. */
@@ -96,21 +99,24 @@ export class FakeGlance {
   readonly abandoned = new Map<string, number>();
   readonly #images = new Map<string, StoredImage>();
   readonly #tokens = new Map<string, FakeToken>();
-  readonly #options: Required<Omit<FakeGlanceOptions, 'versions'>> & Pick<FakeGlanceOptions, 'versions'>;
+  readonly #options: Required<Omit<FakeGlanceOptions, 'versions' | 'tls'>> & Pick<FakeGlanceOptions, 'versions'>;
+  readonly #scheme: 'http' | 'https';
   readonly #server: Server;
   #url = '';
 
   constructor(options: FakeGlanceOptions = {}) {
     this.#options = { auth: options.auth ?? 'keystone', chunkSize: options.chunkSize ?? 64 * 1024, versions: options.versions };
-    this.#server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (!res.headersSent) json(res, 500, { message: String(error) });
         else res.destroy();
       });
-    });
+    };
+    this.#scheme = options.tls ? 'https' : 'http';
+    this.#server = options.tls ? (createHttpsServer(options.tls, handler) as unknown as Server) : createServer(handler);
   }
 
-  /** Base URL, once started: `http://127.0.0.1:PORT`. */
+  /** Base URL, once started: `http://127.0.0.1:PORT` (`https://` with `tls`). */
   get url(): string {
     return this.#url;
   }
@@ -167,7 +173,7 @@ export class FakeGlance {
   async start(): Promise<string> {
     this.#server.listen(0, '127.0.0.1');
     await once(this.#server, 'listening');
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    this.#url = `${this.#scheme}://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
     return this.#url;
   }
 

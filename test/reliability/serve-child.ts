@@ -16,7 +16,8 @@ export interface ServeChild {
 
 /**
  * Starts `imgcache serve --port 0 ...args` in a clean environment (no inherited `IMGCACHE_*`; `extraEnv` added)
- * and waits for its "serving on" line (bounded). Killed with SIGKILL when the test ends, if it is still running.
+ * and waits for its "serving on" line (bounded); `url` is https:// when the config gives it `cert_file`. Killed
+ * with SIGKILL when the test ends, if it is still running.
  */
 export async function startServe(
   t: TestContext,
@@ -48,13 +49,13 @@ export async function startServe(
   await until(
     () => {
       if (!alive()) throw new Error(`imgcache serve exited (${child.exitCode ?? child.signalCode}):\n${output}`);
-      return /serving on (http:\/\/\S+)/.test(output);
+      return /serving on (https?:\/\/\S+)/.test(output);
     },
     'imgcache serve to start',
     15_000,
     20,
   );
-  const url = /serving on (http:\/\/\S+)/.exec(output)?.[1] as string;
+  const url = /serving on (https?:\/\/\S+)/.exec(output)?.[1] as string;
   return { child, url, output: () => output, alive };
 }
 

@@ -2,6 +2,7 @@ import Table from 'cli-table3';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { ClusterEntry, LiveNode } from '../../drivers/postgres.js';
+import type { ClientTls } from '../../http-client.js';
 import { withClusterStore } from '../cluster-store.js';
 import type { CliContext, GlobalOptions } from '../context.js';
 import { EXIT } from '../exit.js';
@@ -76,10 +77,12 @@ export function registerCluster(program: Command, ctx: CliContext): void {
     .option('--json', 'print {"nodes": [{url, ok, total_files_pruned, total_bytes_pruned} or {url, ok, error}]}')
     .action(async (options: JsonOption, command: Command) => {
       ctx.exitCode = await withClusterStore(ctx, command, async ({ store, token }) => {
-        const logger = ctx.logger(command.optsWithGlobals<GlobalOptions>());
+        const globals = command.optsWithGlobals<GlobalOptions>();
+        const logger = ctx.logger(globals);
+        const tls = ctx.clientTls(globals);
         const live = await store.liveNodes();
         // All at once: a node that does not answer must not hold up the others for the whole request timeout.
-        const outcomes = await Promise.all(live.map((node) => pruneNode(node.url, token, logger)));
+        const outcomes = await Promise.all(live.map((node) => pruneNode(node.url, token, logger, tls)));
         if (options.json) {
           ctx.out(JSON.stringify({ nodes: outcomes.map(pruneJson) }));
         } else {
@@ -128,11 +131,15 @@ function renderClusterTable(entries: readonly ClusterEntry[], nodes: readonly No
 }
 
 /** `POST {url}/v2/cache/prune` with the same client, token handling and messages as `prune --url`. */
-async function pruneNode(url: string, token: string | undefined, logger: Logger): Promise<PruneOutcome> {
+async function pruneNode(url: string, token: string | undefined, logger: Logger, tls: ClientTls): Promise<PruneOutcome> {
   try {
     const base = parseServerUrl(url, `node URL ${url}`);
-    const server = new RemoteCache({ url: base, logger, ...(token ? { token } : {}) });
-    return { url, ok: true, ...(await server.prune()) };
+    const server = new RemoteCache({ url: base, logger, tls, ...(token ? { token } : {}) });
+    try {
+      return { url, ok: true, ...(await server.prune()) };
+    } finally {
+      await server.close();
+    }
   } catch (error) {
     // A CliFailure (unreachable, 401, no cache API) or a URL in node_reference that is not an http(s) base URL:
     // either way this node's failure, not the command line's.

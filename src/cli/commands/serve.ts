@@ -43,6 +43,11 @@ export function registerServe(program: Command, ctx: CliContext): void {
       if (globals.url !== undefined || globals.token !== undefined) {
         throw new CliUsageError('--url and --token are for the management commands; serve listens on --host/--port');
       }
+      if (globals.caFile !== undefined || globals.insecure !== undefined) {
+        throw new CliUsageError(
+          "--ca-file and --insecure are for --url; serve's TLS is cert_file, key_file and ca_file in [DEFAULT] of --config",
+        );
+      }
       let demoImage: string | undefined;
       if (flags.demo) demoImage = await seedDemoOrigin(resolve('var/origin'));
       const values = {
@@ -102,10 +107,21 @@ export function registerServe(program: Command, ctx: CliContext): void {
         ctx.out(`  curl -s ${server.url}/v2/cache                                                # the cache listing`);
         ctx.out(`  open ${server.url}/dashboard                                                   # the operator's view`);
       }
+      // SIGHUP re-reads cert_file, key_file and ca_file (renewed certificates without a restart). Only with TLS:
+      // without it, SIGHUP keeps its default meaning.
+      const reload = () => {
+        try {
+          server.reloadTls();
+        } catch (error) {
+          logger.error({ err: error }, 'TLS reload failed: the previous certificate stays in force');
+        }
+      };
+      if (config.server.cert_file !== undefined) process.on('SIGHUP', reload);
       await new Promise<void>((done) => {
         const stop = () => {
           process.off('SIGTERM', stop);
           process.off('SIGINT', stop);
+          process.off('SIGHUP', reload);
           server.close().then(done, (error: unknown) => {
             logger.error({ err: error }, 'shutdown failed');
             done();
