@@ -92,7 +92,10 @@ describe('Range misses warm the cache (issue 13)', () => {
     for (const [n, cold] of [[1, true], [2, false]] as const) {
       const before = await requestCounts(server);
       const out = join(dir, `out${n}.raw`);
-      await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', url, out], { timeout: 60_000 });
+      // `-m 1`: with its default 8 coroutines, Debian 12's qemu-img 7.2 hangs now and then after every response
+      // was sent, against a 20-line Node range server just as against imgcache (8 of 15 runs here; `-m 1` is
+      // the known workaround for qemu-img convert hangs). The parallel readahead pattern is the next test's.
+      await run('qemu-img', ['convert', '-m', '1', '-f', 'raw', '-O', 'raw', url, out], { timeout: 60_000 });
       assert.ok((await readFile(out)).equals(data), `convert ${n} wrote the image`);
       const counts = delta(before, await requestCounts(server));
       if (cold) {
@@ -221,5 +224,33 @@ describe('Range misses warm the cache (issue 13)', () => {
     await readRanges();
     assert.equal(await server.cache.isCached(id), false);
     assert.equal(wholeDownloads(server, id), 1, 'the failed image is retried with backoff, not by every range');
+  });
+
+  it('answers ranges while queue/ cannot be written (chattr +i), and warms the cache once it can', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root for chattr +i');
+    const server = await startTestServer(t);
+    const id = idOf(40);
+    const data = randomBytes(MIB);
+    server.glance.addImage({ id }, data);
+    const url = `${server.url}/v2/images/${id}/file`;
+    const queue = join(server.dir, 'queue');
+    await run('chattr', ['+i', queue]);
+    try {
+      for (let round = 0; round < 3; round += 1) {
+        const parts = await Promise.all(
+          [0, 1, 2, 3].map((i) => request(url, { headers: { range: `bytes=${i * READAHEAD}-${(i + 1) * READAHEAD - 1}` } })),
+        );
+        for (const [i, part] of parts.entries()) {
+          assert.equal(part.status, 206);
+          assert.ok(part.body.equals(data.subarray(i * READAHEAD, (i + 1) * READAHEAD)));
+        }
+      }
+      assert.equal(await server.cache.isQueued(id), false);
+    } finally {
+      await run('chattr', ['-i', queue]);
+    }
+    const part = await request(url, { headers: { range: 'bytes=0-9' } });
+    assert.equal(part.status, 206);
+    await until(() => server.cache.isCached(id), 'a later range to warm the cache');
   });
 });
