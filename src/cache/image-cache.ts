@@ -149,8 +149,9 @@ export class ImageCache {
   }
 
   /**
-   * A byte range of the image, never starting a fill (RFC 9110 ranges; Glance bypasses the cache for them, bug
-   * 1664709): `HIT`, `COALESCED` or `BYPASS`. See {@link ReadThrough.fetchRange}.
+   * A byte range of the image, never starting a fill itself (RFC 9110 ranges; Glance bypasses the cache for them,
+   * bug 1664709): `HIT`, `COALESCED` or `BYPASS`; a `BYPASS` of an image that could be cached calls
+   * `request.onColdRange` (the server queues it for the prefetcher). See {@link ReadThrough.fetchRange}.
    */
   fetchRange(request: FetchRequest, range: Range): Promise<FetchResult> {
     return this.#readThrough.fetchRange(request, range);

@@ -21,6 +21,13 @@ export interface FetchRequest {
   openOrigin: OriginOpener;
   /** Opens just a byte range at the origin (for {@link ReadThrough.fetchRange}); without it the whole image is read. */
   openOriginRange?: RangeOpener;
+  /**
+   * Called by {@link ReadThrough.fetchRange} once a range is being served from the origin while the image is
+   * neither cached nor filling and its expected size fits in `image_cache_max_size`: the caller may warm the
+   * cache (the server queues the image for the prefetcher). It must not throw; if it does, the range is served
+   * all the same. @default undefined (ranges never warm anything)
+   */
+  onColdRange?: () => void;
 }
 
 export interface FetchResult {
@@ -107,9 +114,10 @@ export class ReadThrough {
   }
 
   /**
-   * A byte range of the image, never starting a fill (RFC 9110 ranges; Glance bypasses the cache for them, bug
-   * 1664709): from the cached file (`HIT`), from a running fill's file once those bytes are on disk
-   * (`COALESCED`), else from the origin (`BYPASS`) without disturbing a running fill.
+   * A byte range of the image, never starting a fill itself (RFC 9110 ranges; Glance bypasses the cache for
+   * them, bug 1664709): from the cached file (`HIT`), from a running fill's file once those bytes are on disk
+   * (`COALESCED`), else from the origin (`BYPASS`) without disturbing a running fill. A `BYPASS` of an image that
+   * could be cached calls `request.onColdRange`: warming is the caller's (a background fill, never this range's).
    */
   async fetchRange(request: FetchRequest, range: Range): Promise<FetchResult> {
     const { imageId } = request;
@@ -133,7 +141,25 @@ export class ReadThrough {
     stream.once('close', () => controller.abort());
     this.#stats.requests.BYPASS += 1;
     this.#stats.bytesFromOrigin += size;
+    this.#coldRange(request);
     return { status: 'BYPASS', size, stream };
+  }
+
+  /**
+   * Tells the caller a range of an image nobody is filling went to the origin, so it can warm the cache. Not for
+   * an image already filling (that fill caches it, or ends), nor for one admission would never take (a fill of
+   * it could only bypass), nor for one of unknown size (which admission cannot judge before the bytes flow).
+   */
+  #coldRange(request: FetchRequest): void {
+    const expectedSize = request.expected?.size ?? null;
+    if (!request.onColdRange || expectedSize === null || expectedSize > this.#admission.maxSize) return;
+    if (this.#inflight.get(request.imageId)) return;
+    try {
+      request.onColdRange();
+    } catch (error) {
+      // Warming is a bonus: the range is answered whatever happens to it.
+      this.#logger.warn({ imageId: request.imageId, err: error }, 'cannot warm the cache after a range miss');
+    }
   }
 
   /**

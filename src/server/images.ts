@@ -8,6 +8,7 @@ import type { AppDeps } from './app.js';
 import { RangeNotSatisfiableError } from './errors.js';
 import { cutRange } from '../streams/slice.js';
 import { parseRange } from './range.js';
+import { RangeWarmer } from './range-warm.js';
 import { type ConfirmedRecords, isUnreachable } from './stale.js';
 
 interface ImageParams {
@@ -54,11 +55,12 @@ function expectedOf(image: ImageRecord): ExpectedImage {
  * `GET|HEAD /v2/images/{id}/file` (spec §4.2, done right): with an origin that authorizes callers, the caller's
  * view of the image decides (a cached file is never served to a caller the origin refuses); then the cache
  * answers: hit, one shared fill, or bypass; byte ranges from the cache too (Glance sends them to the backend,
- * bug 1664709).
+ * bug 1664709), and a range of an uncached image queues it for the prefetcher ({@link RangeWarmer}).
  */
 export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { cache, origin, policy } = deps;
   const stale = deps.staleRecords ?? null;
+  const warmer = new RangeWarmer(cache, deps.prefetcher, deps.logger);
 
   /**
    * The image as the caller may see it, and whether it comes from a stale confirmation (its age in seconds).
@@ -185,7 +187,8 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
       return sendImage(reply, found, { status: 'BYPASS', size: image.size || null, stream });
     }
     if (range) {
-      const result = await cache.fetchRange(fetch, range);
+      // A range of an uncached image also queues it for the prefetcher (range-warm.ts): the next reads hit.
+      const result = await cache.fetchRange({ ...fetch, onColdRange: () => warmer.warm(image.id) }, range);
       reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${total}`);
       return sendImage(reply, found, result);
     }

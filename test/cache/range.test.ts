@@ -107,4 +107,43 @@ describe('ImageCache.fetchRange', () => {
     assert.ok((await body).equals(data));
     assert.equal(await cache.isCached('img'), true);
   });
+
+  it('asks the caller to warm the cache only for a range from the origin of an image that fits and is not filling', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir });
+    await driver.configure();
+    const cache = new ImageCache({ driver, maxSize: 3 * MIB });
+    t.after(() => cache.close());
+    const data = imageBytes(2 * MIB, 4);
+    const origin = new TestOrigin(data, { gated: true });
+    let cold = 0;
+    const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open, onColdRange: () => (cold += 1) };
+    origin.allow(Infinity);
+    await collect((await cache.fetchRange(request, { start: 0, end: 9 })).stream);
+    assert.equal(cold, 1, 'a cold range of an image that fits');
+
+    const big = imageBytes(4 * MIB, 5);
+    const bigOrigin = new TestOrigin(big);
+    const tooBig = { imageId: 'big', expected: glanceMetadata(big), openOrigin: bigOrigin.open, onColdRange: () => (cold += 1) };
+    await collect((await cache.fetchRange(tooBig, { start: 0, end: 9 })).stream);
+    assert.equal(cold, 1, 'not for an image over the cap');
+
+    const throwing = { ...request, onColdRange: () => { throw new Error('warming broke (test)'); } };
+    const served = await cache.fetchRange(throwing, { start: 5, end: 14 });
+    assert.ok((await collect(served.stream)).equals(data.subarray(5, 15)), 'a throwing callback does not fail the range');
+
+    const gated = new TestOrigin(data, { gated: true });
+    const filling = { ...request, openOrigin: gated.open };
+    const full = await cache.fetch(filling);
+    assert.ok(full.stream instanceof FillReader);
+    const body = collect(full.stream);
+    gated.allow(MIB);
+    await onDisk(full.stream.fill, 1000);
+    const late = await cache.fetchRange(filling, { start: MIB + 10, end: MIB + 19 });
+    assert.equal(late.status, 'BYPASS');
+    assert.equal(cold, 1, 'not while a fill of the image runs');
+    gated.allow(Infinity);
+    assert.ok((await collect(late.stream)).equals(data.subarray(MIB + 10, MIB + 20)));
+    assert.ok((await body).equals(data));
+  });
 });
