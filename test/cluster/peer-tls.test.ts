@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
@@ -16,6 +14,7 @@ import { collect, imageBytes } from '../helpers/origin.js';
 import { PG_SKIP, pgSchema } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/tmp.js';
 import { httpsGet, makePki, OPENSSL_SKIP, type TestPki } from '../helpers/tls.js';
+import { listenLocal } from '../helpers/listen.js';
 
 const ID = '2c4e6a8b-1d3f-4b5a-9c7e-6f8a0b2c4d6e';
 const SECRET = 'peer-tls-secret';
@@ -38,14 +37,7 @@ async function httpsPeer(t: TestContext, pki: TestPki) {
       res.end(DATA);
     },
   );
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
-  });
-  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, state };
+  return { url: `https://127.0.0.1:${await listenLocal(t, server)}`, state };
 }
 
 /** A pino logger whose lines are kept in `lines`. */

@@ -17,6 +17,7 @@ import { request } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { drainedOrClosed } from '../../src/streams/drained.js';
+import { listenLocal } from '../helpers/listen.js';
 
 const ID = '6c6b7e2a-2d3b-4c8e-9a51-3f0e5d2f8a11';
 const SECRET = 'peer-test-secret';
@@ -44,14 +45,7 @@ async function startPeer(t: TestContext, data: Buffer, delayMs: number) {
       res.end();
     })().catch(() => res.destroy());
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, responses };
+  return { url: `http://127.0.0.1:${await listenLocal(t, server)}`, responses };
 }
 
 describe('peer transfers', () => {
@@ -178,20 +172,12 @@ describe('peer transfers', () => {
     const redirecting = createServer((req, res) => {
       res.writeHead(307, { location: `http://127.0.0.1:${(target.address() as AddressInfo).port}${req.url}` }).end();
     });
-    for (const server of [target, redirecting]) {
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      t.after(async () => {
-        server.closeAllConnections();
-        server.close();
-        await once(server, 'close');
-      });
-    }
+    const [, redirectingPort] = [await listenLocal(t, target), await listenLocal(t, redirecting)];
     const data = imageBytes(64 << 10, 34);
     const stream = await openFromPeers(
       ID,
       {
-        peers: [`http://127.0.0.1:${(redirecting.address() as AddressInfo).port}`],
+        peers: [`http://127.0.0.1:${redirectingPort}`],
         secret: SECRET,
         openOrigin: async (offset) => Readable.from([data.subarray(offset)]),
         onPeerBytes: () => assert.fail('no byte can come from a peer that redirected'),

@@ -1,12 +1,11 @@
-import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { glanceMetadata } from './origin.js';
 import { startTestServer, type TestServer, type TestServerOptions } from './server.js';
 import { tempDir } from './tmp.js';
+import { listenLocal } from './listen.js';
 
 /** The three kinds of origin `--origin` takes. */
 export type OriginKind = 'directory' | 'http' | 'glance';
@@ -39,14 +38,7 @@ export async function httpStore(t: TestContext, images: readonly TestImage[]): P
     });
     res.end(req.method === 'HEAD' ? undefined : data);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/images/{id}`;
+  return `http://127.0.0.1:${await listenLocal(t, server)}/images/{id}`;
 }
 
 /** Writes each image and its sidecar (`<id>.json`: the Glance digests and `fields`) into `dir`. */

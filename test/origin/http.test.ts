@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError } from '../../src/errors.js';
 import { HttpOrigin, type HttpOriginOptions } from '../../src/origin/http.js';
 import { collect, imageBytes } from '../helpers/origin.js';
+import { listenLocal } from '../helpers/listen.js';
 
 const ID = '3f6e1a2c-8d4b-4c1e-9a7f-0b5d2e6c8a91';
 const never = () => new AbortController().signal;
@@ -30,14 +30,7 @@ async function serve(
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, port: req.socket.remotePort });
     void Promise.resolve(handler(req, res)).catch(() => res.destroy());
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
-  });
-  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+  return { base: `http://127.0.0.1:${await listenLocal(t, server)}`, seen };
 }
 
 function newOrigin(t: TestContext, template: string, options?: HttpOriginOptions): HttpOrigin {

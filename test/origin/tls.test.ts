@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { imageBytes } from '../helpers/origin.js';
@@ -9,6 +7,7 @@ import { startTestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { httpGet } from '../reliability/serve-child.js';
 import { makePki, OPENSSL_SKIP, type TestPki } from '../helpers/tls.js';
+import { listenLocal } from '../helpers/listen.js';
 
 const ID = '5e2d8c1a-3b4f-4e6a-9c7d-8f0a1b2c3d4e';
 const DATA = imageBytes(300_000, 7);
@@ -20,14 +19,7 @@ async function httpsStore(t: TestContext, pki: TestPki): Promise<string> {
     res.writeHead(200, { 'content-length': DATA.length });
     res.end(req.method === 'HEAD' ? undefined : DATA);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    server.closeAllConnections();
-    server.close();
-    await once(server, 'close');
-  });
-  return `https://127.0.0.1:${(server.address() as AddressInfo).port}/images/{id}`;
+  return `https://127.0.0.1:${await listenLocal(t, server)}/images/{id}`;
 }
 
 /** A server whose origin is an https Glance (or `template`) with a private CA, configured with `values`. */
