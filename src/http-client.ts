@@ -1,4 +1,4 @@
-import { Agent, type Dispatcher, request } from 'undici';
+import { Agent, buildConnector, type Dispatcher, request } from 'undici';
 
 /**
  * The one HTTP client of imgcache: undici, the `undici` package. Origins send through their own agents
@@ -45,11 +45,33 @@ export interface ClientTls {
 
 /**
  * A keep-alive agent that verifies https servers as `tls` says; null when `tls` changes nothing (the global
- * agent does). The caller closes it.
+ * agent does) unless `always` (a caller that wants the server's TLS alerts reported, see
+ * {@link keepingTlsAlerts}, which the global agent loses). The caller closes it.
  */
-export function tlsAgent(tls: ClientTls | undefined): Agent | null {
-  if (!tls || (tls.ca === undefined && tls.rejectUnauthorized !== false && tls.cert === undefined)) return null;
-  return new Agent({ connect: tlsConnect(tls) });
+export function tlsAgent(tls: ClientTls | undefined, options: { always?: boolean } = {}): Agent | null {
+  const changesNothing = !tls || (tls.ca === undefined && tls.rejectUnauthorized !== false && tls.cert === undefined);
+  if (changesNothing && options.always !== true) return null;
+  return new Agent({ connect: keepingTlsAlerts(buildConnector(tlsConnect(tls ?? {}))) });
+}
+
+/**
+ * A connector whose sockets fail with the TLS alert the server sent after the handshake. In TLS 1.3 a server
+ * that requires a client certificate checks it only after the client has finished its handshake and sent the
+ * request; its alert ("certificate required", "unknown ca") arrives as a socket error followed by the end of
+ * the stream, and undici reports the end ("other side closed"), overwriting the alert. Destroying the socket
+ * with the alert makes the alert the request's error, so callers can say what to fix
+ * ({@link isClientCertificateRefusal}).
+ */
+function keepingTlsAlerts(connect: buildConnector.connector): buildConnector.connector {
+  return (options, callback) => {
+    connect(options, (...args) => {
+      const [, socket] = args;
+      socket?.once('error', (error: NodeJS.ErrnoException) => {
+        if (typeof error.code === 'string' && error.code.startsWith('ERR_SSL_')) socket.destroy(error);
+      });
+      callback(...args);
+    });
+  };
 }
 
 /** The `connect` options of {@link ClientTls} (for undici's Agent, and tls.connect). */
@@ -84,6 +106,45 @@ export function isCertificateError(error: unknown): boolean {
     if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return true;
   }
   return false;
+}
+
+/**
+ * OpenSSL's alerts from a server that wants a client certificate (Node's codes for them): none was sent
+ * (TLS 1.3's "certificate required", TLS 1.2's "handshake failure"), or the one sent was not accepted (signed by
+ * another CA, expired, revoked, not for client use).
+ */
+const CLIENT_CERTIFICATE_ALERTS = new Set([
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+  'ERR_SSL_TLSV1_ALERT_ACCESS_DENIED',
+]);
+
+/**
+ * Whether the server refused the connection over the client certificate: it sent none or one the server does
+ * not accept. Seen reliably only through a {@link tlsAgent} (TLS 1.3 reports it after the handshake).
+ */
+export function isClientCertificateRefusal(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth += 1) {
+    const { code } = e as NodeJS.ErrnoException;
+    if (typeof code === 'string' && CLIENT_CERTIFICATE_ALERTS.has(code)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether the connection was closed before a byte of the response came: what a Node server (`imgcache serve`)
+ * does to a client certificate it does not accept (it verifies after the handshake and closes without an alert).
+ */
+export function closedBeforeAnswer(error: unknown): boolean {
+  if (!(error instanceof Error) || (error as NodeJS.ErrnoException).code !== 'UND_ERR_SOCKET') return false;
+  const socket = (error as Error & { socket?: { bytesRead?: unknown } }).socket;
+  return socket?.bytesRead === 0;
 }
 
 /**

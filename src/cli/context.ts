@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
 import { CacheLayout } from '../drivers/layout.js';
@@ -17,6 +16,7 @@ import { DRIVER_NAMES } from '../drivers/registry.js';
 import { ConfigError } from '../errors.js';
 import type { ClientTls } from '../http-client.js';
 import { openCache } from '../open-cache.js';
+import { givenTlsFlags, readClientTls } from './client-tls.js';
 import { CliUsageError, type ExitCode } from './exit.js';
 import { parseServerUrl, RemoteCache } from './remote.js';
 
@@ -55,14 +55,17 @@ export interface GlobalOptions {
   caFile?: string;
   /** `--insecure`: do not verify the server's TLS certificate. @default false */
   insecure?: boolean;
+  /** `--cert-file`: PEM client certificate shown to an https `--url` that asks for one. @default $IMGCACHE_CERT_FILE */
+  certFile?: string;
+  /** `--key-file`: the private key of `--cert-file`. @default $IMGCACHE_KEY_FILE */
+  keyFile?: string;
 }
 
 /** Environment variable naming the config file, used when `--config` is not given. */
 export const CONFIG_ENV = 'IMGCACHE_CONFIG';
 /** Environment variable for `--url`. */
 export const URL_ENV = 'IMGCACHE_URL';
-/** Environment variable for `--ca-file`. */
-export const CA_FILE_ENV = 'IMGCACHE_CA_FILE';
+export { CA_FILE_ENV, CERT_FILE_ENV, KEY_FILE_ENV } from './client-tls.js';
 /** Environment variable for `--token` (safer than the flag: argv is visible to every local user in `ps`). */
 export const TOKEN_ENV = 'IMGCACHE_TOKEN';
 
@@ -188,20 +191,12 @@ export class CliContext {
     return globals.token ?? nonEmpty(this.env[TOKEN_ENV]);
   }
 
-  /** `--ca-file` (else `$IMGCACHE_CA_FILE`) read now, and `--insecure`; a file that cannot be read exits 2. */
+  /**
+   * `--ca-file`, `--insecure`, `--cert-file` and `--key-file` (else their variables), read and checked now: a
+   * file that cannot be used exits 2 naming its flag (see {@link readClientTls}).
+   */
   clientTls(globals: GlobalOptions): ClientTls {
-    const insecure = globals.insecure === true;
-    const source = globals.caFile !== undefined ? '--ca-file' : CA_FILE_ENV;
-    const file = globals.caFile ?? nonEmpty(this.env[CA_FILE_ENV]);
-    if (file === undefined) return { rejectUnauthorized: !insecure };
-    let ca: string;
-    try {
-      ca = readFileSync(file, 'utf8');
-    } catch (error) {
-      throw new CliUsageError(`${source}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
-    if (!ca.includes('-----BEGIN ')) throw new CliUsageError(`${source}: ${file} is not a PEM file (no -----BEGIN line)`);
-    return { ca, rejectUnauthorized: !insecure };
+    return readClientTls(globals, this.env);
   }
 
   /** `--url` (else `$IMGCACHE_URL`) and where it came from; null in local mode. */
@@ -224,12 +219,7 @@ export class CliContext {
   ): Promise<ExitCode> {
     const globals = command.optsWithGlobals<GlobalOptions>();
     const server = this.serverUrl(globals);
-    if (server === null) {
-      if (globals.caFile !== undefined || globals.insecure !== undefined) {
-        throw new CliUsageError('--ca-file and --insecure are for --url (a running server); a cache directory has no TLS');
-      }
-      return this.withCache(command, options, bodies.local);
-    }
+    if (server === null) return this.withCache(command, options, bodies.local);
 
     const url = parseServerUrl(server.url, server.source);
     for (const [key, flag, why] of LOCAL_FLAGS) {
@@ -274,6 +264,12 @@ export class CliContext {
       throw new CliUsageError(`${command.name()} works on a local cache directory only; ${fix}`);
     }
     if (globals.token !== undefined) throw new CliUsageError(`--token applies only with --url (or ${URL_ENV})`);
+    // Flags only: the variables may be set for serve's own cert_file and key_file on the same machine.
+    const tlsFlags = givenTlsFlags(globals);
+    if (tlsFlags.length > 0) {
+      const [flags, verb] = [tlsFlags.join(' and '), tlsFlags.length > 1 ? 'are' : 'is'];
+      throw new CliUsageError(`${flags} ${verb} for --url (a running server); a cache directory has no TLS`);
+    }
     const config = this.resolveConfig(globals, options.extra);
     const ids = options.ids ?? [];
     const layout = new CacheLayout(config.image_cache_dir ?? '.');

@@ -10,7 +10,7 @@ import { registerPrune } from './commands/prune.js';
 import { registerQueue } from './commands/queue.js';
 import { registerServe } from './commands/serve.js';
 import { registerVerify } from './commands/verify.js';
-import { CA_FILE_ENV, CliContext, type CliIO, CONFIG_ENV, TOKEN_ENV, URL_ENV } from './context.js';
+import { CA_FILE_ENV, CERT_FILE_ENV, CliContext, type CliIO, CONFIG_ENV, KEY_FILE_ENV, TOKEN_ENV, URL_ENV } from './context.js';
 import { errorLine, exitCodeFor } from './exit.js';
 
 /** package.json sits two levels up from both src/cli/ and dist/cli/. */
@@ -38,7 +38,9 @@ each); delete --cluster ID also drops the image on every node (with --url: DELET
 Remote mode: with --url http://HOST:PORT (or $${URL_ENV}), list, queue, delete, clear, prune and clean act on a
 running server through its v2 Cache API instead of a directory; --token TOKEN (or $${TOKEN_ENV}, which keeps
 the token out of ps) is sent as X-Auth-Token; an https URL is verified against --ca-file FILE (or
-$${CA_FILE_ENV}), else the system's roots, unless --insecure. The server uses its own cache dir, size limit and stall time.
+$${CA_FILE_ENV}), else the system's roots, unless --insecure; --cert-file FILE and --key-file FILE (or
+$${CERT_FILE_ENV}, $${KEY_FILE_ENV}) are the client certificate a server with ca_file requires (cluster prune
+shows it to every node too). The server uses its own cache dir, size limit and stall time.
 import and verify work on a local directory only.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad command line, configuration or image id (nothing touched).`;
@@ -68,6 +70,8 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--token <token>', `X-Auth-Token for --url and cluster prune (or $${TOKEN_ENV})`)
     .option('--ca-file <file>', `PEM CA bundle to verify an https --url with (or $${CA_FILE_ENV})`)
     .option('--insecure', 'do not verify the TLS certificate of an https --url')
+    .option('--cert-file <file>', `PEM client certificate for an https --url that requires one (or $${CERT_FILE_ENV})`)
+    .option('--key-file <file>', `PEM private key of --cert-file (or $${KEY_FILE_ENV})`)
     .option('--database-url <url>', 'PostgreSQL URL of the postgres driver ([database] connection)')
     .option('--database-schema <name>', 'PostgreSQL schema of the tables ([database] database_schema); default public')
     .option('--self-url <url>', "this node's URL, its identity in the database (worker_self_reference_url)")

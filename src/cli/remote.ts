@@ -3,10 +3,12 @@ import type { Agent, Dispatcher } from 'undici';
 import { z } from 'zod';
 import {
   type ClientTls,
+  closedBeforeAnswer,
   header,
   type HttpResponse,
   httpRequest,
   isCertificateError,
+  isClientCertificateRefusal,
   requestFailure,
   tlsAgent,
 } from '../http-client.js';
@@ -58,7 +60,10 @@ export interface RemoteCacheOptions {
   timeoutMs?: number;
   /** Gets one info line per request (method, path, status); never the token. */
   logger?: Logger;
-  /** `--ca-file` / `--insecure`: how an https server is verified. @default Node's roots, verified */
+  /**
+   * `--ca-file` / `--insecure`: how an https server is verified; `--cert-file` / `--key-file`: the client
+   * certificate shown when it asks for one. @default Node's roots, verified, no client certificate
+   */
   tls?: ClientTls;
 }
 
@@ -95,9 +100,12 @@ export class RemoteCache {
   readonly #timeoutMs: number;
   readonly #logger: Logger | undefined;
   readonly #agent: Agent | null;
+  readonly #hasClientCertificate: boolean;
 
   constructor(options: RemoteCacheOptions) {
-    this.#agent = tlsAgent(options.tls);
+    // Always an agent of ours for https: only it reports a server's refusal of the client certificate.
+    this.#agent = tlsAgent(options.tls, { always: options.url.protocol === 'https:' });
+    this.#hasClientCertificate = options.tls?.cert !== undefined;
     this.#url = options.url;
     this.host = options.url.host;
     this.#token = options.token;
@@ -105,7 +113,7 @@ export class RemoteCache {
     this.#logger = options.logger;
   }
 
-  /** Closes the connections of `--ca-file` / `--insecure`'s agent. */
+  /** Closes the connections of the https agent. */
   async close(): Promise<void> {
     await this.#agent?.close();
   }
@@ -228,7 +236,7 @@ export class RemoteCache {
         }),
       );
     } catch (error) {
-      const reason = networkReason(error, this.#timeoutMs);
+      const reason = networkReason(error, this.#timeoutMs, this.#hasClientCertificate);
       throw new CliFailure(`cannot reach ${this.#url.origin}: ${reason}`, { cause: error });
     }
     this.#logger?.info({ method, path: `/${path}`, status: response.status, ms: Date.now() - started }, 'cache API');
@@ -293,11 +301,25 @@ class Answer {
 }
 
 /** Why a request got no response, in one line: `connect ECONNREFUSED 127.0.0.1:9292`, a DNS error, the timeout. */
-function networkReason(error: unknown, timeoutMs: number): string {
+function networkReason(error: unknown, timeoutMs: number, hasClientCertificate: boolean): string {
   const failure = requestFailure(error);
   if (failure.kind === 'timeout') return `no answer within ${timeoutMs / 1000} s`;
   if (isCertificateError(error)) {
     return `${failure.message}: the server's TLS certificate is not trusted (pass --ca-file FILE or set IMGCACHE_CA_FILE to the CA that signed it, or --insecure)`;
+  }
+  const signedBy = "--cert-file must be signed by a CA in the server's ca_file";
+  if (isClientCertificateRefusal(error)) {
+    // OpenSSL's message is long ("80CC...:error:0A00045C:SSL routines:...:SSL alert number 116"): its reason suffices.
+    const alert = /:([^:]*alert[^:]*):/.exec(failure.message)?.[1] ?? failure.message;
+    return hasClientCertificate
+      ? `the server refused the client certificate (${alert}): ${signedBy}`
+      : `the server requires a client certificate (${alert}): pass --cert-file FILE and --key-file FILE (or set ` +
+          `IMGCACHE_CERT_FILE and IMGCACHE_KEY_FILE), a certificate signed by a CA in its ca_file and its key`;
+  }
+  if (hasClientCertificate && closedBeforeAnswer(error)) {
+    // Node's TLS server (imgcache serve) closes without an alert on a certificate it does not accept: a guess.
+    const guess = 'if it checks client certificates, it did not accept this one';
+    return `${failure.message}: the server closed the connection before answering; ${guess} (${signedBy})`;
   }
   return failure.message;
 }

@@ -1,10 +1,12 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
+import { tempDir } from './tmp.js';
 
 const run = promisify(execFile);
 
@@ -78,6 +80,38 @@ export async function makePki(dir: string): Promise<TestPki> {
   const otherKeyFile = join(dir, 'other.key');
   await newKey(otherKeyFile);
   return { caFile: ca.certFile, ca: ca.cert, server, client, otherKeyFile };
+}
+
+/** The image of a {@link tlsSite}'s origin. */
+export const TLS_SITE_IMAGE = '0b7c3f0e-6a55-4a3e-9d8a-4d3c2b1a0f11';
+
+/** A test's directory with a PKI and a directory origin holding {@link TLS_SITE_IMAGE}, for `serve` over https. */
+export interface TlsSite {
+  dir: string;
+  pki: TestPki;
+  /** `--cache-dir ... --origin directory:...` for serve. */
+  args: string[];
+  /** Writes a config file with these `[DEFAULT]` lines (and optional other sections); returns its path. */
+  config: (defaults: string, more?: string) => Promise<string>;
+}
+
+export async function tlsSite(t: TestContext): Promise<TlsSite> {
+  const dir = await tempDir(t);
+  const pki = await makePki(dir);
+  const origin = join(dir, 'origin');
+  await mkdir(origin);
+  await writeFile(join(origin, TLS_SITE_IMAGE), 'image bytes over https');
+  let n = 0;
+  return {
+    dir,
+    pki,
+    args: ['--cache-dir', join(dir, 'cache'), '--origin', `directory:${origin}`],
+    config: async (defaults, more = '') => {
+      const file = join(dir, `imgcache-${(n += 1)}.conf`);
+      await writeFile(file, `[DEFAULT]\n${defaults}\n${more}\n`);
+      return file;
+    },
+  };
 }
 
 /** One https response, read to the end; `error` is set when there was none (refused handshake, reset). */

@@ -1,45 +1,15 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
-import { httpsGet, makePki, OPENSSL_SKIP, type TestPki } from '../helpers/tls.js';
+import { httpsGet, makePki, OPENSSL_SKIP, tlsSite as site, TLS_SITE_IMAGE as ID } from '../helpers/tls.js';
 import { until } from '../helpers/wait.js';
 import { httpGet, startServe } from '../reliability/serve-child.js';
-
-const ID = '0b7c3f0e-6a55-4a3e-9d8a-4d3c2b1a0f11';
-
-interface Site {
-  dir: string;
-  pki: TestPki;
-  /** `--cache-dir ... --origin directory:...` for serve. */
-  args: string[];
-  /** Writes a config file with these `[DEFAULT]` lines (and optional other sections); returns its path. */
-  config: (defaults: string, more?: string) => Promise<string>;
-}
-
-async function site(t: TestContext): Promise<Site> {
-  const dir = await tempDir(t);
-  const pki = await makePki(dir);
-  const origin = join(dir, 'origin');
-  await mkdir(origin);
-  await writeFile(join(origin, ID), 'image bytes over https');
-  let n = 0;
-  return {
-    dir,
-    pki,
-    args: ['--cache-dir', join(dir, 'cache'), '--origin', `directory:${origin}`],
-    config: async (defaults, more = '') => {
-      const file = join(dir, `imgcache-${(n += 1)}.conf`);
-      await writeFile(file, `[DEFAULT]\n${defaults}\n${more}\n`);
-      return file;
-    },
-  };
-}
 
 /** The SHA-256 fingerprint of the certificate a server shows a new connection that trusts `ca`. */
 function servedCertificate(url: string, ca: string): Promise<string> {
@@ -136,7 +106,7 @@ describe('TLS of imgcache serve', { skip: OPENSSL_SKIP }, () => {
     assert.match(missing.stderr, /--ca-file/);
     const local = await runCli(['--cache-dir', join(s.dir, 'cache'), '--ca-file', s.pki.caFile, 'list']);
     assert.equal(local.code, 2, local.stderr);
-    assert.match(local.stderr, /--ca-file and --insecure are for --url/);
+    assert.match(local.stderr, /--ca-file is for --url/);
   });
 
   it('serve warns at start about worker_self_reference_url saying http with cert_file, and every insecure switch', async (t) => {

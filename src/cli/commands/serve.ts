@@ -5,6 +5,7 @@ import { seedDemoOrigin } from '../../server/demo.js';
 import { createServerLogger } from '../../server/logger.js';
 import { resolveServeConfig } from '../../server/options.js';
 import { startServer } from '../../server/server.js';
+import { givenTlsFlags } from '../client-tls.js';
 import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
 import { CliUsageError, EXIT } from '../exit.js';
 
@@ -43,9 +44,11 @@ export function registerServe(program: Command, ctx: CliContext): void {
       if (globals.url !== undefined || globals.token !== undefined) {
         throw new CliUsageError('--url and --token are for the management commands; serve listens on --host/--port');
       }
-      if (globals.caFile !== undefined || globals.insecure !== undefined) {
+      const tlsFlags = givenTlsFlags(globals);
+      if (tlsFlags.length > 0) {
+        const [given, verb] = [tlsFlags.join(' and '), tlsFlags.length > 1 ? 'are' : 'is'];
         throw new CliUsageError(
-          "--ca-file and --insecure are for --url; serve's TLS is cert_file, key_file and ca_file in [DEFAULT] of --config",
+          `${given} ${verb} for --url; serve's TLS is cert_file, key_file and ca_file in [DEFAULT] of --config`,
         );
       }
       let demoImage: string | undefined;
