@@ -9,6 +9,7 @@ import { startPostgresNode } from '../helpers/cluster-node.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { PG_SKIP, PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
 import { freePort } from '../helpers/server-extra.js';
+import { makePki, OPENSSL_SKIP } from '../helpers/tls.js';
 
 const IMG_A = '1a2b3c4d-0000-4000-8000-00000000000a';
 const IMG_B = '1a2b3c4d-0000-4000-8000-00000000000b';
@@ -170,6 +171,38 @@ describe('imgcache cluster (postgres driver)', { concurrency: 4, skip: PG_SKIP }
     assert.equal(text.code, 1);
     assertOneErrorLine(text, new RegExp(`^imgcache: prune failed on ${dead}: cannot reach`));
     assert.equal(text.stdout.trim().split('\n').length, 2, 'the live nodes were still pruned');
+  });
+
+  test('cluster prune shows --cert-file and --key-file to nodes whose ca_file requires a client certificate', { skip: OPENSSL_SKIP }, async (t) => {
+    const schema = await pgSchema(t);
+    const dir = await tempDir(t);
+    const pki = await makePki(dir);
+    const glance = new FakeGlance({ auth: 'noauth' });
+    const glanceUrl = await glance.start();
+    const values = {
+      cert_file: pki.server.certFile,
+      key_file: pki.server.keyFile,
+      ca_file: pki.caFile,
+      image_cache_max_size: '1000',
+    };
+    const node = await startPostgresNode({ dir: join(dir, 'a'), schema, glanceUrl, values, scheme: 'https' });
+    t.after(async () => {
+      await node.close();
+      await glance.close();
+    });
+    await importAs(t, schema, node.url, join(dir, 'a'), IMG_A, 2000);
+
+    const flags = [...pgFlags(schema, node.url), '--ca-file', pki.caFile];
+    const refused = await runCli(['cluster', 'prune', ...flags]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assertOneErrorLine(refused, /prune failed on https:.*the server requires a client certificate .*--cert-file FILE/);
+    assert.equal(await exists(join(dir, 'a', IMG_A)), true, 'nothing was pruned');
+
+    const withCert = ['--cert-file', pki.client.certFile, '--key-file', pki.client.keyFile];
+    const pruned = await runCli(['cluster', 'prune', ...flags, ...withCert]);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.equal(pruned.stdout.trim(), `pruned 1 image, 2000 bytes (2.0 KiB) on ${node.url}`);
+    assert.equal(await exists(join(dir, 'a', IMG_A)), false);
   });
 
   test('delete --cluster --url asks the node for DELETE ?scope=cluster', async (t) => {
