@@ -42,12 +42,18 @@ const YIELD_POLL_MS = 100;
  * Caches queued images (`PUT /v2/cache/{id}`, the legacy queue, `imgcache queue`). Unlike Glance's CacheWorker
  * it never dies on an error: a failed image stays queued with its last error visible, and is retried with
  * exponential backoff. It runs below live misses: bounded concurrency, and no new prefetch starts while a live
- * fill is running.
+ * fill is running. Each of the `concurrency` slots takes the next due id as soon as it is free, ids queued
+ * meanwhile included, so one long fill never holds the rest of the queue back.
  */
 export class Prefetcher {
   readonly #options: Required<Omit<PrefetcherOptions, 'caller'>> & { caller: OriginCaller };
   readonly #errors = new Map<string, PrefetchError>();
+  /** Ids a slot has taken (waiting for live misses, or being fetched): never taken twice at once. */
   readonly #active = new Set<string>();
+  /** Due ids of the last queue scan, in queue order, not yet taken by a slot. */
+  #pending: string[] = [];
+  /** The slots running now, at most `concurrency`. */
+  readonly #slots = new Set<Promise<void>>();
   /**
    * Bumped by every {@link forget}/{@link forgetAll}: a prefetch that started before its id was forgotten (the
    * id left the queue while it ran) records no failure when it ends.
@@ -55,8 +61,10 @@ export class Prefetcher {
   #generation = 0;
   readonly #forgottenAt = new Map<string, number>();
   #allForgottenAt = 0;
-  #running: Promise<PrefetchRun> | null = null;
-  #again = false;
+  /** The busy period in progress: from a wake until no scan, no slot and no due id is left. */
+  #run: { result: PrefetchRun; done: Promise<PrefetchRun>; end: (run: PrefetchRun) => void } | null = null;
+  #scanning: Promise<void> | null = null;
+  #rescan = false;
   #stopped = false;
   #timer: NodeJS.Timeout | null = null;
 
@@ -81,6 +89,7 @@ export class Prefetcher {
   /** The image left the queue (deleted, cleared): forget its error, and the one of a prefetch still running. */
   forget(imageId: string): void {
     this.#errors.delete(imageId);
+    this.#pending = this.#pending.filter((id) => id !== imageId);
     this.#generation += 1;
     // Only running prefetches can still report: no need to remember the others (the map stays bounded).
     if (this.#active.has(imageId)) this.#forgottenAt.set(imageId, this.#generation);
@@ -89,6 +98,7 @@ export class Prefetcher {
   /** The whole queue was cleared. */
   forgetAll(): void {
     this.#errors.clear();
+    this.#pending = [];
     this.#generation += 1;
     this.#allForgottenAt = this.#generation;
   }
@@ -103,20 +113,19 @@ export class Prefetcher {
     return Object.fromEntries(this.#errors);
   }
 
-  /** Starts a run now, or right after the one in progress. */
+  /**
+   * Scans `queue/` now (or right after the scan in progress) and hands the due ids to free slots. Slots do not
+   * wait for each other: an id queued while a long prefetch runs starts in the next free slot (issue 13's
+   * boot storm, a PUT behind a large image), not when the others are done.
+   */
   wake(): void {
     if (this.#stopped) return;
-    if (this.#running) {
-      this.#again = true;
+    this.#run ??= newRun();
+    if (this.#scanning) {
+      this.#rescan = true;
       return;
     }
-    this.#running = this.runOnce().finally(() => {
-      this.#running = null;
-      if (this.#again) {
-        this.#again = false;
-        this.wake();
-      }
-    });
+    this.#scanning = this.#scanUntilCurrent();
   }
 
   /** Scans `queue/` every `seconds` too, for ids queued by other processes. */
@@ -130,49 +139,114 @@ export class Prefetcher {
   halt(): void {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+    this.#endRunIfIdle();
   }
 
-  /** Resolves once no run is in progress (the one running now, and the one it was asked to start after it). */
+  /** Resolves once no run is in progress (no scan, no prefetch running, nothing due left). */
   async settled(): Promise<void> {
-    while (this.#running) await this.#running;
+    while (this.#run) await this.#run.done;
   }
 
-  /** {@link halt}, then waits for the run in progress (on shutdown the server aborts its fills first). */
+  /** {@link halt}, then waits for the prefetches running (on shutdown the server aborts its fills first). */
   async stop(): Promise<void> {
     this.halt();
-    await this.#running;
+    await this.settled();
   }
 
-  /** Caches every queued image that is due, `concurrency` at a time. Never rejects. */
-  async runOnce(): Promise<PrefetchRun> {
-    const { cache, concurrency, logger, now } = this.#options;
-    const run: PrefetchRun = { cached: [], failed: [] };
+  /**
+   * Caches every queued image that is due, `concurrency` at a time, and resolves with what the run did once
+   * nothing is left: ids queued while it runs are part of it. Joins the run in progress. Never rejects.
+   */
+  runOnce(): Promise<PrefetchRun> {
+    this.wake();
+    return this.#run?.done ?? Promise.resolve({ cached: [], failed: [] });
+  }
+
+  /** Scans until no wake came in during the last scan. Never rejects. */
+  async #scanUntilCurrent(): Promise<void> {
+    do {
+      this.#rescan = false;
+      await this.#scan();
+      this.#fillSlots();
+    } while (this.#rescan && !this.#stopped);
+    this.#scanning = null;
+    this.#endRunIfIdle();
+  }
+
+  /** Lists the queue: the due ids become the pending ones (ids dequeued meanwhile drop out). */
+  async #scan(): Promise<void> {
+    const { cache, logger, now } = this.#options;
     let queue: string[];
     try {
       queue = await cache.getQueuedImages();
     } catch (error) {
       logger.error({ err: error }, 'prefetcher cannot list the queue');
-      return run;
+      return;
     }
     // Ids dequeued behind this server's back (`imgcache clear`, another process) take their errors with them.
     const queued = new Set(queue);
     for (const id of this.#errors.keys()) if (!queued.has(id) && !this.#active.has(id)) this.#errors.delete(id);
-    const due = queue.filter((id) => !this.#active.has(id) && (this.#errors.get(id)?.next_attempt ?? 0) * 1000 <= now());
-    const workers = Array.from({ length: Math.min(concurrency, due.length) }, async () => {
-      for (let id = due.shift(); id !== undefined && !this.#stopped; id = due.shift()) {
-        await this.#yieldToLiveMisses();
-        if (await this.#prefetch(id)) run.cached.push(id);
-        else run.failed.push(id);
-      }
-    });
-    await Promise.all(workers);
-    if (run.cached.length + run.failed.length > 0) logger.info(run, 'prefetch run done');
-    return run;
+    this.#pending = queue.filter(
+      (id) => !this.#active.has(id) && (this.#errors.get(id)?.next_attempt ?? 0) * 1000 <= now(),
+    );
+  }
+
+  /** Starts a slot per pending id while fewer than `concurrency` run. */
+  #fillSlots(): void {
+    const run = this.#run;
+    if (!run) return;
+    while (!this.#stopped && this.#slots.size < this.#options.concurrency) {
+      const id = this.#pending.shift();
+      if (id === undefined) break;
+      if (this.#active.has(id)) continue;
+      this.#active.add(id); // taken now, so neither another slot nor the next scan takes it
+      const slot = this.#slot(id, run.result).finally(() => {
+        this.#slots.delete(slot);
+        this.#fillSlots();
+        this.#endRunIfIdle();
+      });
+      this.#slots.add(slot);
+    }
+  }
+
+  /** One prefetch in a slot, unless the id left the queue before its turn came. Never rejects. */
+  async #slot(imageId: string, run: PrefetchRun): Promise<void> {
+    const taken = this.#generation;
+    try {
+      await this.#yieldToLiveMisses();
+      if (this.#stopped || this.#forgottenSince(imageId, taken) || !(await this.#stillQueued(imageId))) return;
+      if (await this.#prefetch(imageId)) run.cached.push(imageId);
+      else run.failed.push(imageId);
+    } catch (error) {
+      // #prefetch records its own failures; this is a fault of the prefetcher itself, kept off the slot chain.
+      this.#options.logger.error({ imageId, err: error }, 'prefetch slot failed');
+    } finally {
+      this.#active.delete(imageId);
+      this.#forgottenAt.delete(imageId);
+    }
+  }
+
+  /** Whether `imageId` is still queued (DELETE, `imgcache clear` or another node may have dequeued it). */
+  async #stillQueued(imageId: string): Promise<boolean> {
+    try {
+      return await this.#options.cache.isQueued(imageId);
+    } catch (error) {
+      this.#options.logger.warn({ imageId, err: error }, 'prefetcher cannot tell whether the image is still queued');
+      return true; // the prefetch reports the fault if it persists
+    }
+  }
+
+  #endRunIfIdle(): void {
+    const run = this.#run;
+    if (!run || this.#scanning || this.#slots.size > 0 || (this.#pending.length > 0 && !this.#stopped)) return;
+    this.#run = null;
+    this.#pending = [];
+    if (run.result.cached.length + run.result.failed.length > 0) this.#options.logger.info(run.result, 'prefetch run done');
+    run.end(run.result);
   }
 
   async #prefetch(imageId: string): Promise<boolean> {
     const { cache, origin, logger, caller } = this.#options;
-    this.#active.add(imageId);
     const started = this.#generation;
     try {
       const image = await origin.getImage(imageId, caller);
@@ -194,9 +268,6 @@ export class Prefetcher {
     } catch (error) {
       await this.#recordFailure(imageId, error, started);
       return false;
-    } finally {
-      this.#active.delete(imageId);
-      this.#forgottenAt.delete(imageId);
     }
   }
 
@@ -237,4 +308,10 @@ export class Prefetcher {
   async #yieldToLiveMisses(): Promise<void> {
     while (!this.#stopped && this.#options.cache.activeFills().live > 0) await sleep(YIELD_POLL_MS);
   }
+}
+
+function newRun(): { result: PrefetchRun; done: Promise<PrefetchRun>; end: (run: PrefetchRun) => void } {
+  let end!: (run: PrefetchRun) => void;
+  const done = new Promise<PrefetchRun>((resolve) => (end = resolve));
+  return { result: { cached: [], failed: [] }, done, end };
 }

@@ -19,6 +19,11 @@ import { drainedOrClosed } from '../../src/streams/drained.js';
 export interface FakeImageFaults {
   /** Milliseconds to wait before each body chunk of `GET …/file`. @default 0 */
   slowMs?: number;
+  /**
+   * Send the first body chunk of `GET …/file`, then hold the rest until this promise resolves (a fill the test
+   * keeps running for as long as it needs). @default undefined
+   */
+  gate?: Promise<void>;
   /** Destroy the socket after this many body bytes of `GET …/file` (a reset mid-download). @default undefined */
   resetAfter?: number;
   /**
@@ -97,6 +102,9 @@ export class FakeGlance {
   readonly served = new Map<string, number>();
   /** Downloads the client abandoned before the end, per image id. */
   readonly abandoned = new Map<string, number>();
+  /** `GET …/file` bodies being sent right now (ranges included), and the most there ever were at once. */
+  downloadsNow = 0;
+  mostDownloadsAtOnce = 0;
   readonly #images = new Map<string, StoredImage>();
   readonly #tokens = new Map<string, FakeToken>();
   readonly #options: Required<Omit<FakeGlanceOptions, 'versions' | 'tls'>> & Pick<FakeGlanceOptions, 'versions'>;
@@ -291,6 +299,15 @@ export class FakeGlance {
     }
     headers['content-length'] = body.length;
     res.writeHead(range ? 206 : 200, headers);
+    this.downloadsNow += 1;
+    this.mostDownloadsAtOnce = Math.max(this.mostDownloadsAtOnce, this.downloadsNow);
+    // Counted down at the first of 'finish' (all handed to the OS) and 'close': never after the client has it all.
+    let sending = true;
+    const sent = () => {
+      if (sending) this.downloadsNow -= 1;
+      sending = false;
+    };
+    res.once('finish', sent).once('close', sent);
     await this.#stream(res, record.id, body, faults);
   }
 
@@ -301,6 +318,7 @@ export class FakeGlance {
     let offset = 0;
     while (offset < body.length && !closed) {
       if (faults.slowMs) await sleep(faults.slowMs);
+      if (faults.gate && offset > 0) await faults.gate;
       if (closed) break;
       const end = Math.min(body.length, offset + this.#options.chunkSize, limit);
       if (end > offset) {
