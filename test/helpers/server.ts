@@ -28,8 +28,15 @@ export interface TestServerOptions {
  * stopped when the test ends. Built through the real config path (`resolveServeConfig`, `startServer`).
  */
 export async function startTestServer(t: TestContext, options: TestServerOptions = {}): Promise<TestServer> {
-  const root = await tempDir(t);
+  // `t.after` hooks run in the order they were added: the server must close (its fills stop writing) before its
+  // directory is removed, so this hook comes first.
+  let server: RunningServer | undefined;
   const glance = new FakeGlance({ auth: 'noauth', ...options.glance });
+  t.after(async () => {
+    await server?.close();
+    await glance.close();
+  });
+  const root = await tempDir(t);
   const glanceUrl = await glance.start();
   const dir = join(root, 'cache');
   const config = resolveServeConfig(undefined, {}, {
@@ -43,12 +50,9 @@ export async function startTestServer(t: TestContext, options: TestServerOptions
     },
   });
   Object.assign(config.policy, options.policy);
-  const server = await startServer(config, pino({ level: 'silent' }));
-  t.after(async () => {
-    await server.close();
-    await glance.close();
-  });
-  return { ...server, dir, glance };
+  const started = await startServer(config, pino({ level: 'silent' }));
+  server = started;
+  return { ...started, dir, glance };
 }
 
 /** A response with its body read as a Buffer. */
