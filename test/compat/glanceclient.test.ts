@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { imageBytes } from '../helpers/origin.js';
 import { request, startTestServer, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/wait.js';
+import { glanceClientMissing } from '../helpers/glance-client.js';
 
 /**
  * The real python-glanceclient (Debian's `python3-glanceclient`, installed by `.ci/run`) against imgcache: what an
@@ -14,15 +15,6 @@ import { until } from '../helpers/wait.js';
 const run = promisify(execFile);
 const CACHED = 'c0c0c0c0-1111-4000-8000-000000000001';
 const FAILING = 'fa11fa11-1111-4000-8000-000000000002';
-
-async function glanceClient(): Promise<string | null> {
-  try {
-    await run('glance', ['--version'], { timeout: 30_000 });
-    return null;
-  } catch {
-    return 'python-glanceclient (the glance command) is not installed: apt-get install python3-glanceclient';
-  }
-}
 
 /** Runs `glance <args>` against the server, as an operator would, with the v2 API and a token. */
 async function glance(server: TestServer, ...args: string[]): Promise<string> {
@@ -42,7 +34,7 @@ function tableRows(output: string): string[][] {
 
 describe('python-glanceclient against imgcache', () => {
   it('glance cache-list shows a failed prefetch once, as queued, and cache-clear --target queue forgets it (issue 9)', async (t) => {
-    const missing = await glanceClient();
+    const missing = await glanceClientMissing();
     if (missing) return t.skip(missing);
     const server = await startTestServer(t);
     server.glance.addImage({ id: CACHED }, imageBytes(64 << 10, 1));

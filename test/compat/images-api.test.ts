@@ -9,6 +9,7 @@ import { imageBytes } from '../helpers/origin.js';
 import type { TestServer } from '../helpers/server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
+import { glanceClientMissing } from '../helpers/glance-client.js';
 
 /**
  * python-glanceclient 4.1 with its DEFAULT flags (no --os-image-api-version: it probes /versions and fetches the
@@ -18,15 +19,6 @@ import { until } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const ID = 'da7a0000-1111-4000-8000-000000000001';
-
-async function missingClient(): Promise<string | null> {
-  try {
-    await run('glance', ['--version'], { timeout: 30_000 });
-    return null;
-  } catch {
-    return 'python-glanceclient (the glance command) is not installed: apt-get install python3-glanceclient';
-  }
-}
 
 type Glance = (...args: string[]) => Promise<{ stdout: string; stderr: string }>;
 
@@ -55,7 +47,7 @@ function cells(output: string): string[][] {
 describe('python-glanceclient with default flags against each origin (issue 13)', () => {
   for (const kind of ORIGIN_KINDS) {
     it(`image-show, image-list, image-download (checksum verified, bytes compared) and the cache commands work with a ${kind} origin`, async (t) => {
-      const missing = await missingClient();
+      const missing = await glanceClientMissing();
       if (missing) return t.skip(missing);
       const data = imageBytes(300_000, 7);
       const fields = kind === 'http' ? {} : { name: 'compat-image', disk_format: 'qcow2', container_format: 'bare' };
@@ -87,7 +79,7 @@ describe('python-glanceclient with default flags against each origin (issue 13)'
   }
 
   it('image-download refuses an image whose bytes do not match the checksum the Images API shows', async (t) => {
-    const missing = await missingClient();
+    const missing = await glanceClientMissing();
     if (missing) return t.skip(missing);
     const data = imageBytes(200_000, 9);
     const server = await serveImages(t, 'directory', [{ id: ID, data }]);
