@@ -101,9 +101,14 @@ const CERTIFICATE_CODES = new Set([
 
 /** Whether a request failed because the server's certificate was not accepted. */
 export function isCertificateError(error: unknown): boolean {
+  return hasCode(error, CERTIFICATE_CODES);
+}
+
+/** Whether `error` or one of its first causes (undici wraps the socket's error) has one of `codes`. */
+function hasCode(error: unknown, codes: ReadonlySet<string>): boolean {
   for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth += 1) {
     const { code } = e as NodeJS.ErrnoException;
-    if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) return true;
+    if (typeof code === 'string' && codes.has(code)) return true;
   }
   return false;
 }
@@ -130,11 +135,7 @@ const CLIENT_CERTIFICATE_ALERTS = new Set([
  * not accept. Seen reliably only through a {@link tlsAgent} (TLS 1.3 reports it after the handshake).
  */
 export function isClientCertificateRefusal(error: unknown): boolean {
-  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth += 1) {
-    const { code } = e as NodeJS.ErrnoException;
-    if (typeof code === 'string' && CLIENT_CERTIFICATE_ALERTS.has(code)) return true;
-  }
-  return false;
+  return hasCode(error, CLIENT_CERTIFICATE_ALERTS);
 }
 
 /**
