@@ -33,6 +33,7 @@ import type { RunningServer } from '../src/server/server.js';
 import { startPostgresNode } from '../test/helpers/cluster-node.js';
 import { FakeGlance } from '../test/helpers/glance-server.js';
 import { PG_URL } from '../test/helpers/postgres.js';
+import { seededRandom } from '../test/helpers/random.js';
 
 const MIB = 1 << 20;
 const SECRET = 'bench-cluster-secret';
@@ -102,18 +103,6 @@ async function pool(count: number, limit: number, task: (index: number) => Promi
     while (next < count) await task(next++);
   };
   await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-}
-
-/** A small seeded PRNG (mulberry32): each client's download order is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
@@ -205,7 +194,7 @@ async function originRun(images: readonly Image[], peerFetch: boolean, warmFirst
     return await withSchema(async (schema) => {
       const nodes = await startNodes(opts.nodes, glanceUrl, schema, peerFetch, root);
       try {
-        const random = prng(opts.seed);
+        const random = seededRandom(opts.seed);
         const plans = Array.from({ length: opts.clients }, () => shuffled(images, random));
         const statuses = new Map<string, number>();
         const started = performance.now();

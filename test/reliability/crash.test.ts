@@ -9,24 +9,13 @@ import { DEFAULTS } from '../../src/config.js';
 import { ImageCache } from '../../src/open-cache.js';
 import { looksLikeImageId } from '../../src/image-id.js';
 import { tempDir } from '../helpers/tmp.js';
+import { seededRandom } from '../helpers/random.js';
 
 const CHILD = fileURLToPath(new URL('./fill-child.ts', import.meta.url));
 const SIZE = 64 << 20;
 const KILLS = 20;
 /** Replay a failing run with the seed it printed: `IMGCACHE_CRASH_SEED=123 node --test ...`. */
 const SEED = Number(process.env.IMGCACHE_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 32));
-
-/** mulberry32: a tiny seeded PRNG, so the kill points of a run can be replayed. Returns floats in [0, 1). */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Starts a child that fills `imageId`; resolves once it is filling, with a promise for its exit. */
 async function startFill(dir: string, driver: string, imageId: string) {
