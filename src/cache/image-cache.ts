@@ -5,7 +5,7 @@ import { Admission } from './admission.js';
 import type { ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
-import { streamHit } from './hit.js';
+import { CacheHit } from './hit.js';
 import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
 import type { Range } from './range-read.js';
@@ -118,14 +118,13 @@ export class ImageCache {
   }
 
   /**
-   * A cached image as a stream, for another node of the cluster: in use (never evicted) while it streams, the fd
-   * closed when it ends or is destroyed, and no hit recorded (a peer's copy is not a client's read).
+   * A cached image for another node of the cluster: in use (never evicted) while it is sent, the fd closed when
+   * that ends, and no hit recorded (a peer's copy is not a client's read).
    * @throws ImageNotCachedError
    */
-  async streamForPeer(imageId: string): Promise<{ stream: Readable; size: number }> {
+  async openForPeer(imageId: string): Promise<CacheHit> {
     const reader = await this.driver.openForRead(imageId);
-    const stream = streamHit(reader, this.#admission, this.stats, this.#logger, { recordHit: false });
-    return { stream, size: reader.size };
+    return new CacheHit(reader, this.#admission, this.stats, this.#logger, { recordHit: false });
   }
 
   /** Re-hashes every cached image against its recorded digests; see {@link verifyCache}. */

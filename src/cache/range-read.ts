@@ -1,8 +1,7 @@
 import { type FileHandle, open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { cutRange } from '../streams/slice.js';
-import type { Driver } from '../drivers/driver.js';
+import type { Driver, ImageReader } from '../drivers/driver.js';
 import { CHUNK_SIZE } from '../drivers/file-handles.js';
 import { isErrno } from '../drivers/fs-util.js';
 import type { Fill } from './fill.js';
@@ -17,15 +16,16 @@ export interface Range {
 export type RangeOpener = (range: Range, signal: AbortSignal) => Promise<Readable>;
 
 /**
- * The range from the cached file, when the image is cached with the expected size; null otherwise. A range is
- * not a complete read: no hit is recorded (Glance never served ranges from the cache at all, bug 1664709).
+ * The cached file, open, when the image is cached with the expected size and holds the range; null otherwise.
+ * A range is not a complete read: the caller serves it without recording a hit (Glance never served ranges from
+ * the cache at all, bug 1664709).
  */
 export async function rangeFromCache(
   driver: Driver,
   imageId: string,
   range: Range,
   expectedSize: number | null,
-): Promise<Readable | null> {
+): Promise<ImageReader | null> {
   let reader;
   try {
     reader = await driver.openForRead(imageId);
@@ -37,12 +37,7 @@ export async function rangeFromCache(
     await reader.close();
     return null;
   }
-  const stream = reader.createReadStream(range);
-  // The fd is closed however the stream ends; a failing close has nobody to tell (the body is already sent), so
-  // it is dropped here rather than becoming an unhandled rejection.
-  const close = () => reader.close().catch(() => {});
-  finished(stream).then(close, close);
-  return stream;
+  return reader;
 }
 
 /**

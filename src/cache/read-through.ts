@@ -7,7 +7,7 @@ import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import type { HashPool } from './hash-pool.js';
-import { streamHit } from './hit.js';
+import { CacheHit } from './hit.js';
 import type { InFlight } from './inflight.js';
 import { type Range, type RangeOpener, rangeFromCache, rangeFromFill, rangeFromOrigin } from './range-read.js';
 import type { CacheStats, CacheStatus } from './stats.js';
@@ -34,8 +34,25 @@ export interface FetchResult {
   status: CacheStatus;
   /** Bytes the stream delivers, when known (for `Content-Length`). */
   size: number | null;
-  /** The image. Consume it or destroy it: it holds a file descriptor until then. */
+  /**
+   * The image. Consume it or destroy it: it holds a file descriptor until then. For a hit, reading this property
+   * opens the stream: use either `stream` or `hit`, once.
+   */
   stream: Readable;
+  /** A hit from the cached file: `hit.writeTo(response)` is the fast way to send it (pooled buffers). */
+  hit?: CacheHit;
+}
+
+/** A hit's result: its stream is only made when asked for, so `hit.writeTo` can send it instead. */
+export function hitResult(status: CacheStatus, hit: CacheHit): FetchResult {
+  return {
+    status,
+    size: hit.size,
+    hit,
+    get stream() {
+      return hit.stream();
+    },
+  };
 }
 
 /** What the read-through shares with the cache front that owns it. */
@@ -127,8 +144,7 @@ export class ReadThrough {
     const cached = await rangeFromCache(this.#driver, imageId, range, expectedSize);
     if (cached) {
       this.#stats.requests.HIT += 1;
-      this.#stats.bytesFromCache += size;
-      return { status: 'HIT', size, stream: cached };
+      return hitResult('HIT', new CacheHit(cached, this.#admission, this.#stats, this.#logger, { recordHit: false, range }));
     }
     const filling = await rangeFromFill(this.#driver, this.#inflight.get(imageId), range);
     if (filling) {
@@ -285,7 +301,7 @@ export class ReadThrough {
       return null;
     }
     this.#stats.requests.HIT += 1;
-    return { status: 'HIT', size: reader.size, stream: streamHit(reader, this.#admission, this.#stats, this.#logger) };
+    return hitResult('HIT', new CacheHit(reader, this.#admission, this.#stats, this.#logger));
   }
 
   /** Deletes the cached copy of an already validated id, through admission (it subtracts the size once). */

@@ -209,6 +209,11 @@ export interface ImageReader extends AsyncDisposable {
   readonly size: number;
   /** A stream of the image (or of the inclusive byte range `start..end`); can be created once. */
   createReadStream(range?: { start?: number; end?: number }): Readable;
+  /**
+   * Reads `length` bytes at `position` into the start of `buffer` (a positional read of the open file: no stream,
+   * the caller's buffer). Resolves the count read, short only at the end of the file.
+   */
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
   /** Closes the file and records a hit (`hits + 1`, last access = now). */
   complete(): Promise<void>;
   /** Closes the file without recording a hit. Safe to call more than once. */

@@ -160,6 +160,18 @@ export class FileImageReader implements ImageReader {
     return this.#file.createReadStream({ ...range, highWaterMark: CHUNK_SIZE, autoClose: false });
   }
 
+  async read(buffer: Buffer, length: number, position: number): Promise<number> {
+    if (this.#closed) throw new CacheIOError(`image ${this.imageId}: read after its file was closed`);
+    let total = 0;
+    // A positional read may return less than asked before the end of the file (a signal): read on until the end.
+    while (total < length) {
+      const { bytesRead } = await this.#file.read(buffer, total, length - total, position + total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    return total;
+  }
+
   async complete(): Promise<void> {
     if (this.#closed) return;
     await this.close();

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { CLUSTER_SECRET_HEADER, PEER_IMAGE_PATH, secretMatches } from '../cluster/peer.js';
 import { ForbiddenError } from '../errors.js';
 import type { AppDeps } from './app.js';
+import { sendHit } from './send-hit.js';
 
 interface ImageParams {
   imageId: string;
@@ -20,7 +21,7 @@ export function registerClusterApi(app: FastifyInstance, deps: AppDeps): void {
     if (!secretMatches(Array.isArray(presented) ? presented[0] : presented, secret)) {
       throw new ForbiddenError('the intra-cluster API needs the cluster secret');
     }
-    const { stream, size } = await deps.cache.streamForPeer(request.params.imageId);
-    return reply.type('application/octet-stream').header('content-length', size).send(stream);
+    const hit = await deps.cache.openForPeer(request.params.imageId);
+    return sendHit(reply.type('application/octet-stream').header('content-length', hit.size), hit);
   });
 }
