@@ -42,7 +42,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startImgcache } from './lib/imgcache.js';
 import { measureLimits, type Limits } from './lib/limits.js';
-import { type Digests, type Nginx, originConf, proxyConf, startNginx } from './lib/nginx.js';
+import { type Digests, type RunningServer, originConf, proxyConf, startNginx } from './lib/nginx.js';
 import { cpuByThread } from './lib/proc.js';
 import { summarizeProfiles } from './lib/profile.js';
 import { report, SYSTEMS, type SystemName } from './lib/report.js';
@@ -160,7 +160,8 @@ async function main(): Promise<void> {
       }
       ids.push(perSystem);
     }
-    const images = new Map(ids.flatMap((perSystem) => Object.values(perSystem).flatMap((turn) => Object.values(turn).map((id) => [id, digests] as const))));
+    const allIds = ids.flatMap((perSystem) => Object.values(perSystem).flatMap((turn) => Object.values(turn)));
+    const images = new Map(allIds.map((id) => [id, digests] as const));
     const slowIds = ids.flatMap((perSystem) => Object.values(perSystem).map((turn) => turn.slow));
     const originPrefix = join(dir, 'origin-nginx');
     const originPort = await freePort();
@@ -191,9 +192,12 @@ async function main(): Promise<void> {
           },
         };
       }
-      let peer: Nginx;
+      let peer: RunningServer;
       if (system === 'varnish') peer = await startVarnish(varnishBin.path!, turnDir, port, originPort, 5 * size + 256 * MIB);
-      else peer = await startNginx(nginxBin.path!, turnDir, port, proxyConf(turnDir, port, originPort, system === 'nginx' ? '1h' : undefined, 8 * size));
+      else {
+        const lock = system === 'nginx' ? '1h' : undefined;
+        peer = await startNginx(nginxBin.path!, turnDir, port, proxyConf(turnDir, port, originPort, lock, 8 * size));
+      }
       return { name: system, url: (id) => `http://127.0.0.1:${port}/${id}`, pids: peer.pids, stop: peer.stop };
     };
 

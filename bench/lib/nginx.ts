@@ -18,8 +18,8 @@ export interface Digests {
   sha512: string;
 }
 
-/** A running nginx: its master's PID and every process of it (master and workers). */
-export interface Nginx {
+/** A running nginx or varnishd: its port, prefix, the processes that count as the system, and its stop. */
+export interface RunningServer {
   port: number;
   prefix: string;
   pids(): number[];
@@ -89,7 +89,8 @@ export function proxyConf(prefix: string, port: number, originPort: number, lock
   const lockLines = lock ? `      proxy_cache_lock_timeout ${lock};\n      proxy_cache_lock_age ${lock};\n` : '';
   return `${common(prefix, 4096)}http {
 ${httpCommon(prefix)}  access_log off;
-  proxy_cache_path ${prefix}/cache levels=1:2 keys_zone=bench:16m max_size=${Math.ceil(maxSize / (1 << 20))}m inactive=1d use_temp_path=off;
+  proxy_cache_path ${prefix}/cache levels=1:2 keys_zone=bench:16m max_size=${Math.ceil(maxSize / (1 << 20))}m
+                   inactive=1d use_temp_path=off;
   upstream origin { server 127.0.0.1:${originPort}; keepalive 32; }
   server {
     listen 127.0.0.1:${port};
@@ -110,7 +111,7 @@ ${lockLines}      add_header X-Cache-Status $upstream_cache_status always;
 }
 
 /** Starts nginx with `conf` in `prefix` (made here) and waits until it answers on `port`. */
-export async function startNginx(binary: string, prefix: string, port: number, conf: string): Promise<Nginx> {
+export async function startNginx(binary: string, prefix: string, port: number, conf: string): Promise<RunningServer> {
   for (const sub of ['', 'body', 'proxy', 'fastcgi', 'cache']) await mkdir(join(prefix, sub), { recursive: true });
   if (asRoot) for (const sub of ['body', 'proxy', 'fastcgi', 'cache']) await chown(join(prefix, sub), 65534, 65534);
   const file = join(prefix, 'nginx.conf');

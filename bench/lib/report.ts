@@ -83,7 +83,13 @@ function rows(input: ReportInput): Row[] {
     { name: 'hit, 1 client, MiB/s', of: med((t) => mib / t.hit1.s), digits: 0, goal: vsNginx(1, true), counts: 1 },
     { name: `hit, ${clients} clients, MiB/s`, of: med((t) => (clients * mib) / t.hitN.s), digits: 0, goal: vsNginx(1, true), counts: 1 },
     { name: 'hit, 1 client, server CPU s/GiB', of: med((t) => t.hit1.cpu / gib), digits: 3, goal: vsNginx(1.5, false), counts: 1 },
-    { name: `hit, ${clients} clients, server CPU s/GiB`, of: med((t) => t.hitN.cpu / (clients * gib)), digits: 3, goal: vsNginx(1.5, false), counts: 1 },
+    {
+      name: `hit, ${clients} clients, server CPU s/GiB`,
+      of: med((t) => t.hitN.cpu / (clients * gib)),
+      digits: 3,
+      goal: vsNginx(1.5, false),
+      counts: 1,
+    },
     { name: `hit, ${clients} clients, client (curl) CPU s/GiB`, of: med((t) => t.hitN.client / (clients * gib)), digits: 3 },
     { name: 'cold miss, 1 client, MiB/s', of: med((t) => mib / t.miss1.s), digits: 0, goal: vsNginx(0.9, true), counts: 2 },
     { name: 'cold miss, server CPU s/GiB', of: med((t) => t.miss1.cpu / gib), digits: 3 },
@@ -103,7 +109,11 @@ function rows(input: ReportInput): Row[] {
       goal: { text: '< 150 MiB', check: (v) => ok(v < 150, v) },
       counts: 4,
     },
-    { name: 'peak anonymous RSS MiB, worst phase', of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.anon)) / MIB), digits: 0 },
+    {
+      name: 'peak anonymous RSS MiB, worst phase',
+      of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.anon)) / MIB),
+      digits: 0,
+    },
   ];
 }
 
@@ -140,7 +150,9 @@ export function report(input: ReportInput): void {
   const goals: Record<number, string> = {
     1: `hits ≥ 1.0× nginx at 1 and ${input.clients} clients, server CPU/GiB ≤ 1.5× nginx (≥ 1.0× Glance 25.1: not measured here)`,
     2: 'cold miss ≥ 0.9× nginx proxy_cache (≥ 1.0× Glance 25.1: not measured here)',
-    3: `${input.misses} cold misses: total ≤ 1.0× nginx and ≤ 1.2× Varnish (fast origin), ≤ 1.05× Varnish (180 MiB/s), every first byte ≤ 50 ms, one origin GET`,
+    3:
+      `${input.misses} cold misses: total ≤ 1.0× nginx and ≤ 1.2× Varnish (fast origin), ≤ 1.05× Varnish ` +
+      '(180 MiB/s), every first byte ≤ 50 ms, one origin GET',
     4: 'peak RSS < 150 MiB in every phase',
   };
   for (const [n, text] of Object.entries(goals)) {

@@ -64,7 +64,8 @@ export function ensurePackage(pkg: string, binaries: string[], services: string[
   if (process.getuid?.() !== 0) return { why: `${pkg} is missing: run \`apt-get install -y ${pkg}\` as root` };
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', RUNLEVEL: '1' };
   const ownPolicy = !existsSync(POLICY_RC_D);
-  if (ownPolicy) writeFileSync(POLICY_RC_D, '#!/bin/sh\n# written by imgcache bench/http.ts during apt-get install\nexit 101\n', { mode: 0o755 });
+  const policy = '#!/bin/sh\n# written by imgcache bench/http.ts during apt-get install\nexit 101\n';
+  if (ownPolicy) writeFileSync(POLICY_RC_D, policy, { mode: 0o755 });
   try {
     log(`${pkg} is missing: apt-get install -y ${pkg}`);
     // Quietly: apt's output is shown only when the install fails.

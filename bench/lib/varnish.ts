@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { waitForHttp } from './curl.js';
-import { killLeftovers, type Nginx } from './nginx.js';
+import { killLeftovers, type RunningServer } from './nginx.js';
 import { processTree } from './proc.js';
 import { stop } from './spawn.js';
 
@@ -47,7 +47,13 @@ sub vcl_deliver {
  * Starts varnishd on `port` in `prefix` with `storageBytes` of file storage. Its processes, for CPU and RSS, are
  * the manager's children (the cache process does the work; the manager only supervises it).
  */
-export async function startVarnish(binary: string, prefix: string, port: number, originPort: number, storageBytes: number): Promise<Nginx> {
+export async function startVarnish(
+  binary: string,
+  prefix: string,
+  port: number,
+  originPort: number,
+  storageBytes: number,
+): Promise<RunningServer> {
   await mkdir(join(prefix, 'work'), { recursive: true });
   const vclFile = join(prefix, 'bench.vcl');
   await writeFile(vclFile, vcl(originPort));
