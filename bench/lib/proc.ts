@@ -1,0 +1,165 @@
+/**
+ * What /proc tells about the systems under test: their process trees, CPU seconds and resident memory. Every
+ * reader tolerates a process that exits while it looks (a worker replaced, a short-lived helper).
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+
+const TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** Fields of a proc(5) stat file after the command name (which may hold spaces): [0] is state, [1] ppid. */
+function statFields(path: string): string[] {
+  const text = readFileSync(path, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/** utime + stime (fields 14 and 15 of proc(5)) of a stat file, in seconds. */
+function statCpu(path: string): number {
+  const fields = statFields(path);
+  return (Number(fields[11]) + Number(fields[12])) / TICKS;
+}
+
+/** Direct children of `parent`: /proc/PID/task/TID/children where the kernel has it, else a scan of ppids. */
+export function childrenOf(parent: number): number[] {
+  try {
+    const pids: number[] = [];
+    for (const tid of readdirSync(`/proc/${parent}/task`)) {
+      const text = readFileSync(`/proc/${parent}/task/${tid}/children`, 'utf8').trim();
+      if (text) pids.push(...text.split(' ').map(Number));
+    }
+    return pids;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (Number(statFields(`/proc/${entry}/stat`)[1]) === parent) pids.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return pids;
+}
+
+/** `root` and all its descendants that are alive now. */
+export function processTree(root: number): number[] {
+  const pids = [root];
+  for (let i = 0; i < pids.length; i++) {
+    try {
+      pids.push(...childrenOf(pids[i]!));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return pids;
+}
+
+/** CPU seconds (every thread) per process; a process that is gone is left out. */
+export function cpuByPid(pids: number[]): Map<number, number> {
+  const cpu = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      cpu.set(pid, statCpu(`/proc/${pid}/stat`));
+    } catch {
+      // gone
+    }
+  }
+  return cpu;
+}
+
+/** CPU seconds used between two readings: a process that appeared meanwhile counts from zero. */
+export function cpuSince(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [pid, s] of after) sum += s - (before.get(pid) ?? 0);
+  return sum;
+}
+
+/** CPU seconds of this process's children that have ended and been waited for (cutime + cstime): the curls. */
+export function endedChildrenCpu(): number {
+  const fields = statFields('/proc/self/stat');
+  return (Number(fields[13]) + Number(fields[14])) / TICKS;
+}
+
+/** CPU seconds of a process's main thread and of all its other threads (GC helpers, libuv pool, workers). */
+export function cpuByThread(pid: number): { main: number; others: number } {
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    if (Number(tid) === pid) continue;
+    try {
+      others += statCpu(`/proc/${pid}/task/${tid}/stat`);
+    } catch {
+      // a thread that ended while we looked
+    }
+  }
+  return { main: statCpu(`/proc/${pid}/task/${pid}/stat`), others };
+}
+
+type VmField = 'VmHWM' | 'VmRSS' | 'RssAnon';
+
+/** `Vm...:  N kB` lines of /proc/PID/status, in bytes; all 0 for a process that is gone. */
+function vm(pid: number): Record<VmField, number> {
+  const out: Record<VmField, number> = { VmHWM: 0, VmRSS: 0, RssAnon: 0 };
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const name of Object.keys(out) as VmField[]) {
+    const match = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text);
+    if (match) out[name] = Number(match[1]) * 1024;
+  }
+  return out;
+}
+
+/** The RSS of `pids` summed, now. */
+export function rssNow(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + vm(pid).VmRSS, 0);
+}
+
+/** Peaks of one phase: the summed VmHWM of the processes, and the largest summed RSS and anonymous RSS seen. */
+export interface Peak {
+  /** Sum of VmHWM (each process's own peak since the phase began) or of sampled RSS, whichever is larger. */
+  rss: number;
+  /** Largest sampled sum of RssAnon: without the file pages a cache that maps its storage (Varnish) shows. */
+  anon: number;
+}
+
+/**
+ * Runs `task` and returns its value with the peak memory of the process tree(s) `pids()` names while it ran.
+ * Writing 5 to clear_refs resets VmHWM (proc(5), Linux 4.0+); where that is refused, VmHWM is the lifetime peak.
+ * A 50 ms sampler adds processes that start during the phase and RssAnon, which has no kernel high-water mark.
+ */
+export async function withPeak<T>(pids: () => number[], task: () => Promise<T>): Promise<{ value: T; peak: Peak }> {
+  for (const pid of pids()) {
+    try {
+      writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    } catch {
+      // the lifetime peak it is
+    }
+  }
+  const peak: Peak = { rss: 0, anon: 0 };
+  const sample = () => {
+    const now = pids().map(vm);
+    peak.rss = Math.max(peak.rss, now.reduce((sum, v) => sum + v.VmRSS, 0));
+    peak.anon = Math.max(peak.anon, now.reduce((sum, v) => sum + v.RssAnon, 0));
+  };
+  sample();
+  const timer = setInterval(sample, 50);
+  try {
+    const value = await task();
+    sample();
+    peak.rss = Math.max(peak.rss, pids().reduce((sum, pid) => sum + vm(pid).VmHWM, 0));
+    return { value, peak };
+  } finally {
+    clearInterval(timer);
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The bench's output: one markdown table of the systems side by side (medians over the repetitions; counts,
+ * first bytes and memory as the worst repetition), the limits table, and one PASS/FAIL line per goal of issue 11.
+ * Every verdict is computed from this run's numbers; what the run did not measure says so.
+ */
+import type { Limits } from './limits.js';
+import type { Turn } from './rows.js';
+import { log } from './spawn.js';
+
+const MIB = 1 << 20;
+const GIB = 1 << 30;
+
+export const SYSTEMS = ['imgcache', 'nginx', 'nginx-5s', 'varnish'] as const;
+export type SystemName = (typeof SYSTEMS)[number];
+const HEADERS: Record<SystemName, string> = {
+  imgcache: 'imgcache',
+  nginx: 'nginx proxy_cache (lock 1 h)',
+  'nginx-5s': 'nginx proxy_cache (default 5 s lock)',
+  varnish: 'Varnish 7 (file, streaming)',
+};
+
+export interface ReportInput {
+  size: number;
+  clients: number;
+  misses: number;
+  turns: Record<SystemName, Turn[]>;
+  /** Why Varnish has no numbers, when it has none. */
+  varnishMissing: string | undefined;
+  limits: Limits[];
+}
+
+type Verdict = 'PASS' | 'FAIL' | 'n/a';
+const combine = (verdicts: Verdict[]): Verdict =>
+  verdicts.includes('FAIL') ? 'FAIL' : verdicts.includes('n/a') ? 'n/a' : 'PASS';
+
+export const median = (xs: number[]): number => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+interface Goal {
+  text: string;
+  /** imgcache's value, its ratios to nginx (lock 1 h) and Varnish (NaN when either is missing). */
+  check(value: number, vsNginx: number, vsVarnish: number): Verdict;
+}
+
+interface Row {
+  name: string;
+  /** The row's value for one system's repetitions; NaN when it has none. */
+  of(turns: Turn[]): number;
+  digits: number;
+  goal?: Goal;
+  /** The goal (1–4) the row counts for. */
+  counts?: number;
+}
+
+const ok = (condition: boolean, ...inputs: number[]): Verdict =>
+  inputs.some((x) => !Number.isFinite(x)) ? 'n/a' : condition ? 'PASS' : 'FAIL';
+
+function rows(input: ReportInput): Row[] {
+  const { size, clients, misses } = input;
+  const mib = size / MIB;
+  const gib = size / GIB;
+  const med = (f: (t: Turn) => number) => (turns: Turn[]) => (turns.length ? median(turns.map(f)) : NaN);
+  const max = (f: (t: Turn) => number) => (turns: Turn[]) => (turns.length ? Math.max(...turns.map(f)) : NaN);
+  const vsNginx = (at: number, atLeast: boolean): Goal => ({
+    text: `${atLeast ? '≥' : '≤'} ${at.toFixed(2)}× nginx`,
+    check: (_, n) => ok(atLeast ? n >= at : n <= at, n),
+  });
+  const atMost = (limit: number, unit: string): Goal => ({
+    text: `≤ ${limit} ${unit}`,
+    check: (v) => ok(v <= limit, v),
+  });
+  const exactly = (n: number): Goal => ({ text: `= ${n}`, check: (v) => ok(v === n, v) });
+  const missRows = (label: string, pick: (t: Turn) => Turn['fast'], totalGoal: Goal): Row[] => [
+    { name: `${misses} concurrent cold misses, ${label}: total s`, of: med((t) => pick(t).s), digits: 2, goal: totalGoal, counts: 3 },
+    { name: `… slowest first byte s (worst run)`, of: max((t) => pick(t).firstByte), digits: 3, goal: atMost(0.05, 's'), counts: 3 },
+    { name: `… origin GETs (worst run)`, of: max((t) => pick(t).origin.gets), digits: 0, goal: exactly(1), counts: 3 },
+    { name: `… origin MiB (worst run)`, of: max((t) => pick(t).origin.bytes / MIB), digits: 0 },
+  ];
+  return [
+    { name: 'hit, 1 client, MiB/s', of: med((t) => mib / t.hit1.s), digits: 0, goal: vsNginx(1, true), counts: 1 },
+    { name: `hit, ${clients} clients, MiB/s`, of: med((t) => (clients * mib) / t.hitN.s), digits: 0, goal: vsNginx(1, true), counts: 1 },
+    { name: 'hit, 1 client, server CPU s/GiB', of: med((t) => t.hit1.cpu / gib), digits: 3, goal: vsNginx(1.5, false), counts: 1 },
+    {
+      name: `hit, ${clients} clients, server CPU s/GiB`,
+      of: med((t) => t.hitN.cpu / (clients * gib)),
+      digits: 3,
+      goal: vsNginx(1.5, false),
+      counts: 1,
+    },
+    { name: `hit, ${clients} clients, client (curl) CPU s/GiB`, of: med((t) => t.hitN.client / (clients * gib)), digits: 3 },
+    { name: 'cold miss, 1 client, MiB/s', of: med((t) => mib / t.miss1.s), digits: 0, goal: vsNginx(0.9, true), counts: 2 },
+    { name: 'cold miss, server CPU s/GiB', of: med((t) => t.miss1.cpu / gib), digits: 3 },
+    { name: 'cold miss, origin requests (worst run)', of: max((t) => t.miss1.origin.requests), digits: 0 },
+    ...missRows('fast origin', (t) => t.fast, {
+      text: '≤ 1.00× nginx, ≤ 1.20× Varnish',
+      check: (_, n, v) => combine([ok(n <= 1, n), ok(v <= 1.2, v)]),
+    }),
+    ...missRows('origin at 180 MiB/s', (t) => t.slow, {
+      text: '≤ 1.05× Varnish',
+      check: (_, __, v) => ok(v <= 1.05, v),
+    }),
+    {
+      name: 'peak RSS MiB, all processes, worst phase',
+      of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.rss)) / MIB),
+      digits: 0,
+      goal: { text: '< 150 MiB', check: (v) => ok(v < 150, v) },
+      counts: 4,
+    },
+    {
+      name: 'peak anonymous RSS MiB, worst phase',
+      of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.anon)) / MIB),
+      digits: 0,
+    },
+  ];
+}
+
+export function report(input: ReportInput): void {
+  const cell = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+  const verdicts = new Map<number, Array<{ name: string; verdict: Verdict }>>();
+  log(`| row | ${SYSTEMS.map((s) => HEADERS[s]).join(' | ')} | ratio vs nginx | ratio vs Varnish | goal | result |`);
+  log(`|---|${SYSTEMS.map(() => '---:').join('|')}|---:|---:|---|---|`);
+  for (const row of rows(input)) {
+    const values = SYSTEMS.map((s) => row.of(input.turns[s]));
+    const [mine, nginx, , varnish] = values as [number, number, number, number];
+    const vsNginx = mine / nginx;
+    const vsVarnish = mine / varnish;
+    const verdict = row.goal ? row.goal.check(mine, vsNginx, vsVarnish) : undefined;
+    if (row.counts && verdict) {
+      verdicts.set(row.counts, [...(verdicts.get(row.counts) ?? []), { name: row.name, verdict }]);
+    }
+    log(
+      `| ${row.name} | ${values.map((v) => cell(v, row.digits)).join(' | ')} | ${cell(vsNginx, 2)} | ${cell(vsVarnish, 2)} | ` +
+        `${row.goal?.text ?? '—'} | ${verdict ?? 'info'} |`,
+    );
+  }
+  log("| Glance 25.1's own cache | not measured here | | | | | | | |");
+  if (input.varnishMissing) log(`\nVarnish: n/a (${input.varnishMissing})`);
+
+  log('\n| limit (same run, same file) | MiB/s |\n|---|---:|');
+  const names = Object.keys(input.limits[0] ?? {}) as Array<keyof Limits>;
+  for (const name of names) {
+    const label = name.replace('N clients', `${input.clients} clients`);
+    log(`| ${label} | ${median(input.limits.map((l) => l[name])).toFixed(0)} |`);
+  }
+
+  log('');
+  const goals: Record<number, string> = {
+    1: `hits ≥ 1.0× nginx at 1 and ${input.clients} clients, server CPU/GiB ≤ 1.5× nginx (≥ 1.0× Glance 25.1: not measured here)`,
+    2: 'cold miss ≥ 0.9× nginx proxy_cache (≥ 1.0× Glance 25.1: not measured here)',
+    3:
+      `${input.misses} cold misses: total ≤ 1.0× nginx and ≤ 1.2× Varnish (fast origin), ≤ 1.05× Varnish ` +
+      '(180 MiB/s), every first byte ≤ 50 ms, one origin GET',
+    4: 'peak RSS < 150 MiB in every phase',
+  };
+  for (const [n, text] of Object.entries(goals)) {
+    const of = verdicts.get(Number(n)) ?? [];
+    const verdict = combine(of.map((v) => v.verdict));
+    const misses = of.filter((v) => v.verdict !== 'PASS').map((v) => `${v.name}: ${v.verdict}`);
+    log(`goal ${n}: ${verdict} — ${text}${misses.length ? ` [${misses.join('; ')}]` : ''}`);
+  }
+
+  log('');
+  for (const system of SYSTEMS) {
+    const turns = input.turns[system];
+    if (!turns.length) continue;
+    const phases = new Map<string, number>();
+    for (const turn of turns) {
+      for (const [name, peak] of turn.peaks) phases.set(name, Math.max(phases.get(name) ?? 0, peak.rss));
+    }
+    const shown = [...phases].map(([name, rss]) => `${name} ${(rss / MIB).toFixed(0)}`).join(', ');
+    const statuses = turns.map((t) => `${t.fast.statuses} / ${t.slow.statuses}`).join('; ');
+    log(`${system}: peak RSS MiB per phase: ${shown}; ${input.misses} misses' statuses per run (fast / slow): ${statuses}`);
+  }
+}

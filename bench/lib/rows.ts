@@ -1,0 +1,110 @@
+/**
+ * One system's turn in one repetition: warm a hit, then hits with 1 and N clients, one cold miss, and M
+ * concurrent cold misses from the fast and from the 180 MiB/s origin, each timed with the system's CPU seconds,
+ * its peak memory and (for misses) what the origin's log says it was asked for.
+ */
+import { parallel, type Got } from './curl.js';
+import { type OriginCount, originCounts } from './nginx.js';
+import { cpuByPid, cpuSince, endedChildrenCpu, type Peak, withPeak } from './proc.js';
+
+/** A system as the rows see it. */
+export interface Target {
+  name: string;
+  url(id: string): string;
+  pids(): number[];
+}
+
+/** Fresh ids for one turn: each cold row gets an id no system has seen. */
+export interface TurnIds {
+  hit: string;
+  miss: string;
+  fast: string;
+  slow: string;
+}
+
+export interface Timed {
+  s: number;
+  /** Server CPU seconds. */
+  cpu: number;
+  /** CPU seconds of the curl clients (the load generator shares the cores). */
+  client: number;
+}
+
+export interface Misses extends Timed {
+  /** The slowest client's first byte, s. */
+  firstByte: number;
+  origin: OriginCount;
+  statuses: string;
+}
+
+export interface Turn {
+  hit1: Timed;
+  hitN: Timed;
+  miss1: Timed & { origin: OriginCount };
+  fast: Misses;
+  slow: Misses;
+  /** Peak memory per phase. */
+  peaks: Map<string, Peak>;
+}
+
+export interface TurnOptions {
+  size: number;
+  clients: number;
+  misses: number;
+  originPrefix: string;
+}
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+function statuses(got: Got[]): string {
+  const counts = new Map<string, number>();
+  for (const g of got) counts.set(g.cache || '-', (counts.get(g.cache || '-') ?? 0) + 1);
+  return [...counts].map(([status, n]) => `${n} ${status}`).join(', ');
+}
+
+export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions): Promise<Turn> {
+  const { size } = options;
+  const peaks = new Map<string, Peak>();
+  const phase = async (name: string, n: number, id: string) => {
+    const cpu0 = cpuByPid(target.pids());
+    const client0 = endedChildrenCpu();
+    const { value, peak } = await withPeak(target.pids, () => parallel(target.url(id), n, size));
+    const cpu = cpuSince(cpu0, cpuByPid(target.pids()));
+    peaks.set(name, peak);
+    return { s: value.s, cpu, client: endedChildrenCpu() - client0, got: value.got };
+  };
+  // The origin logs a request when it ends; a proxy may finish its fetch a moment after its last client.
+  const origin = async (id: string) => {
+    await sleep(300);
+    return originCounts(options.originPrefix, id);
+  };
+
+  const first = await phase('warm-up', 1, ids.hit);
+  if (first.got[0]?.cache !== 'MISS') throw new Error(`${target.name}: warm-up was ${first.got[0]?.cache}, not a MISS`);
+  for (let attempt = 1; ; attempt++) {
+    const again = await parallel(target.url(ids.hit), 1, size);
+    if (again.got[0]?.cache === 'HIT') break;
+    if (attempt === 5) throw new Error(`${target.name}: the second GET was ${again.got[0]?.cache}, not a HIT`);
+    await sleep(200);
+  }
+  const hit = async (n: number) => {
+    const got = await phase(`hit x${n}`, n, ids.hit);
+    if (got.got.some((g) => g.cache !== 'HIT')) throw new Error(`${target.name}: hits x${n} were ${statuses(got.got)}`);
+    return { s: got.s, cpu: got.cpu, client: got.client };
+  };
+  const hit1 = await hit(1);
+  const hitN = await hit(options.clients);
+
+  const miss = await phase('miss x1', 1, ids.miss);
+  if (miss.got[0]?.cache !== 'MISS') throw new Error(`${target.name}: a cold GET was ${miss.got[0]?.cache}, not a MISS`);
+  const miss1 = { s: miss.s, cpu: miss.cpu, client: miss.client, origin: await origin(ids.miss) };
+
+  const many = async (name: string, id: string): Promise<Misses> => {
+    const got = await phase(name, options.misses, id);
+    const firstByte = Math.max(...got.got.map((g) => g.firstByte));
+    return { s: got.s, cpu: got.cpu, client: got.client, firstByte, origin: await origin(id), statuses: statuses(got.got) };
+  };
+  const fast = await many(`misses x${options.misses}`, ids.fast);
+  const slow = await many(`misses x${options.misses}, slow origin`, ids.slow);
+  return { hit1, hitN, miss1, fast, slow, peaks };
+}

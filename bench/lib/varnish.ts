@@ -1,0 +1,98 @@
+/**
+ * The Varnish peer: a private varnishd in the foreground (-F, so the PID is ours), its own -n work dir, file
+ * storage in the temp dir, transient storage capped (a 1 GiB object being streamed must not land in RAM),
+ * streaming delivery (beresp.do_stream) so waiting clients get bytes while the fetch runs.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { waitForHttp } from './curl.js';
+import { killLeftovers, type RunningServer } from './nginx.js';
+import { processTree } from './proc.js';
+import { stop } from './spawn.js';
+
+function vcl(originPort: number): string {
+  return `vcl 4.1;
+
+backend origin {
+  .host = "127.0.0.1";
+  .port = "${originPort}";
+  .first_byte_timeout = 300s;
+  .between_bytes_timeout = 120s;
+}
+
+sub vcl_recv {
+  set req.url = "/img" + req.url;
+  return (hash);
+}
+
+sub vcl_backend_response {
+  set beresp.do_stream = true;
+  set beresp.ttl = 1h;
+  set beresp.grace = 0s;
+  return (deliver);
+}
+
+sub vcl_deliver {
+  if (obj.hits > 0) {
+    set resp.http.X-Cache-Status = "HIT";
+  } else {
+    set resp.http.X-Cache-Status = "MISS";
+  }
+}
+`;
+}
+
+/**
+ * Starts varnishd on `port` in `prefix` with `storageBytes` of file storage. Its processes, for CPU and RSS, are
+ * the manager's children (the cache process does the work; the manager only supervises it).
+ */
+export async function startVarnish(
+  binary: string,
+  prefix: string,
+  port: number,
+  originPort: number,
+  storageBytes: number,
+): Promise<RunningServer> {
+  await mkdir(join(prefix, 'work'), { recursive: true });
+  const vclFile = join(prefix, 'bench.vcl');
+  await writeFile(vclFile, vcl(originPort));
+  const args = [
+    '-F',
+    '-n', join(prefix, 'work'),
+    '-a', `127.0.0.1:${port}`,
+    '-T', 'none',
+    '-f', vclFile,
+    '-s', `s0=file,${join(prefix, 'storage.bin')},${Math.ceil(storageBytes / (1 << 20))}M`,
+    '-s', 'Transient=malloc,64M',
+    ...(process.getuid?.() === 0 ? ['-j', 'none'] : []),
+  ];
+  const child: ChildProcess = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (chunk: Buffer) => {
+    out = (out + chunk.toString()).slice(-10_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const failed = new Promise<never>((_, fail) =>
+    child.once('exit', (code, signal) => fail(new Error(`varnishd exited (${code ?? signal}):\n${out.trim()}`))),
+  );
+  failed.catch(() => {}); // only awaited while starting
+  try {
+    await Promise.race([waitForHttp(`http://127.0.0.1:${port}/`, 'varnishd'), failed]);
+  } catch (error) {
+    await stop(child, 'SIGTERM', 10_000); // one that does not answer is still ours to end
+    throw error;
+  }
+  const pid = child.pid!;
+  return {
+    port,
+    prefix,
+    pids: () => processTree(pid).filter((p) => p !== pid),
+    stop: async () => {
+      const all = processTree(pid);
+      await stop(child, 'SIGTERM', 10_000);
+      killLeftovers(all);
+    },
+  };
+}
