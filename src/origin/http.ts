@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { type Agent, type Dispatcher, interceptors } from 'undici';
 import { ConfigError, ImageStateError, OriginError } from '../errors.js';
 import type { ImageRecord, Origin, OriginCaller } from './origin.js';
+import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, md5FromHeader } from './record.js';
 import {
   contentLength,
@@ -73,7 +74,8 @@ export function parseHttpTemplate(template: string): HttpTemplate {
 
 /**
  * `http:TEMPLATE`: images are plain HTTP resources, e.g. `http://store.example/images/{id}`. Metadata comes from
- * a HEAD (a GET whose body is never read when HEAD is not allowed): status `active`, `size` from
+ * a HEAD (a GET whose body is never read when HEAD is not allowed), or, for a download, from the headers of the
+ * GET the fill reads (`openImageWithRecord`: one request per miss): status `active`, `size` from
  * `Content-Length`, `checksum` from `Content-MD5` (hex as Glance sends it, or base64 per RFC 1864) or v1's
  * `x-image-meta-checksum`, the multihash from `x-image-meta-os_hash_*` or `OpenStack-Image-Hash-*`.
  *
@@ -119,6 +121,15 @@ export class HttpOrigin implements Origin {
   }
 
   async openImage(imageId: string, caller: OriginCaller, signal: AbortSignal): Promise<Readable> {
+    return (await this.openImageWithRecord(imageId, caller, signal)).body;
+  }
+
+  /** One GET: its headers are the record (as a HEAD's would be), its body the image. */
+  async openImageWithRecord(
+    imageId: string,
+    caller: OriginCaller,
+    signal: AbortSignal,
+  ): Promise<{ record: ImageRecord; body: Readable }> {
     signal.throwIfAborted();
     const id = checkImageId(imageId);
     const response = await this.#request('GET', id, caller, signal);
@@ -129,7 +140,27 @@ export class HttpOrigin implements Origin {
     if (response.statusCode < 200 || response.statusCode > 299 || response.statusCode === 206) {
       throw await statusError(response, id, this.#what(id), 'forbidden');
     }
-    return response.body;
+    try {
+      return { record: recordFromHeaders(id, response.headers, this.#what(id)), body: response.body };
+    } catch (error) {
+      discard(response.body);
+      throw error;
+    }
+  }
+
+  /** A ranged GET; a store that ignores ranges (200) has the range cut from its whole body. */
+  async openImageRange(
+    imageId: string,
+    caller: OriginCaller,
+    range: { start: number; end: number },
+    signal: AbortSignal,
+  ): Promise<Readable> {
+    signal.throwIfAborted();
+    const id = checkImageId(imageId);
+    const response = await this.#request('GET', id, caller, signal, `bytes=${range.start}-${range.end}`);
+    if (response.statusCode === 206) return response.body;
+    if (response.statusCode === 200) return cutRange(response.body, range);
+    throw await statusError(response, id, `${this.#what(id)}, bytes ${range.start}-${range.end}`, 'forbidden');
   }
 
   async close(): Promise<void> {
@@ -140,11 +171,12 @@ export class HttpOrigin implements Origin {
     return `http origin, image ${id}`;
   }
 
-  #request(method: 'GET' | 'HEAD', id: string, caller: OriginCaller, signal?: AbortSignal) {
+  #request(method: 'GET' | 'HEAD', id: string, caller: OriginCaller, signal?: AbortSignal, range?: string) {
     const url = new URL(this.#template.marked.replaceAll(ID_MARK, encodeURIComponent(id)));
     const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'imgcache' };
     if (this.#template.authorization) headers.authorization = this.#template.authorization;
     if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
+    if (range) headers.range = range;
     return send(
       this.#dispatcher,
       {

@@ -79,6 +79,16 @@ export interface Origin {
   /** The image's bytes from the start. Abort `signal` to cancel the transfer. */
   openImage(imageId: string, caller: OriginCaller, signal: AbortSignal): Promise<Readable>;
   /**
+   * The image's bytes with the metadata its response carries, from one request: for origins whose download
+   * response says all that `getImage` would (`http:`: size and digests are headers), a miss then costs one
+   * origin request instead of two. Optional. Abort `signal` to cancel the transfer.
+   */
+  openImageWithRecord?(
+    imageId: string,
+    caller: OriginCaller,
+    signal: AbortSignal,
+  ): Promise<{ record: ImageRecord; body: Readable }>;
+  /**
    * Just the inclusive byte range `start..end` (an HTTP `Range` request, a positioned read). Optional: without
    * it, a range is cut from the whole stream.
    */

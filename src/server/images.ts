@@ -9,6 +9,7 @@ import { RangeNotSatisfiableError } from './errors.js';
 import { cutRange } from '../streams/slice.js';
 import { parseRange } from './range.js';
 import { RangeWarmer } from './range-warm.js';
+import { FirstOpens, type SharedOpen } from './first-open.js';
 import { sendHit } from './send-hit.js';
 import { type ConfirmedRecords, isUnreachable } from './stale.js';
 
@@ -20,6 +21,8 @@ interface ImageParams {
 interface Lookup {
   image: ImageRecord;
   stale: { ageSeconds: number; reason: string } | null;
+  /** The GET the record came from, whose body the fill takes ({@link FirstOpens}); release it when done. */
+  opened?: SharedOpen;
 }
 
 /** Image states with no data to download (Glance answers 204, and never caches: bug 1251055). */
@@ -62,6 +65,9 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   const { cache, origin, policy } = deps;
   const stale = deps.staleRecords ?? null;
   const warmer = new RangeWarmer(cache, deps.prefetcher, deps.logger);
+  const firstOpens = new FirstOpens();
+  // Peers come before the origin in a cluster: opening the origin up front would defeat them.
+  const openWithRecord = origin.openImageWithRecord && !deps.cluster ? origin.openImageWithRecord.bind(origin) : null;
 
   /**
    * The image as the caller may see it, and whether it comes from a stale confirmation (its age in seconds).
@@ -71,10 +77,25 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
    *   unreachable, a caller imgcache authenticated itself gets a cached image it was recently shown
    *   ({@link ConfirmedRecords}).
    */
-  async function lookUp(request: FastifyRequest<{ Params: ImageParams }>, imageId: string): Promise<Lookup> {
+  async function lookUp(
+    request: FastifyRequest<{ Params: ImageParams }>,
+    imageId: string,
+    download: boolean,
+  ): Promise<Lookup> {
     if (!origin.authorizesCallers) {
-      const recorded = await recordedImage(imageId);
-      return { image: recorded ?? (await origin.getImage(imageId, callerOf(request))), stale: null };
+      const known = (await recordedImage(imageId)) ?? recordOfRunningFill(imageId);
+      if (known) return { image: known, stale: null };
+      if (download && openWithRecord) {
+        const caller = callerOf(request);
+        const opened = firstOpens.join(imageId, (signal) => openWithRecord(imageId, caller, signal));
+        try {
+          return { image: await opened.record, stale: null, opened };
+        } catch (error) {
+          opened.release();
+          throw error;
+        }
+      }
+      return { image: await origin.getImage(imageId, callerOf(request)), stale: null };
     }
     try {
       const image = await origin.getImage(imageId, callerOf(request));
@@ -94,6 +115,21 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     }
   }
 
+  /** What a running fill of the image was told by the origin when it opened it: as fresh as a HEAD now. */
+  function recordOfRunningFill(imageId: string): ImageRecord | null {
+    const fill = cache.runningFills().find((running) => running.imageId === imageId && !running.error);
+    if (!fill) return null;
+    const { expected } = fill;
+    return {
+      id: imageId,
+      status: 'active',
+      size: expected.size ?? null,
+      checksum: expected.checksum ?? null,
+      os_hash_algo: expected.osHashAlgo ?? null,
+      os_hash_value: expected.osHashValue ?? null,
+    };
+  }
+
   /** A cached image's record from what the cache recorded at commit; null when it is not cached. */
   async function recordedImage(imageId: string): Promise<ImageRecord | null> {
     const entry = await cache.getCachedImage(imageId);
@@ -108,18 +144,34 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     };
   }
 
-  /** Looks the image up as the caller and applies Glance's status and policy rules. */
-  async function authorize(request: FastifyRequest<{ Params: ImageParams }>): Promise<Lookup | 'no-data'> {
+  /**
+   * Looks the image up as the caller and applies Glance's status and policy rules. With `download`, the record may
+   * come from a GET that the fill then reads (`found.opened`): the caller must release it when its fetch settled.
+   */
+  async function authorize(request: FastifyRequest<{ Params: ImageParams }>, download = false): Promise<Lookup | 'no-data'> {
     const { imageId } = request.params;
     cache.driver.getImageFilepath(imageId); // a hostile id stops here, before any lookup
-    const found = await lookUp(request, imageId);
+    const found = await lookUp(request, imageId, download);
+    try {
+      return checkLookup(request, found);
+    } catch (error) {
+      found.opened?.release();
+      throw error;
+    }
+  }
+
+  function checkLookup(request: FastifyRequest<{ Params: ImageParams }>, found: Lookup): Lookup | 'no-data' {
+    const { imageId } = request.params;
     const { image } = found;
     if (GONE.has(image.status)) throw new ImageNotFoundError(imageId);
     policy.enforce('download_image', request.identity, imageTarget(image));
     if (image.status === 'deactivated' && !request.identity.isAdmin) {
       throw new ForbiddenError(`image ${imageId} is deactivated: only an admin can download it`);
     }
-    if (WITHOUT_DATA.has(image.status)) return 'no-data';
+    if (WITHOUT_DATA.has(image.status)) {
+      found.opened?.release();
+      return 'no-data';
+    }
     if (found.stale) {
       // Counted once the record passed every check above: this request is served from it.
       request.log.warn(
@@ -131,7 +183,8 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     return found;
   }
 
-  function fetchRequest(request: FastifyRequest<{ Params: ImageParams }>, image: ImageRecord): FetchRequest {
+  function fetchRequest(request: FastifyRequest<{ Params: ImageParams }>, found: Lookup): FetchRequest {
+    const { image, opened } = found;
     const caller = callerOf(request);
     /** The origin from a byte offset: where a peer that died mid-stream stopped. */
     const fromOffset = (offset: number, signal: AbortSignal) => {
@@ -145,8 +198,9 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     return {
       imageId: image.id,
       expected: expectedOf(image),
-      openOrigin: (signal) =>
-        deps.cluster ? deps.cluster.open(image.id, fromOffset, signal) : origin.openImage(image.id, caller, signal),
+      openOrigin: async (signal) =>
+        opened?.claim(signal) ??
+        (deps.cluster ? deps.cluster.open(image.id, fromOffset, signal) : origin.openImage(image.id, caller, signal)),
       ...(origin.openImageRange
         ? { openOriginRange: (range, signal) => origin.openImageRange!(image.id, caller, range, signal) }
         : {}),
@@ -167,10 +221,23 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   }
 
   app.get<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
-    const found = await authorize(request);
+    // A whole download may take its record from the GET its fill reads (one origin request per miss).
+    const found = await authorize(request, header(request, 'range') === undefined);
     if (found === 'no-data') return reply.code(204).send();
+    try {
+      return await download(request, reply, found);
+    } finally {
+      found.opened?.release();
+    }
+  });
+
+  async function download(
+    request: FastifyRequest<{ Params: ImageParams }>,
+    reply: FastifyReply,
+    found: Lookup,
+  ): Promise<FastifyReply> {
     const { image } = found;
-    const fetch = fetchRequest(request, image);
+    const fetch = fetchRequest(request, found);
     // 0 is a size here: Glance answers 416 to any range of an empty image. Only an unknown size ignores ranges.
     const total = image.size;
     const range = total === null ? null : parseRange(header(request, 'range'), total);
@@ -194,7 +261,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
       return sendImage(reply, found, result);
     }
     return sendImage(reply, found, await cache.fetch(fetch));
-  });
+  }
 
   app.head<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {
     const found = await authorize(request);
