@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ImageReader } from '../drivers/driver.js';
 import { BufferPool } from '../streams/buffer-pool.js';
 import { sendFileRange } from '../streams/send-file.js';
+import { plainSocketOf, sendFileBySendfile } from '../streams/sendfile.js';
 import type { Admission } from './admission.js';
 import type { Range } from './range-read.js';
 import type { CacheStats } from './stats.js';
@@ -67,24 +68,29 @@ export class CacheHit {
   }
 
   /**
-   * Writes the bytes to `out` (an HTTP response whose head is written or pending) and ends it. Resolves `true`
+   * Writes the bytes to `out` (an HTTP response whose head is written or pending) and ends it: by sendfile(2)
+   * when `out` is a plain TCP response and the addon is built (streams/sendfile.ts), else from pooled buffers. Resolves `true`
    * when every byte went out, `false` when the client left first or the file failed (then `out` is destroyed,
    * so the client sees a short body, never a wrong one). Never rejects: a read error is logged here.
    */
   async writeTo(out: Writable): Promise<boolean> {
     this.#claim();
     let complete = false;
+    const beforeLast = () => {
+      this.#bytesSent = this.size;
+      return this.#recordBeforeLast();
+    };
     try {
-      const outcome = await sendFileRange(
-        (buffer, length, position) => this.#reader.read(buffer, length, position),
-        this.#range,
-        out,
-        HIT_BUFFERS,
-        () => {
-          this.#bytesSent = this.size;
-          return this.#recordBeforeLast();
-        },
-      );
+      const socket = plainSocketOf(out);
+      const outcome = socket
+        ? await sendFileBySendfile(this.#reader.fd, this.#range, out, socket, beforeLast)
+        : await sendFileRange(
+            (buffer, length, position) => this.#reader.read(buffer, length, position),
+            this.#range,
+            out,
+            HIT_BUFFERS,
+            beforeLast,
+          );
       complete = outcome.complete;
       this.#bytesSent = outcome.bytes;
     } catch (error) {

@@ -207,6 +207,8 @@ export interface ImageReader extends AsyncDisposable {
   readonly path: string;
   /** Size of the file that was opened (the open fd keeps it readable even if it is deleted meanwhile). */
   readonly size: number;
+  /** The open file's descriptor (for sendfile(2)); valid until `complete` or `close`. */
+  readonly fd: number;
   /** A stream of the image (or of the inclusive byte range `start..end`); can be created once. */
   createReadStream(range?: { start?: number; end?: number }): Readable;
   /**

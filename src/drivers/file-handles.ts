@@ -160,6 +160,10 @@ export class FileImageReader implements ImageReader {
     return this.#file.createReadStream({ ...range, highWaterMark: CHUNK_SIZE, autoClose: false });
   }
 
+  get fd(): number {
+    return this.#file.fd;
+  }
+
   async read(buffer: Buffer, length: number, position: number): Promise<number> {
     if (this.#closed) throw new CacheIOError(`image ${this.imageId}: read after its file was closed`);
     let total = 0;

@@ -1,0 +1,215 @@
+/*
+ * sendfile(2) for cache hits: the kernel moves the page-cache pages of a cached image to the socket, with no copy
+ * through user space and no JavaScript per chunk (what nginx does with `sendfile on`).
+ *
+ * Each transfer runs on a thread of its own, because a socket is non-blocking and a slow client makes sendfile
+ * return EAGAIN: the thread then waits in poll(2) for the socket to drain, which must not hold the event loop or
+ * one of libuv's four pool threads. Both fds are dup(2)ed first, so JavaScript may close its own (a client that
+ * goes away closes the socket) without this thread ever writing to a reused fd number; `cancel` stops it at the
+ * next wake-up (at most POLL_MS later).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <node_api.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#define POLL_MS 200
+#define STEP (8 << 20)
+
+typedef struct {
+  int out_fd;
+  int in_fd;
+  off_t offset;
+  int64_t remaining;
+  int64_t sent;
+  int error;       /* errno of the failure, 0 for none */
+  int truncated;   /* the file ended before the range did */
+  atomic_int cancelled;
+  /* A paused job holds its dup'ed fds and waits for resume (or cancel) before it sends anything. */
+  int paused;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  napi_threadsafe_function done;
+  pthread_t thread;
+} job_t;
+
+static void *run(void *arg) {
+  job_t *job = arg;
+  pthread_mutex_lock(&job->lock);
+  while (job->paused && !atomic_load(&job->cancelled)) pthread_cond_wait(&job->wake, &job->lock);
+  pthread_mutex_unlock(&job->lock);
+  while (job->remaining > 0 && !atomic_load(&job->cancelled)) {
+    size_t step = job->remaining < STEP ? (size_t)job->remaining : STEP;
+    ssize_t n = sendfile(job->out_fd, job->in_fd, &job->offset, step);
+    if (n > 0) {
+      job->remaining -= n;
+      job->sent += n;
+      continue;
+    }
+    if (n == 0) {
+      job->truncated = 1;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      struct pollfd ready = {.fd = job->out_fd, .events = POLLOUT};
+      int polled = poll(&ready, 1, POLL_MS);
+      if (polled < 0 && errno != EINTR) {
+        job->error = errno;
+        break;
+      }
+      if (polled > 0 && (ready.revents & (POLLERR | POLLHUP | POLLNVAL)) && !(ready.revents & POLLOUT)) {
+        job->error = EPIPE;
+        break;
+      }
+      continue;
+    }
+    job->error = errno;
+    break;
+  }
+  close(job->out_fd);
+  close(job->in_fd);
+  napi_call_threadsafe_function(job->done, job, napi_tsfn_blocking);
+  napi_release_threadsafe_function(job->done, napi_tsfn_release);
+  return NULL;
+}
+
+/* On the main thread: callback(errorCode | null, sentBytes, truncated). */
+static void finish(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  job_t *job = data;
+  pthread_join(job->thread, NULL);
+  if (env != NULL) {
+    napi_value args[3], undefined;
+    if (job->error) {
+      napi_create_int32(env, job->error, &args[0]);
+    } else {
+      napi_get_null(env, &args[0]);
+    }
+    napi_create_int64(env, job->sent, &args[1]);
+    napi_get_boolean(env, job->truncated, &args[2]);
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, callback, 3, args, NULL);
+  }
+}
+
+static void free_job(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  job_t *job = data;
+  pthread_mutex_destroy(&job->lock);
+  pthread_cond_destroy(&job->wake);
+  free(job);
+}
+
+static void wake_job(job_t *job, int cancel) {
+  pthread_mutex_lock(&job->lock);
+  if (cancel) atomic_store(&job->cancelled, 1);
+  job->paused = 0;
+  pthread_cond_signal(&job->wake);
+  pthread_mutex_unlock(&job->lock);
+}
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    if ((call) != napi_ok) {                                            \
+      napi_throw_error(env, "ERR_SENDFILE", "sendfile binding: " #call); \
+      return NULL;                                                      \
+    }                                                                   \
+  } while (0)
+
+/* start(outFd, inFd, offset, length, paused, callback) -> job (for resume and cancel) */
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) {
+    napi_throw_type_error(env, "ERR_SENDFILE", "start(outFd, inFd, offset, length, paused, callback)");
+    return NULL;
+  }
+  bool paused;
+  CHECK(napi_get_value_bool(env, argv[4], &paused));
+  int32_t out_fd, in_fd;
+  int64_t offset, length;
+  CHECK(napi_get_value_int32(env, argv[0], &out_fd));
+  CHECK(napi_get_value_int32(env, argv[1], &in_fd));
+  CHECK(napi_get_value_int64(env, argv[2], &offset));
+  CHECK(napi_get_value_int64(env, argv[3], &length));
+  job_t *job = calloc(1, sizeof(job_t));
+  if (job == NULL) {
+    napi_throw_error(env, "ERR_SENDFILE", "out of memory");
+    return NULL;
+  }
+  job->out_fd = dup(out_fd);
+  job->in_fd = dup(in_fd);
+  if (job->out_fd < 0 || job->in_fd < 0) {
+    int error = errno;
+    if (job->out_fd >= 0) close(job->out_fd);
+    if (job->in_fd >= 0) close(job->in_fd);
+    free(job);
+    napi_throw_error(env, "ERR_SENDFILE", error == EMFILE ? "dup: too many open files" : "dup failed");
+    return NULL;
+  }
+  job->offset = (off_t)offset;
+  job->remaining = length;
+  job->paused = paused;
+  atomic_init(&job->cancelled, 0);
+  pthread_mutex_init(&job->lock, NULL);
+  pthread_cond_init(&job->wake, NULL);
+  napi_value name, handle;
+  CHECK(napi_create_string_utf8(env, "imgcache.sendfile", NAPI_AUTO_LENGTH, &name));
+  /* The job is freed with its JS handle, which the caller keeps until the callback ran. */
+  CHECK(napi_create_external(env, job, free_job, NULL, &handle));
+  CHECK(napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done));
+  if (pthread_create(&job->thread, NULL, run, job) != 0) {
+    close(job->out_fd);
+    close(job->in_fd);
+    napi_release_threadsafe_function(job->done, napi_tsfn_abort);
+    napi_throw_error(env, "ERR_SENDFILE", "cannot start a sendfile thread");
+    return NULL;
+  }
+  return handle;
+}
+
+static job_t *job_of(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  job_t *job = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_external(env, argv[0], (void **)&job) != napi_ok) {
+    napi_throw_type_error(env, "ERR_SENDFILE", "expected a job");
+    return NULL;
+  }
+  return job;
+}
+
+static napi_value cancel(napi_env env, napi_callback_info info) {
+  job_t *job = job_of(env, info);
+  if (job) wake_job(job, 1);
+  return NULL;
+}
+
+static napi_value resume(napi_env env, napi_callback_info info) {
+  job_t *job = job_of(env, info);
+  if (job) wake_job(job, 0);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+      {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
+      {"cancel", NULL, cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"resume", NULL, resume, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 3, methods);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
