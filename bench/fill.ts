@@ -95,7 +95,7 @@ async function main(): Promise<void> {
       measure(async () => {
         const result = await target.fetch({ imageId: 'one', expected, openOrigin });
         await pipeline(result.stream, sink());
-        if (!(await target.isCached('one'))) throw new Error('the fill did not commit');
+        if (!(await target.driver.isCached('one'))) throw new Error('the fill did not commit');
         await target.deleteCachedImage('one');
       });
     const one = await fillOnce(cache); // the default: hashing on the main thread
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
         Array.from({ length: 16 }, () => cache.fetch({ imageId: 'many', expected, openOrigin })),
       );
       await Promise.all(results.map((result) => pipeline(result.stream, sink())));
-      if (!(await cache.isCached('many'))) throw new Error('the coalesced fill did not commit');
+      if (!(await cache.driver.isCached('many'))) throw new Error('the coalesced fill did not commit');
     });
     const coalescedOriginBytes = originBytes;
     const coalescedOpens = originOpens;

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { CachedImage, CleanResult, Driver, ImageReader, ImageWriter, ReconcileResult } from '../drivers/driver.js';
+import type { CleanResult, Driver, ImageWriter, ReconcileResult } from '../drivers/driver.js';
 import { Admission } from './admission.js';
 import type { ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
@@ -43,7 +43,7 @@ export type ProgressListener = (bytesDone: number, bytesTotal: number | null) =>
 
 /**
  * The front of the cache (Glance's `ImageCache`, spec §3): a verified, coalesced, size-capped read-through
- * fill (`fetch`, `prefetch`), prune, clean, and pass-throughs to the driver.
+ * fill (`fetch`, `prefetch`), prune, clean. Everything else is the driver's: `cache.driver.isCached(id)` and so on.
  */
 export class ImageCache {
   readonly driver: Driver;
@@ -170,46 +170,6 @@ export class ImageCache {
     return this.#readThrough.invalidate(imageId);
   }
 
-  isCached(imageId: string): Promise<boolean> {
-    return this.driver.isCached(imageId);
-  }
-  isQueued(imageId: string): Promise<boolean> {
-    return this.driver.isQueued(imageId);
-  }
-  getCacheSize(): Promise<number> {
-    return this.driver.getCacheSize();
-  }
-  getHitCount(imageId: string): Promise<number> {
-    return this.driver.getHitCount(imageId);
-  }
-  getCachedImages(): Promise<CachedImage[]> {
-    return this.driver.getCachedImages();
-  }
-  getCachedImage(imageId: string): Promise<CachedImage | null> {
-    return this.driver.getCachedImage(imageId);
-  }
-  getCachedNodes(imageId: string): Promise<string[]> {
-    return this.driver.getCachedNodes(imageId);
-  }
-  deleteAllQueuedImages(): Promise<number> {
-    return this.driver.deleteAllQueuedImages();
-  }
-  deleteQueuedImage(imageId: string): Promise<void> {
-    return this.driver.deleteQueuedImage(imageId);
-  }
-  queueImage(imageId: string): Promise<boolean> {
-    return this.driver.queueImage(imageId);
-  }
-  getQueuedImages(): Promise<string[]> {
-    return this.driver.getQueuedImages();
-  }
-  openForRead(imageId: string): Promise<ImageReader> {
-    return this.driver.openForRead(imageId);
-  }
-  getImageSize(imageId: string): Promise<number> {
-    return this.driver.getImageSize(imageId);
-  }
-
   /** Deletes one cached image; admission subtracts its size only if this call deleted the file. */
   async deleteCachedImage(imageId: string): Promise<void> {
     this.driver.getImageFilepath(imageId); // validates the id (a rejection, like every failure here)
@@ -282,6 +242,4 @@ export class ImageCache {
     this.#sized ??= this.#admission.resync();
     await this.#sized;
   }
-
-
 }

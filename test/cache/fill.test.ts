@@ -38,14 +38,14 @@ describe('fill engine', () => {
     assert.equal(miss.status, 'MISS');
     assert.equal(miss.size, data.length);
     assert.ok((await collect(miss.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), true);
-    assert.equal(await cache.getHitCount('img'), 0);
+    assert.equal(await cache.driver.isCached('img'), true);
+    assert.equal(await cache.driver.getHitCount('img'), 0);
     const hit = await cache.fetch(request);
     assert.equal(hit.status, 'HIT');
     assert.ok((await collect(hit.stream)).equals(data));
-    await until(async () => (await cache.getHitCount('img')) === 1, 'the hit to be recorded');
+    await until(async () => (await cache.driver.getHitCount('img')) === 1, 'the hit to be recorded');
     assert.equal(origin.opens, 1);
-    const [image] = await cache.getCachedImages();
+    const [image] = await cache.driver.getCachedImages();
     assert.equal(image?.checksum, glanceMetadata(data).checksum);
     assert.equal(image?.osHashValue, glanceMetadata(data).osHashValue);
     assert.equal(cache.stats.bytesFromOrigin, data.length);
@@ -86,14 +86,14 @@ describe('fill engine', () => {
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
     const filling = cache.prefetch(request);
     await until(() => published, 'the fill to publish its file');
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     const arriving = cache.fetch(request);
     openGate();
     assert.equal(await filling, true);
     const hit = await arriving;
     assert.equal(hit.status, 'HIT');
     assert.ok((await collect(hit.stream)).equals(data));
-    assert.equal(await cache.getHitCount('img'), 1);
+    assert.equal(await cache.driver.getHitCount('img'), 1);
     assert.equal(origin.opens, 1);
   });
 
@@ -109,7 +109,7 @@ describe('fill engine', () => {
     assert.equal(origin.served, data.length);
     for (const body of bodies) assert.ok(body.equals(data));
     assert.deepEqual(results.map((r) => r.status).sort(), ['MISS', ...Array(15).fill('COALESCED')].sort());
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
   });
 
   it('gives a consumer that joins at 90% every byte from the start', async (t) => {
@@ -154,7 +154,7 @@ describe('fill engine', () => {
     first.stream.destroy();
     origin.allow(Infinity);
     assert.ok((await collect(second.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
   });
 
   it('aborts the fill to invalid/ when every consumer disconnects (10)', async (t) => {
@@ -169,7 +169,7 @@ describe('fill engine', () => {
     a.stream.destroy();
     b.stream.destroy();
     await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the partial file in invalid/');
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.fillFailures.aborted, 1);
     origin.allow(Infinity);
@@ -198,7 +198,7 @@ describe('fill engine', () => {
           }),
         ),
       );
-      assert.equal(await cache.isCached('img'), false);
+      assert.equal(await cache.driver.isCached('img'), false);
       await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the copy in invalid/');
       assert.equal(cache.stats.fillFailures.verification, 1);
     });
@@ -210,7 +210,7 @@ describe('fill engine', () => {
     const origin = new TestOrigin(data, { failAt: MIB });
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open });
     await assert.rejects(collect(result.stream), /reset the connection/);
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('lets a follower that has no byte yet retry the origin when the shared fetch fails to open', async (t) => {
@@ -242,11 +242,11 @@ describe('fill engine', () => {
     assert.equal(third.status, 'MISS');
     await collect(third.stream);
     assert.deepEqual(
-      (await cache.getCachedImages()).map((i) => i.imageId),
+      (await cache.driver.getCachedImages()).map((i) => i.imageId),
       ['img0', 'img2'],
     );
     assert.ok((await collect(reading.stream)).equals(images[0] as Buffer));
-    assert.ok((await cache.getCacheSize()) <= 10 * MIB);
+    assert.ok((await cache.driver.getCacheSize()) <= 10 * MIB);
     assert.equal(cache.stats.evictions, 1);
   });
 
@@ -258,7 +258,7 @@ describe('fill engine', () => {
       await collect(result.stream);
     }
     assert.deepEqual(
-      (await cache.getCachedImages()).map((i) => i.imageId),
+      (await cache.driver.getCachedImages()).map((i) => i.imageId),
       ['img1', 'img2'],
     );
   });
@@ -269,7 +269,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'big', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.equal(result.status, 'BYPASS');
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('big'), false);
+    assert.equal(await cache.driver.isCached('big'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.requests.BYPASS, 1);
   });
@@ -281,7 +281,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'big', expected: { checksum }, openOrigin: new TestOrigin(data).open });
     assert.equal(result.size, null);
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('big'), false);
+    assert.equal(await cache.driver.isCached('big'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.fillFailures.over_capacity, 1);
     assert.deepEqual(await cache.usage(), { used: 0, reserved: 0, max: 4 * MIB });
@@ -310,7 +310,7 @@ describe('fill engine', () => {
     const [bodyA, bodyB] = await Promise.all([collect(a.stream), collect(b.stream)]);
     assert.ok(bodyA.equals(data));
     assert.ok(bodyB.equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.equal(cache.stats.fillFailures.cache_fault, 1);
     await until(async () => (await readdir(join(dir, 'incomplete'))).length === 0, 'no partial file');
     assert.deepEqual(await readdir(join(dir, 'invalid')), []);
@@ -323,7 +323,7 @@ describe('fill engine', () => {
     const data = imageBytes(MIB, 41);
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('still delivers the image when clean(0) removes the incomplete file mid-stream, and does not cache it (35)', async (t) => {
@@ -340,7 +340,7 @@ describe('fill engine', () => {
     await other.close();
     origin.allow(Infinity);
     assert.ok((await body).equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('aborts a fill whose origin stops sending (image_cache_fill_idle_timeout)', async (t) => {
@@ -350,7 +350,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open });
     origin.allow(MIB);
     await assert.rejects(collect(result.stream), { code: 'ERR_FILL_IDLE_TIMEOUT' });
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the partial file in invalid/');
     assert.equal(cache.stats.fillFailures.idle, 1);
     origin.allow(Infinity);
@@ -373,8 +373,8 @@ describe('fill engine', () => {
     const empty = Buffer.alloc(0);
     const result = await cache.fetch({ imageId: 'e', expected: glanceMetadata(empty), openOrigin: new TestOrigin(empty).open });
     assert.equal((await collect(result.stream)).length, 0);
-    assert.equal(await cache.isCached('e'), true);
-    assert.equal(await cache.getImageSize('e'), 0);
+    assert.equal(await cache.driver.isCached('e'), true);
+    assert.equal(await cache.driver.getImageSize('e'), 0);
   });
 
   it('prefetches with no consumer, and a consumer joining and leaving does not abort it', async (t) => {
@@ -390,7 +390,7 @@ describe('fill engine', () => {
     consumer.stream.destroy();
     origin.allow(Infinity);
     assert.equal(await prefetch, true);
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     assert.equal(await cache.prefetch(request), false, 'already cached');
     assert.equal(origin.opens, 1);
   });
@@ -407,7 +407,7 @@ describe('fill engine', () => {
     consumer.stream.destroy();
     origin.allow(Infinity);
     assert.equal(await prefetch, true);
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     assert.equal(origin.opens, 1, 'the prefetch started a second fill instead of joining');
   });
 

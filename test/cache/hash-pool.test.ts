@@ -40,14 +40,14 @@ describe('hash threads', () => {
     const data = imageBytes(5 << 20, 3);
     const good = await cache.fetch({ imageId: 'good', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.ok((await collect(good.stream)).equals(data));
-    assert.equal(await cache.isCached('good'), true);
+    assert.equal(await cache.driver.isCached('good'), true);
     const bad = await cache.fetch({
       imageId: 'bad',
       expected: { ...glanceMetadata(data), osHashValue: '0'.repeat(128) },
       openOrigin: new TestOrigin(data).open,
     });
     await assert.rejects(collect(bad.stream), { code: 'ERR_CHECKSUM_MISMATCH' });
-    assert.equal(await cache.isCached('bad'), false);
+    assert.equal(await cache.driver.isCached('bad'), false);
   });
 
   it('fail a congested fill when a hash thread dies, and hash the next fill on fresh threads (issue 9)', async (t) => {
@@ -93,11 +93,11 @@ describe('hash threads', () => {
     ]);
     assert.ok(settled instanceof Error, `the consumer did not get an error: ${String(settled)}`);
     assert.equal((settled as NodeJS.ErrnoException).code, 'ERR_HASH_WORKER');
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.equal(cache.stats.fillFailures.cache_fault, 1);
 
     const again = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.ok((await collect(again.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
   });
 });

@@ -64,7 +64,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const metrics = (await request(`${b.url}/metrics`)).text;
     assert.match(metrics, new RegExp(`imgcache_fill_bytes_total\\{source="peer"\\} ${data.length}`));
 
-    await b.cache.queueImage('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9');
+    await b.cache.driver.queueImage('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9');
     assert.equal((await request(`${c.url}/v2/images/${ID}`, { method: 'DELETE' })).status, 204);
     await until(
       async () => !(await exists(join(a.dir, ID))) && !(await exists(join(b.dir, ID))),
@@ -72,7 +72,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
       5000,
     );
     assert.equal((await request(`${c.url}/v2/cache/nodes/${ID}`)).status, 404, 'the image is gone (scenario 88)');
-    assert.equal(await b.cache.isQueued('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9'), true, 'other images stay queued');
+    assert.equal(await b.cache.driver.isQueued('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9'), true, 'other images stay queued');
   });
 
   it('refuses the intra-cluster API without the secret', async (t) => {
@@ -93,7 +93,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     }
     await sleep(50);
     assert.ok((await openFds()) - before < 4, 'every peer transfer closes its file');
-    assert.equal(await a.cache.getHitCount(ID), 0, 'a peer copy is not a client hit');
+    assert.equal(await a.cache.driver.getHitCount(ID), 0, 'a peer copy is not a client hit');
   });
 
   it('drops a copy with DELETE /v2/cache/{id}?scope=cluster on every node', async (t) => {
@@ -104,7 +104,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     await request(`${b.url}/v2/images/${ID}/file`);
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2, 'without peer fetch each node asks the origin');
     assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
-    await until(async () => !(await b.cache.isCached(ID)), 'node b to drop its copy', 5000);
+    await until(async () => !(await b.cache.driver.isCached(ID)), 'node b to drop its copy', 5000);
     assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=galaxy`, { method: 'DELETE' })).status, 400);
   });
 
@@ -123,7 +123,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     assert.equal((await request(`${b.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
     await until(() => a.cache.activeFills().live === 0, 'the fill on node a to end', 10_000);
     await download;
-    assert.equal(await a.cache.isCached(ID), false, 'the invalidated image was not committed');
+    assert.equal(await a.cache.driver.isCached(ID), false, 'the invalidated image was not committed');
     assert.equal(await exists(join(a.dir, ID)), false);
     assert.ok((glance.served.get(ID) ?? 0) < data.length, 'the origin transfer was cut short, not finished');
   });

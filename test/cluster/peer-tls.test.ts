@@ -139,7 +139,7 @@ describe('peer fetch over https', { skip: OPENSSL_SKIP }, () => {
       const client = { ca: pki.ca, cert: pki.client.cert, key: pki.client.key };
       const first = await httpsGet(`${a.url}/v2/images/${ID}/file`, client);
       assert.equal(first.status, 200, String(first.error));
-      assert.equal(await a.cache.isCached(ID), true);
+      assert.equal(await a.cache.driver.isCached(ID), true);
 
       const second = await httpsGet(`${b.url}/v2/images/${ID}/file`, client);
       assert.equal(second.status, 200, String(second.error));

@@ -87,7 +87,7 @@ describe('peer transfers', () => {
       assert.equal(node.cache.stats.bytesFromPeer, data.length, 'every byte came from the peer');
       assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), undefined, 'the origin was never asked');
       assert.ok(Date.now() - started > 2500, 'the transfer did outlast the header timeout');
-      assert.equal(await node.cache.isCached(ID), true);
+      assert.equal(await node.cache.driver.isCached(ID), true);
     },
   );
 
