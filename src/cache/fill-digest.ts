@@ -1,28 +1,47 @@
-import { type ComputedDigests, DEFAULT_HASH_ALGO, type ExpectedImage, verifyDigests } from './digest.js';
+import {
+  type ComputedDigests,
+  type DigestPlan,
+  type DigestPolicy,
+  type ExpectedImage,
+  planDigests,
+  recordedDigests,
+  verifyDigests,
+} from './digest.js';
 import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
 
 /**
- * A fill's digests: the hashes it computes over the origin's bytes, on hash threads when the cache has a pool,
- * and their check against what the origin promised once the last byte is in.
+ * A fill's digests: the ones it computes over the origin's bytes ({@link planDigests}: by default only the
+ * strongest the origin declares), on hash threads when the cache has a pool, and their check once the last byte
+ * is in.
  */
 export class DigestSession {
   readonly #imageId: string;
   readonly #expected: ExpectedImage;
+  readonly #plan: DigestPlan;
   readonly #hasher: StreamHasher;
-  /** The hash threads' answer for the last chunk handed over; awaited before the next one (bounded queue). */
+  /** The hash threads' answer for the last chunk handed over; awaited before the next one (bounded memory). */
   #pending: Promise<void> | null = null;
 
-  /** @throws ConfigError for a multihash algorithm Node.js does not have, or the pool's HashWorkerError */
-  constructor(imageId: string, expected: ExpectedImage, hashPool: HashPool | null) {
+  /** @throws ConfigError for a multihash algorithm Node.js does not have */
+  constructor(imageId: string, expected: ExpectedImage, policy: DigestPolicy, hashPool: HashPool | null) {
     this.#imageId = imageId;
     this.#expected = expected;
-    const algorithm = expected.osHashAlgo ?? DEFAULT_HASH_ALGO;
-    this.#hasher = hashPool ? hashPool.open(algorithm) : inlineHasher(algorithm);
+    this.#plan = planDigests(expected, policy);
+    this.#hasher = hashPool ? hashPool.open(this.#plan) : inlineHasher(this.#plan);
+  }
+
+  /** Declared digests this session does not check (the stronger one is checked instead), for the log. */
+  get unchecked(): string[] {
+    const unchecked: string[] = [];
+    if (this.#expected.checksum && !this.#plan.md5) unchecked.push('md5');
+    if (this.#expected.osHashValue && !this.#plan.multihash) unchecked.push(this.#expected.osHashAlgo ?? 'multihash');
+    return unchecked;
   }
 
   /**
-   * Hands a chunk over. The caller must {@link settle} before the next one; a hash thread failing meanwhile
-   * is reported there, never as an unhandled rejection.
+   * Hands a chunk over (copied, or hashed at once: the caller's buffer stays its own). The caller must
+   * {@link settle} before the next one; a hash thread failing meanwhile is reported there, never as an unhandled
+   * rejection. Throws the HashWorkerError of a thread that already died.
    */
   update(chunk: Buffer): void {
     const hashing = this.#hasher.update(chunk);
@@ -30,7 +49,7 @@ export class DigestSession {
     this.#pending = hashing ?? null;
   }
 
-  /** True when the hash threads still owe an answer for the last chunk (the caller may stop its idle clock). */
+  /** True when the hash threads still owe room for the last chunk (the caller may stop its idle clock). */
   get busy(): boolean {
     return this.#pending !== null;
   }
@@ -43,13 +62,14 @@ export class DigestSession {
   }
 
   /**
-   * The digests of every byte handed over, checked against the origin's promises.
+   * Checks the digests of every byte handed over against the origin's promises, and returns what the cache
+   * records ({@link recordedDigests}: the computed digests, plus the declared value of one not computed).
    * @throws SizeMismatchError, ChecksumMismatchError (verification), HashWorkerError
    */
   async verify(): Promise<ComputedDigests> {
     const found = await this.#hasher.digests();
     verifyDigests(this.#imageId, this.#expected, found);
-    return found;
+    return recordedDigests(this.#expected, found);
   }
 
   /** Forgets the session (the fill failed or stopped). */

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Driver } from '../drivers/driver.js';
 import { FillAbortedError, FillIdleTimeoutError, HashWorkerError, NotCachedError } from '../errors.js';
 import type { Admission } from './admission.js';
-import type { ComputedDigests, ExpectedImage } from './digest.js';
+import type { ComputedDigests, DigestPolicy, ExpectedImage } from './digest.js';
 import { DigestSession } from './fill-digest.js';
 import { FillMemory } from './fill-memory.js';
 import { FillState } from './fill-state.js';
@@ -31,6 +31,8 @@ export interface FillOptions {
   idleTimeoutMs: number;
   /** Hash threads; null hashes on the main thread. */
   hashPool: HashPool | null;
+  /** Which declared digests are verified (`image_cache_verify_digests`). */
+  digestPolicy: DigestPolicy;
 }
 
 /** What the fill needs to know of a consumer: how far it has read. */
@@ -95,8 +97,13 @@ export class Fill extends FillState {
     return this.#prefetch;
   }
 
-  /** Aborts the fill (shutdown): consumers get `error`, the partial file goes to `invalid/`. */
+  /**
+   * Aborts the fill (shutdown, invalidation): consumers get `error`, the partial file goes to `invalid/`. A fill
+   * already verified is only committing bytes its consumers have in full: it is left to finish (whoever aborts it
+   * waits for `whenSettled()`; an invalidation deletes the copy after).
+   */
   abort(error: Error): void {
+    if (this.verified) return;
     this.#fail(error, 'aborted');
   }
 
@@ -116,8 +123,10 @@ export class Fill extends FillState {
   detach(consumer: FillConsumer): void {
     if (!this.#consumers.delete(consumer)) return;
     if (this.#consumers.size === 0) {
-      if (!this.settled && !this.#prefetch) this.#fail(new FillAbortedError(this.imageId), 'aborted');
-      else if (!this.settled && this.#uncacheable) {
+      // Once verified, the fill only commits: the last consumer leaving (it has read everything) stops nothing.
+      const running = !this.settled && !this.verified;
+      if (running && !this.#prefetch) this.#fail(new FillAbortedError(this.imageId), 'aborted');
+      else if (running && this.#uncacheable) {
         // Already counted when spooling stopped (cache_fault, over_capacity) or at admission (bypass).
         this.#fail(new NotCachedError(this.imageId, 'the cache could not store it (see the log)'), 'aborted', false);
       } else if (!this.#spool) this.#trimMemory();
@@ -207,10 +216,10 @@ export class Fill extends FillState {
   }
 
   async #pump(origin: Readable): Promise<void> {
-    const { stats, hashPool } = this.#options;
+    const { stats, hashPool, digestPolicy } = this.#options;
     let digests: DigestSession;
     try {
-      digests = new DigestSession(this.imageId, this.expected, hashPool);
+      digests = new DigestSession(this.imageId, this.expected, digestPolicy, hashPool);
     } catch (error) {
       this.#fail(error as Error, 'origin');
       return;
@@ -266,27 +275,36 @@ export class Fill extends FillState {
   }
 
   async #finish(digests: DigestSession): Promise<void> {
-    let found: ComputedDigests;
+    let recorded: ComputedDigests;
     try {
-      found = await digests.verify();
+      recorded = await digests.verify();
     } catch (error) {
       if (error instanceof HashWorkerError) throw error;
       this.#fail(error as Error, 'verification');
       return;
     }
+    const unchecked = digests.unchecked;
+    if (unchecked.length > 0) {
+      // Nothing unverified is published: the stronger declared digest was checked; these are recorded as declared.
+      this.#options.logger.debug({ imageId: this.imageId, unchecked }, 'declared digests recorded without a check');
+    }
+    // Verified: the consumers get the last chunk now, not after fsync and rename. Nothing unverified is released
+    // (this is the only place `done` is set), and the commit that follows publishes these same bytes.
     this.progress.verified = true;
+    this.progress.done = true;
+    this.#release(this.progress.received);
     const spool = this.#spool;
     if (spool) {
       try {
-        await spool.commit(found);
+        await spool.commit(recorded);
         this.progress.committed = true;
         this.#options.stats.fillsCommitted += 1;
       } catch (error) {
+        // The clients have their bytes; only the cache loses the image.
+        this.#options.logger.error({ imageId: this.imageId, err: error }, 'commit failed; the image is not cached');
         await this.#stopSpooling(error as Error, 'cache_fault', true); // commit already rolled the file back
       }
     }
-    this.progress.done = true;
-    this.#release(this.progress.received);
     await this.#settle();
   }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { type FileHandle, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import type { DigestPolicy } from '../../src/cache/digest.js';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import type { DriverOptions } from '../../src/drivers/file-driver.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
@@ -14,7 +15,7 @@ const MIB = 1 << 20;
 
 async function newCache(
   t: TestContext,
-  options: { maxSize?: number; fillIdleTimeout?: number; driver?: Partial<DriverOptions> } = {},
+  options: { maxSize?: number; fillIdleTimeout?: number; driver?: Partial<DriverOptions>; verifyDigests?: DigestPolicy } = {},
 ): Promise<{ cache: ImageCache; dir: string }> {
   const dir = await tempDir(t);
   const driver = createSqliteDriver({ cacheDir: dir, ...options.driver });
@@ -23,6 +24,7 @@ async function newCache(
     driver,
     maxSize: options.maxSize ?? 1 << 30,
     fillIdleTimeout: options.fillIdleTimeout ?? 60,
+    ...(options.verifyDigests ? { verifyDigests: options.verifyDigests } : {}),
   });
   t.after(() => cache.close());
   return { cache, dir };
@@ -38,6 +40,7 @@ describe('fill engine', () => {
     assert.equal(miss.status, 'MISS');
     assert.equal(miss.size, data.length);
     assert.ok((await collect(miss.stream)).equals(data));
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await cache.driver.isCached('img'), true);
     assert.equal(await cache.driver.getHitCount('img'), 0);
     const hit = await cache.fetch(request);
@@ -109,6 +112,7 @@ describe('fill engine', () => {
     assert.equal(origin.served, data.length);
     for (const body of bodies) assert.ok(body.equals(data));
     assert.deepEqual(results.map((r) => r.status).sort(), ['MISS', ...Array(15).fill('COALESCED')].sort());
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await cache.driver.isCached('img'), true);
   });
 
@@ -154,6 +158,7 @@ describe('fill engine', () => {
     first.stream.destroy();
     origin.allow(Infinity);
     assert.ok((await collect(second.stream)).equals(data));
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await cache.driver.isCached('img'), true);
   });
 
@@ -175,12 +180,14 @@ describe('fill engine', () => {
     origin.allow(Infinity);
   });
 
-  for (const [name, corrupt] of [
-    ['MD5', { checksum: '0'.repeat(32) }],
-    ['SHA-512', { osHashValue: 'f'.repeat(128) }],
+  // `strongest` checks MD5 only when it is all the origin declares; `all` checks it next to a right SHA-512.
+  for (const [name, corrupt, verifyDigests] of [
+    ['MD5 (declared alone)', { checksum: '0'.repeat(32), osHashAlgo: null, osHashValue: null }, 'strongest'],
+    ['MD5 (image_cache_verify_digests = all)', { checksum: '0'.repeat(32) }, 'all'],
+    ['SHA-512', { osHashValue: 'f'.repeat(128) }, 'strongest'],
   ] as const) {
     it(`fails every consumer before the last byte on a ${name} mismatch, and caches nothing (13)`, async (t) => {
-      const { cache, dir } = await newCache(t);
+      const { cache, dir } = await newCache(t, { verifyDigests });
       const data = imageBytes(2 * MIB, 6);
       const origin = new TestOrigin(data);
       const request = {
@@ -223,6 +230,7 @@ describe('fill engine', () => {
     assert.equal(follower.status, 'fulfilled');
     if (follower.status === 'fulfilled') assert.ok((await collect(follower.value.stream)).equals(data));
     assert.equal(origin.opens, 2);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
   });
 
   it('evicts the least recently used image at admission, never one in use (cap 10 MiB, three 4 MiB images)', async (t) => {
@@ -234,13 +242,16 @@ describe('fill engine', () => {
       openOrigin: new TestOrigin(images[i] as Buffer).open,
     });
     await collect((await cache.fetch(request(0))).stream);
+    await cache.fillsSettled();
     await collect((await cache.fetch(request(1))).stream);
+    await cache.fillsSettled();
     // img0 is the LRU entry, but it is being read: admission must pick img1 instead.
     const reading = await cache.fetch(request(0));
     assert.equal(reading.status, 'HIT');
     const third = await cache.fetch(request(2));
     assert.equal(third.status, 'MISS');
     await collect(third.stream);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.deepEqual(
       (await cache.driver.getCachedImages()).map((i) => i.imageId),
       ['img0', 'img2'],
@@ -256,6 +267,7 @@ describe('fill engine', () => {
     for (const [i, data] of images.entries()) {
       const result = await cache.fetch({ imageId: `img${i}`, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
       await collect(result.stream);
+      await cache.fillsSettled();
     }
     assert.deepEqual(
       (await cache.driver.getCachedImages()).map((i) => i.imageId),
@@ -361,10 +373,12 @@ describe('fill engine', () => {
     const data = imageBytes(MIB, 44);
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open };
     await collect((await cache.fetch(request)).stream);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     await (await open(join(dir, 'img'), 'r+')).truncate(1000).then(() => {});
     const again = await cache.fetch(request);
     assert.equal(again.status, 'MISS');
     assert.ok((await collect(again.stream)).equals(data));
+    await cache.fillsSettled();
     assert.equal((await readFile(join(dir, 'img'))).length, data.length);
   });
 

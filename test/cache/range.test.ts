@@ -46,6 +46,7 @@ describe('ImageCache.fetchRange', () => {
     assert.equal(await cache.driver.isCached('img'), false, 'a range never starts a fill');
 
     await collect((await cache.fetch(request)).stream);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     const opens = origin.opens;
     const hit = await cache.fetchRange(request, { start: MIB, end: 2 * MIB + 5 });
     assert.equal(hit.status, 'HIT');
@@ -105,6 +106,7 @@ describe('ImageCache.fetchRange', () => {
     origin.allow(Infinity);
     assert.ok((await collect(late.stream)).equals(data.subarray(3 * MIB, 3 * MIB + 10)));
     assert.ok((await body).equals(data));
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await cache.driver.isCached('img'), true);
   });
 

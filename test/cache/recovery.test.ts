@@ -51,6 +51,7 @@ for (const name of ['sqlite', 'xattr']) {
       ] as const) {
         const result = await cache.fetch({ imageId: id, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
         await collect(result.stream);
+        await cache.fillsSettled(); // the body is released once verified; the commit follows
       }
       await writeFile(join(dir, 'stray'), 'no digests');
       const flipped = Buffer.from(bad);

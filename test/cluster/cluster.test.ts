@@ -53,9 +53,11 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
 
     assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), []);
     assert.ok((await request(`${a.url}/v2/images/${ID}/file`)).body.equals(data));
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), [a.url]);
 
     const fromPeer = await request(`${b.url}/v2/images/${ID}/file`);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.ok(fromPeer.body.equals(data));
     assert.equal(fromPeer.headers.get('x-cache-status'), 'MISS');
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 1, 'the origin sent the image once');
@@ -80,6 +82,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a] = nodes as [Node];
     glance.addImage({ id: ID }, imageBytes(1000, 2));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal((await request(`${a.url}/cluster/v1/images/${ID}`)).status, 403);
     const wrong = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': 'nope' } });
     assert.equal(wrong.status, 403);
@@ -101,7 +104,9 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a, b] = nodes as [Node, Node];
     glance.addImage({ id: ID }, imageBytes(2000, 3));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     await request(`${b.url}/v2/images/${ID}/file`);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2, 'without peer fetch each node asks the origin');
     assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
     await until(async () => !(await b.cache.driver.isCached(ID)), 'node b to drop its copy', 5000);
@@ -133,6 +138,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a, b] = nodes as [Node, Node];
     glance.addImage({ id: ID }, imageBytes(2000, 4));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     await a.close(); // its heartbeat stops, its row stays
     await until(
       async () => ((await request(`${b.url}/v2/cache/nodes/${ID}`)).json() as string[]).length === 0,
@@ -140,6 +146,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
       8000,
     );
     assert.ok((await request(`${b.url}/v2/images/${ID}/file`)).body.length === 2000);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2);
     assert.equal(b.cache.stats.bytesFromPeer, 0);
   });

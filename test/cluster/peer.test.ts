@@ -82,6 +82,7 @@ describe('peer transfers', () => {
 
       const started = Date.now();
       const miss = await request(`${node.url}/v2/images/${ID}/file`);
+      await node.cache.fillsSettled(); // the body is released once verified; the commit follows
       assert.equal(miss.status, 200);
       assert.ok(miss.body.equals(data));
       assert.equal(node.cache.stats.bytesFromPeer, data.length, 'every byte came from the peer');

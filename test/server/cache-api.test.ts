@@ -12,6 +12,7 @@ const B = 'bbbbbbbb-0000-4000-8000-000000000002';
 async function cacheImage(server: TestServer, id: string, size = 10 * 1024): Promise<void> {
   server.glance.addImage({ id }, imageBytes(size, id.charCodeAt(0)));
   await request(`${server.url}/v2/images/${id}/file`);
+  await server.cache.fillsSettled(); // the body is released once verified; the commit follows
 }
 
 describe('v2 Cache API', () => {

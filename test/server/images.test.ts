@@ -66,6 +66,7 @@ describe('GET /v2/images/{id}/file', () => {
     const data = imageBytes(1000);
     server.glance.addImage({ id: ID }, data);
     await request(`${server.url}/v2/images/${ID}/file`);
+    await server.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await server.cache.driver.isCached(ID), true);
     assert.equal((await request(`${server.url}/v2/images/${OTHER}/file`)).status, 404);
     server.glance.addImage({ id: ID, status: 'deleted' }, data);
@@ -82,6 +83,7 @@ describe('GET /v2/images/{id}/file', () => {
     server.glance.addImage({ id: ID, owner: 'p1', visibility: 'private' }, data);
     const owner = await request(`${server.url}/v2/images/${ID}/file`, { headers: { 'x-auth-token': 'owner' } });
     assert.ok(owner.body.equals(data));
+    await server.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(await server.cache.driver.isCached(ID), true);
     const stranger = await request(`${server.url}/v2/images/${ID}/file`, { headers: { 'x-auth-token': 'stranger' } });
     assert.equal(stranger.status, 404);
