@@ -29,6 +29,17 @@ export interface CacheConfig {
   database_schema: string;
   /** `[imgcache] node_liveness_window`: seconds after its last heartbeat that a node still counts as live. @default 30 */
   node_liveness_window: number;
+  /**
+   * `[imgcache] image_cache_verify_digests`: `strongest` verifies the multihash (`os_hash_value`) when the origin
+   * declares it and MD5 (`checksum`) only when it is all there is, as python-glanceclient does; `all` verifies both.
+   * @default strongest
+   */
+  image_cache_verify_digests: 'strongest' | 'all';
+  /**
+   * `[imgcache] hash_threads`: hash fills on worker threads (`true`), on the main thread (`false`), or on threads
+   * when the machine has more than one core (`auto`, see `open-cache.ts`). @default auto
+   */
+  hash_threads: 'auto' | boolean;
 }
 
 export type OptionName = keyof CacheConfig;
@@ -62,6 +73,8 @@ export const DEFAULTS: CacheConfig = {
   connection: undefined,
   database_schema: 'public',
   node_liveness_window: 30,
+  image_cache_verify_digests: 'strongest',
+  hash_threads: 'auto',
 };
 
 const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5 };
@@ -136,6 +149,27 @@ export const CACHE_OPTIONS = {
     section: 'imgcache',
     env: 'IMGCACHE_NODE_LIVENESS_WINDOW',
     schema: wholeSeconds('node_liveness_window', 1),
+  },
+  image_cache_verify_digests: {
+    section: 'imgcache',
+    env: 'IMGCACHE_VERIFY_DIGESTS',
+    schema: z
+      .string()
+      .transform((value) => value.trim().toLowerCase())
+      .pipe(z.enum(['strongest', 'all'], { error: "image_cache_verify_digests must be 'strongest' or 'all'" })),
+  },
+  hash_threads: {
+    section: 'imgcache',
+    env: 'IMGCACHE_HASH_THREADS',
+    schema: z.union([z.boolean(), z.string()]).transform((value, ctx) => {
+      if (typeof value === 'boolean') return value;
+      const normalized = value.trim().toLowerCase();
+      if (normalized === 'auto') return 'auto' as const;
+      if (['true', '1', 'yes', 'on'].includes(normalized)) return true;
+      if (['false', '0', 'no', 'off'].includes(normalized)) return false;
+      ctx.addIssue({ code: 'custom', message: 'hash_threads must be auto, true or false' });
+      return z.NEVER;
+    }),
   },
 } satisfies Record<OptionName, OptionSpec>;
 

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ImageCache as CacheFront } from './cache/image-cache.js';
 import type { CacheConfig } from './config.js';
@@ -8,6 +9,12 @@ import { createDriver } from './drivers/registry.js';
  * takes a configured driver and plain options; it never sees a config or the driver registry. The CLI, the
  * server and the library's `ImageCache.open` all open a cache here.
  */
+
+/**
+ * `hash_threads = auto`: hash on worker threads when the machine has more than one core. The lead sets this by a
+ * quiet-machine measurement (`bench/fill.ts`); it is the one line to change.
+ */
+export const HASH_THREADS_AUTO = (): boolean => availableParallelism() > 1;
 
 /** How {@link openCache} opens the cache. */
 export interface OpenCacheOptions {
@@ -23,7 +30,7 @@ export interface OpenCacheOptions {
 
 /**
  * Builds the driver `image_cache_driver` names (never another one), configures it and opens the cache over it
- * with `image_cache_max_size` and `image_cache_fill_idle_timeout`.
+ * with `image_cache_max_size`, `image_cache_fill_idle_timeout`, `image_cache_verify_digests` and `hash_threads`.
  * @throws UnknownDriverError, BadDriverConfigurationError
  */
 export async function openCache(config: CacheConfig, options: OpenCacheOptions = {}): Promise<ImageCache> {
@@ -42,6 +49,8 @@ export async function openCache(config: CacheConfig, options: OpenCacheOptions =
     driver,
     maxSize: config.image_cache_max_size,
     fillIdleTimeout: config.image_cache_fill_idle_timeout,
+    verifyDigests: config.image_cache_verify_digests,
+    hashThreads: config.hash_threads === 'auto' ? HASH_THREADS_AUTO() : config.hash_threads,
     ...(options.logger ? { logger: options.logger } : {}),
   });
   if (options.reconcile) await cache.reconcile();

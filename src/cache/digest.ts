@@ -15,12 +15,27 @@ export interface ExpectedImage {
   osHashValue?: string | null;
 }
 
-/** Digests computed over bytes actually seen. */
+/**
+ * Digests computed over bytes actually seen. A digest the fill did not compute (see {@link planDigests}) is null
+ * here; {@link recordedDigests} fills it in from the origin's declared value.
+ */
 export interface ComputedDigests extends ImageDigests {
   size: number;
-  checksum: string;
-  osHashAlgo: string;
-  osHashValue: string;
+  checksum: string | null;
+  osHashAlgo: string | null;
+  osHashValue: string | null;
+}
+
+/**
+ * `image_cache_verify_digests`: `strongest` verifies the multihash when the origin declares one and MD5 only when it
+ * is all there is (python-glanceclient's rule, `allow_md5_fallback`); `all` computes and verifies both.
+ */
+export type DigestPolicy = 'strongest' | 'all';
+
+/** Which digests a fill computes: MD5, and the multihash with its algorithm (null: not computed). */
+export interface DigestPlan {
+  md5: boolean;
+  multihash: string | null;
 }
 
 /** Glance's default multihash algorithm (`hashing_algorithm` option). */
@@ -35,21 +50,52 @@ export function checkHashAlgorithm(algorithm: string): string {
   return name;
 }
 
-/** MD5 and a multihash of a byte sequence, fed chunk by chunk, so verification needs no second read. */
+/**
+ * The digests to compute for an image. `strongest` computes one: the multihash when the origin declares it, else
+ * MD5 when that is declared. With nothing declared there is nothing to verify, and both are computed, so the cache
+ * records a `checksum` and an `os_hash_value` as Glance does. `all` always computes both.
+ * @throws ConfigError for a multihash algorithm Node.js does not have
+ */
+export function planDigests(expected: ExpectedImage, policy: DigestPolicy): DigestPlan {
+  const multihash = checkHashAlgorithm(expected.osHashAlgo ?? DEFAULT_HASH_ALGO);
+  if (policy === 'strongest' && expected.osHashValue) return { md5: false, multihash };
+  if (policy === 'strongest' && expected.checksum) return { md5: true, multihash: null };
+  return { md5: true, multihash };
+}
+
+/**
+ * What the cache records at commit: the digests computed (and verified when declared), and for one not computed,
+ * the origin's declared value, so listings still show Glance's `checksum` (it was not checked: the stronger
+ * multihash was).
+ */
+export function recordedDigests(expected: ExpectedImage, found: ComputedDigests): ComputedDigests {
+  const declaredMultihash = expected.osHashValue
+    ? { osHashAlgo: (expected.osHashAlgo ?? DEFAULT_HASH_ALGO).toLowerCase(), osHashValue: expected.osHashValue.toLowerCase() }
+    : { osHashAlgo: null, osHashValue: null };
+  return {
+    size: found.size,
+    checksum: found.checksum ?? expected.checksum?.toLowerCase() ?? null,
+    ...(found.osHashValue ? { osHashAlgo: found.osHashAlgo, osHashValue: found.osHashValue } : declaredMultihash),
+  };
+}
+
+/** MD5 and a multihash (or either, by plan) of a byte sequence, fed chunk by chunk: no second read to verify. */
 export class ImageHasher {
   readonly algorithm: string;
-  readonly #md5: Hash = createHash('md5');
-  readonly #multihash: Hash;
+  readonly #md5: Hash | null;
+  readonly #multihash: Hash | null;
   bytes = 0;
 
-  constructor(algorithm: string = DEFAULT_HASH_ALGO) {
+  /** @param plan which digests to compute (default: both) */
+  constructor(algorithm: string = DEFAULT_HASH_ALGO, plan: { md5: boolean; multihash: boolean } = { md5: true, multihash: true }) {
     this.algorithm = checkHashAlgorithm(algorithm);
-    this.#multihash = createHash(this.algorithm);
+    this.#md5 = plan.md5 ? createHash('md5') : null;
+    this.#multihash = plan.multihash ? createHash(this.algorithm) : null;
   }
 
   update(chunk: Buffer): void {
-    this.#md5.update(chunk);
-    this.#multihash.update(chunk);
+    this.#md5?.update(chunk);
+    this.#multihash?.update(chunk);
     this.bytes += chunk.length;
   }
 
@@ -57,9 +103,9 @@ export class ImageHasher {
   digests(): ComputedDigests {
     return {
       size: this.bytes,
-      checksum: this.#md5.digest('hex'),
-      osHashAlgo: this.algorithm,
-      osHashValue: this.#multihash.digest('hex'),
+      checksum: this.#md5?.digest('hex') ?? null,
+      osHashAlgo: this.#multihash ? this.algorithm : null,
+      osHashValue: this.#multihash?.digest('hex') ?? null,
     };
   }
 }
@@ -85,7 +131,8 @@ export class DigestStream extends Transform {
 
 /**
  * Compares what was seen with what was promised; throws {@link SizeMismatchError} or
- * {@link ChecksumMismatchError}. A promise that was not made (null, undefined, empty) is not checked.
+ * {@link ChecksumMismatchError}. A promise that was not made (null, undefined, empty) is not checked, nor is a
+ * digest that was not computed (null in `found`, see {@link planDigests}).
  */
 export function verifyDigests(
   imageId: string,
@@ -95,10 +142,10 @@ export function verifyDigests(
   if (expected.size !== undefined && expected.size !== null && expected.size !== found.size) {
     throw new SizeMismatchError(imageId, expected.size, found.size);
   }
-  if (expected.checksum && expected.checksum.toLowerCase() !== found.checksum) {
+  if (expected.checksum && found.checksum !== null && expected.checksum.toLowerCase() !== found.checksum) {
     throw new ChecksumMismatchError(imageId, 'md5', expected.checksum, found.checksum);
   }
-  if (expected.osHashValue && expected.osHashValue.toLowerCase() !== found.osHashValue) {
-    throw new ChecksumMismatchError(imageId, found.osHashAlgo, expected.osHashValue, found.osHashValue);
+  if (expected.osHashValue && found.osHashValue !== null && expected.osHashValue.toLowerCase() !== found.osHashValue) {
+    throw new ChecksumMismatchError(imageId, found.osHashAlgo ?? 'multihash', expected.osHashValue, found.osHashValue);
   }
 }

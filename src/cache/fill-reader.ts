@@ -84,13 +84,14 @@ export class FillReader extends Readable implements FillConsumer {
           }
           continue;
         }
-        if (fill.error) {
-          if (!(await this.#retryOrFail(fill.error))) return;
-          continue;
-        }
+        // Done first: a verified body is complete even if the fill fails afterwards (an abort during its commit).
         if (fill.done) {
           this.push(null);
           return;
+        }
+        if (fill.error) {
+          if (!(await this.#retryOrFail(fill.error))) return;
+          continue;
         }
         return; // the next 'progress' event pumps again
       }

@@ -1,23 +1,17 @@
-import { EventEmitter } from 'node:events';
 import { type FileHandle, open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Driver, ImageWriter } from '../drivers/driver.js';
-import {
-  ChecksumMismatchError,
-  FillAbortedError,
-  FillIdleTimeoutError,
-  HashWorkerError,
-  NotCachedError,
-  SizeMismatchError,
-} from '../errors.js';
-import { drainedOrClosed } from '../streams/drained.js';
+import type { Driver } from '../drivers/driver.js';
+import { FillAbortedError, FillIdleTimeoutError, HashWorkerError, NotCachedError } from '../errors.js';
 import type { Admission } from './admission.js';
-import { DEFAULT_HASH_ALGO, type ExpectedImage, verifyDigests } from './digest.js';
+import type { ComputedDigests, DigestPolicy, ExpectedImage } from './digest.js';
+import { DigestSession } from './fill-digest.js';
 import { FillMemory } from './fill-memory.js';
-import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
+import { FillState } from './fill-state.js';
+import { Spool } from './fill-spool.js';
+import type { HashPool } from './hash-pool.js';
+import type { Reservation } from './reservation.js';
 import { IdleTimer } from './idle-timer.js';
-import { Reservation } from './reservation.js';
 import type { CacheStats, FillFailureReason } from './stats.js';
 
 /** Opens the origin's stream of an image. Abort the signal to cancel the request. */
@@ -37,6 +31,8 @@ export interface FillOptions {
   idleTimeoutMs: number;
   /** Hash threads; null hashes on the main thread. */
   hashPool: HashPool | null;
+  /** Which declared digests are verified (`image_cache_verify_digests`). */
+  digestPolicy: DigestPolicy;
 }
 
 /** What the fill needs to know of a consumer: how far it has read. */
@@ -55,69 +51,25 @@ export interface FillConsumer {
  * Consumers may read up to `released`, which trails `received` by the newest chunk until the origin has ended
  * and the digests were verified: a consumer never receives a complete body that failed verification.
  */
-export class Fill extends EventEmitter {
-  readonly imageId: string;
-  readonly expected: ExpectedImage;
-  /** `BYPASS` when admission refused the image: it is served, never cached. */
-  status: 'MISS' | 'BYPASS' = 'MISS';
-  received = 0;
-  fileLimit = 0;
-  released = 0;
-  /** The origin ended and verification passed; `released === received`. */
-  done = false;
-  /** The image was committed to the cache. */
-  committed = false;
-  /**
-   * Every byte arrived and the digests matched: nothing more comes from the origin, and the fill only commits
-   * and settles. A newcomer then waits for it and reads the committed file (a HIT, counted) instead of joining.
-   */
-  verified = false;
-  error: Error | null = null;
-  /** Settled: done or failed; no more bytes will come. */
-  settled = false;
-  readonly ready: Promise<void>;
+export class Fill extends FillState {
   readonly #options: FillOptions;
   readonly #memory = new FillMemory();
   readonly #consumers = new Set<FillConsumer>();
   readonly #abort = new AbortController();
-  readonly #settledPromise: Promise<void>;
-  #resolveSettled!: () => void;
-  #resolveReady!: () => void;
-  #rejectReady!: (error: Error) => void;
-  #writer: ImageWriter | null = null;
+  #spool: Spool | null = null;
   #readFile: FileHandle | null = null;
-  readonly #reservation: Reservation;
   #origin: Readable | null = null;
   readonly #idle: IdleTimer;
   #prefetch: boolean;
   /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
   #uncacheable = false;
-  /** Commit is ending the file: a write error now is commit's to report (and roll back), not the listener's. */
-  #committing = false;
 
   constructor(options: FillOptions) {
-    super();
-    this.setMaxListeners(0);
-    this.imageId = options.imageId;
-    this.expected = options.expected;
+    super(options.imageId, options.expected);
     this.#options = options;
     this.#prefetch = options.prefetch;
-    this.#reservation = new Reservation(options.admission);
     const ms = options.idleTimeoutMs;
     this.#idle = new IdleTimer(ms, () => this.#fail(new FillIdleTimeoutError(this.imageId, ms / 1000), 'idle'));
-    this.ready = new Promise<void>((resolve, reject) => {
-      this.#resolveReady = resolve;
-      this.#rejectReady = reject;
-    });
-    this.ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
-    this.#settledPromise = new Promise<void>((resolve) => {
-      this.#resolveSettled = resolve;
-    });
-  }
-
-  /** Declared size (for `Content-Length`), when the origin's metadata gave one. */
-  get size(): number | null {
-    return this.expected.size ?? null;
   }
 
   /** Consumers attached now (clients reading this fill). */
@@ -130,11 +82,6 @@ export class Fill extends EventEmitter {
     if (this.settled || this.error) return false;
     const first = this.#memory.firstOffset;
     return first === undefined ? this.fileLimit === this.received : first <= this.fileLimit;
-  }
-
-  /** Resolves when the fill has settled, either way. */
-  whenSettled(): Promise<void> {
-    return this.#settledPromise;
   }
 
   /**
@@ -150,8 +97,13 @@ export class Fill extends EventEmitter {
     return this.#prefetch;
   }
 
-  /** Aborts the fill (shutdown): consumers get `error`, the partial file goes to `invalid/`. */
+  /**
+   * Aborts the fill (shutdown, invalidation): consumers get `error`, the partial file goes to `invalid/`. A fill
+   * already verified is only committing bytes its consumers have in full: it is left to finish (whoever aborts it
+   * waits for `whenSettled()`; an invalidation deletes the copy after).
+   */
   abort(error: Error): void {
+    if (this.verified) return;
     this.#fail(error, 'aborted');
   }
 
@@ -171,11 +123,13 @@ export class Fill extends EventEmitter {
   detach(consumer: FillConsumer): void {
     if (!this.#consumers.delete(consumer)) return;
     if (this.#consumers.size === 0) {
-      if (!this.settled && !this.#prefetch) this.#fail(new FillAbortedError(this.imageId), 'aborted');
-      else if (!this.settled && this.#uncacheable) {
+      // Once verified, the fill only commits: the last consumer leaving (it has read everything) stops nothing.
+      const running = !this.settled && !this.verified;
+      if (running && !this.#prefetch) this.#fail(new FillAbortedError(this.imageId), 'aborted');
+      else if (running && this.#uncacheable) {
         // Already counted when spooling stopped (cache_fault, over_capacity) or at admission (bypass).
         this.#fail(new NotCachedError(this.imageId, 'the cache could not store it (see the log)'), 'aborted', false);
-      } else if (!this.#writer) this.#trimMemory();
+      } else if (!this.#spool) this.#trimMemory();
       this.#closeReadFileIfUnused().catch(() => {}); // never rejects: close errors are swallowed inside
     } else {
       this.#trimMemory();
@@ -186,57 +140,43 @@ export class Fill extends EventEmitter {
 
   /** Runs the fill. Never rejects: failures land in `error`, `ready` and the consumers. */
   async start(): Promise<void> {
-    const { admission, driver, logger, stats } = this.#options;
+    const { admission, logger, stats } = this.#options;
     admission.acquire(this.imageId);
     const declared = this.expected.size ?? 0;
-    let admitted = false;
-    let faulted = false;
-    try {
-      admitted = await this.#reservation.take(declared);
-    } catch (error) {
-      faulted = true;
+    const reservation = await Spool.reserve(admission, declared).catch((error: unknown) => {
       // Eviction failed (a file that cannot be renamed or a store error): a cache fault, never the download's.
       stats.fillFailures.cache_fault += 1;
       logger.error({ imageId: this.imageId, err: error }, 'eviction failed; serving this image uncached');
-    }
-    if (admitted) {
+      return 'faulted' as const;
+    });
+    if (reservation !== null && reservation !== 'faulted') {
       stats.fills += 1;
-      try {
-        this.#writer = await driver.openForWrite(this.imageId);
-        this.#readFile = await open(this.#writer.path, 'r');
-        this.#writer.stream.on('progress', (written: number) => this.#onWritten(written));
-        this.#writer.stream.on('error', (error: Error) => {
-          if (this.#committing) return;
-          this.#stopSpooling(error, 'cache_fault').catch((fault: unknown) => this.#fail(fault as Error, 'cache_fault'));
-        });
-      } catch (error) {
-        logger.warn({ imageId: this.imageId, err: error }, 'cache cannot take this fill; serving from the origin');
-        await this.#stopSpooling(error as Error, 'cache_fault');
-      }
+      await this.#openSpool(reservation);
     } else {
-      this.status = 'BYPASS';
+      this.progress.status = 'BYPASS';
       this.#uncacheable = true;
       logger.info({ imageId: this.imageId, size: declared }, 'image does not fit in the cache; bypassing');
     }
-    if (this.status === 'BYPASS' && this.#prefetch && this.#consumers.size === 0) {
+    if (this.progress.status === 'BYPASS' && this.#prefetch && this.#consumers.size === 0) {
       // Nobody to serve and nowhere to keep it: do not fetch at all.
+      const faulted = reservation === 'faulted';
       const reason = faulted ? 'the cache could not make room (see the log)' : 'it does not fit in image_cache_max_size';
       this.#fail(new NotCachedError(this.imageId, reason), 'over_capacity', !faulted);
       return;
     }
-    stats.requests[this.status] += 1;
+    stats.requests[this.progress.status] += 1;
     this.#idle.arm(); // an origin that never answers is as idle as one that stops sending
     try {
       this.#origin = await this.#options.openOrigin(this.#abort.signal);
     } catch (error) {
-      this.#fail(this.error ?? (error as Error), 'origin');
+      this.#fail(this.progress.error ?? (error as Error), 'origin');
       return;
     }
-    if (this.settled) {
+    if (this.progress.settled) {
       this.#origin.destroy();
       return;
     }
-    this.#resolveReady();
+    this.resolveReady();
     await this.#pump(this.#origin);
   }
 
@@ -244,8 +184,9 @@ export class Fill extends EventEmitter {
   async readAt(position: number, length: number): Promise<Buffer> {
     const inMemory = this.#memory.readAt(position, length);
     if (inMemory) return inMemory;
-    if (position < this.fileLimit && this.#readFile) {
-      const size = Math.min(length, this.fileLimit - position);
+    if (position < this.progress.fileLimit && this.#readFile) {
+      const size = Math.min(length, this.progress.fileLimit - position);
+      // A new buffer per read: it is pushed into the consumer's stream, which owns it from then on.
       const buffer = Buffer.allocUnsafe(size);
       const { bytesRead } = await this.#readFile.read(buffer, 0, size, position);
       if (bytesRead > 0) return buffer.subarray(0, bytesRead);
@@ -255,16 +196,30 @@ export class Fill extends EventEmitter {
 
   /** A consumer moved on: memory it no longer needs can go, and the origin may resume. */
   consumed(): void {
-    if (!this.#writer) this.#trimMemory();
+    if (!this.#spool) this.#trimMemory();
     this.emit('consumed');
   }
 
-  async #pump(origin: Readable): Promise<void> {
-    const { stats, hashPool } = this.#options;
-    let hasher: StreamHasher;
+  async #openSpool(reservation: Reservation): Promise<void> {
     try {
-      const algorithm = this.expected.osHashAlgo ?? DEFAULT_HASH_ALGO;
-      hasher = hashPool ? hashPool.open(algorithm) : inlineHasher(algorithm);
+      this.#spool = await Spool.open(this.imageId, reservation, this.#options.driver, {
+        onWritten: (written) => this.#onWritten(written),
+        onError: (error) => {
+          this.#stopSpooling(error, 'cache_fault').catch((fault: unknown) => this.#fail(fault as Error, 'cache_fault'));
+        },
+      });
+      this.#readFile = await open(this.#spool.path, 'r');
+    } catch (error) {
+      this.#options.logger.warn({ imageId: this.imageId, err: error }, 'cache cannot take this fill; serving from the origin');
+      await this.#stopSpooling(error as Error, 'cache_fault');
+    }
+  }
+
+  async #pump(origin: Readable): Promise<void> {
+    const { stats, hashPool, digestPolicy } = this.#options;
+    let digests: DigestSession;
+    try {
+      digests = new DigestSession(this.imageId, this.expected, digestPolicy, hashPool);
     } catch (error) {
       this.#fail(error as Error, 'origin');
       return;
@@ -273,121 +228,105 @@ export class Fill extends EventEmitter {
       this.#idle.arm();
       for await (const data of origin) {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
-        if (this.settled) break;
-        const hashing = hasher.update(chunk);
-        // Awaited below, after the spool: a hash thread dying meanwhile must not be an unhandled rejection.
-        if (hashing) hashing.catch(() => {});
+        if (this.progress.settled) break;
+        digests.update(chunk); // awaited below, after the spool
         stats.bytesFromOrigin += chunk.length;
-        this.#memory.push(this.received, chunk);
-        this.received += chunk.length;
-        if (this.#writer) await this.#spool(chunk);
-        this.#release(this.received - chunk.length);
+        this.#memory.push(this.progress.received, chunk);
+        this.progress.received += chunk.length;
+        if (this.#spool) await this.#write(this.#spool, chunk);
+        this.#release(this.progress.received - chunk.length);
         await this.#waitForConsumers();
-        if (hashing) {
-          this.#idle.clear(); // waiting for our own hash threads is not the origin being idle
-          await hashing;
-        }
+        if (digests.busy) this.#idle.clear(); // waiting for our own hash threads is not the origin being idle
+        await digests.settle();
         this.#idle.arm();
       }
       this.#idle.clear();
-      if (this.settled) {
-        hasher.discard();
+      if (this.progress.settled) {
+        digests.discard();
         return;
       }
-      await this.#finish(hasher);
+      await this.#finish(digests);
     } catch (error) {
       this.#idle.clear();
-      hasher.discard();
+      digests.discard();
       // Our own hash threads failing is a cache fault, not the origin's.
       const ours = error instanceof HashWorkerError;
-      this.#fail(this.error ?? (error as Error), ours ? 'cache_fault' : 'origin');
+      this.#fail(this.progress.error ?? (error as Error), ours ? 'cache_fault' : 'origin');
     }
   }
 
-  async #spool(chunk: Buffer): Promise<void> {
-    const writer = this.#writer;
-    if (!writer) return;
-    let covered: boolean;
-    try {
-      covered = await this.#reservation.cover(this.received);
-    } catch (error) {
-      // Eviction failed: stop caching, keep downloading (the origin did nothing wrong).
-      return this.#stopSpooling(error as Error, 'cache_fault');
-    }
-    if (!covered) {
-      return this.#stopSpooling(new NotCachedError(this.imageId, 'it outgrew image_cache_max_size'), 'over_capacity');
-    }
-    if (writer.stream.write(chunk)) return;
-    this.#idle.clear();
-    await drainedOrClosed(writer.stream);
+  async #write(spool: Spool, chunk: Buffer): Promise<void> {
+    const stop = await spool.write(this.imageId, chunk, this.progress.received, () => this.#idle.clear());
+    if (stop) await this.#stopSpooling(stop.error, stop.reason);
   }
 
   /** Stop writing to the cache; the consumers keep getting the origin's bytes from memory. */
-  async #stopSpooling(error: Error, reason: FillFailureReason): Promise<void> {
-    const writer = this.#writer;
-    this.#writer = null;
+  async #stopSpooling(error: Error, reason: FillFailureReason, alreadyRolledBack = false): Promise<void> {
+    const spool = this.#spool;
+    this.#spool = null;
     this.#uncacheable = true;
-    this.#reservation.release();
     this.#options.stats.fillFailures[reason] += 1;
-    if (!writer) return;
-    this.fileLimit = Math.min(this.fileLimit, writer.bytesWritten);
+    if (!spool || alreadyRolledBack) return;
+    this.progress.fileLimit = Math.min(this.progress.fileLimit, spool.bytesWritten);
     this.#options.logger.warn({ imageId: this.imageId, err: error, reason }, 'fill stops caching; download goes on');
     // The file is deleted, not kept in invalid/: the point is to give the space back. Open readers keep their fd.
-    await writer.rollback(error, { keepFile: false }).catch(() => {});
-    if (this.#consumers.size === 0 && !this.settled) this.#fail(error, reason, false);
+    await spool.discard(error, { keepFile: false });
+    if (this.#consumers.size === 0 && !this.progress.settled) this.#fail(error, reason, false);
   }
 
-  async #finish(hasher: StreamHasher): Promise<void> {
-    const found = await hasher.digests();
+  async #finish(digests: DigestSession): Promise<void> {
+    let recorded: ComputedDigests;
     try {
-      verifyDigests(this.imageId, this.expected, found);
+      recorded = await digests.verify();
     } catch (error) {
-      this.#fail(error as ChecksumMismatchError | SizeMismatchError, 'verification');
+      if (error instanceof HashWorkerError) throw error;
+      this.#fail(error as Error, 'verification');
       return;
     }
-    this.verified = true;
-    const writer = this.#writer;
-    if (writer) {
-      this.#committing = true;
+    const unchecked = digests.unchecked;
+    if (unchecked.length > 0) {
+      // Nothing unverified is published: the stronger declared digest was checked; these are recorded as declared.
+      this.#options.logger.debug({ imageId: this.imageId, unchecked }, 'declared digests recorded without a check');
+    }
+    // Verified: the consumers get the last chunk now, not after fsync and rename. Nothing unverified is released
+    // (this is the only place `done` is set), and the commit that follows publishes these same bytes.
+    this.progress.verified = true;
+    this.progress.done = true;
+    this.#release(this.progress.received);
+    const spool = this.#spool;
+    if (spool) {
       try {
-        await this.#reservation.commit(async () => {
-          await writer.commit(found);
-          return found.size;
-        });
-        this.committed = true;
+        await spool.commit(recorded);
+        this.progress.committed = true;
         this.#options.stats.fillsCommitted += 1;
       } catch (error) {
-        this.#writer = null; // commit already rolled the file back
-        await this.#stopSpooling(error as Error, 'cache_fault');
-      } finally {
-        this.#committing = false;
+        // The clients have their bytes; only the cache loses the image.
+        this.#options.logger.error({ imageId: this.imageId, err: error }, 'commit failed; the image is not cached');
+        await this.#stopSpooling(error as Error, 'cache_fault', true); // commit already rolled the file back
       }
     }
-    this.done = true;
-    this.#release(this.received);
     await this.#settle();
   }
 
   #fail(error: Error, reason: FillFailureReason, count = true): void {
-    if (this.settled) return;
-    this.error = error;
+    if (this.progress.settled) return;
+    this.progress.error = error;
     if (count) this.#options.stats.fillFailures[reason] += 1;
     this.#options.logger.warn({ imageId: this.imageId, err: error, reason }, 'fill failed');
     this.#idle.clear();
     this.#abort.abort(error);
     this.#origin?.destroy();
-    const writer = this.#writer;
-    this.#writer = null;
-    this.#reservation.release();
-    this.#rejectReady(error);
+    const spool = this.#spool;
+    this.#spool = null;
+    this.rejectReady(error);
     // Consumers learn of the failure at once; whenSettled() waits until the partial file is in invalid/.
-    this.#settle(writer?.rollback(error).catch(() => {})).catch((fault: unknown) => {
+    this.#settle(spool?.discard(error)).catch((fault: unknown) => {
       this.#options.logger.error({ imageId: this.imageId, err: fault }, 'fill cleanup failed');
     });
   }
 
   async #settle(cleanup?: Promise<void>): Promise<void> {
-    this.settled = true;
+    this.progress.settled = true;
     this.#options.admission.release(this.imageId);
     try {
       this.emit('progress');
@@ -396,41 +335,41 @@ export class Fill extends EventEmitter {
       this.emit('settled');
     } finally {
       // Whatever a listener did, whoever waits for the fill (inflight, prefetch, shutdown) must not hang.
-      this.#resolveSettled();
+      this.resolveSettled();
       await this.#closeReadFileIfUnused();
     }
   }
 
   #onWritten(written: number): void {
-    if (!this.#writer) return;
-    this.fileLimit = written;
+    if (!this.#spool) return;
+    this.progress.fileLimit = written;
     this.#trimMemory();
     this.emit('progress');
   }
 
   #release(limit: number): void {
-    if (limit > this.released) {
-      this.released = limit;
+    if (limit > this.progress.released) {
+      this.progress.released = limit;
       this.emit('progress');
     }
   }
 
   /** Drops the memory nobody needs any more (see {@link FillMemory.trim}). */
   #trimMemory(): void {
-    this.#memory.trim(this.fileLimit, this.received, this.#writer ? null : positions(this.#consumers));
+    this.#memory.trim(this.progress.fileLimit, this.progress.received, this.#spool ? null : positions(this.#consumers));
   }
 
   /** Without a file to spool to, the slowest consumer sets the pace (memory stays bounded). */
   async #waitForConsumers(): Promise<void> {
-    if (this.#writer || !this.#memory.overHighWater) return;
+    if (this.#spool || !this.#memory.overHighWater) return;
     this.#idle.clear();
-    while (!this.settled && !this.#writer && this.#consumers.size > 0 && this.#memory.overHighWater) {
-      await new Promise((resolve) => this.once('consumed', resolve));
+    while (!this.progress.settled && !this.#spool && this.#consumers.size > 0 && this.#memory.overHighWater) {
+      await new Promise<void>((resolve) => this.once('consumed', resolve));
     }
   }
 
   async #closeReadFileIfUnused(): Promise<void> {
-    if (!this.settled || this.#consumers.size > 0 || !this.#readFile) return;
+    if (!this.progress.settled || this.#consumers.size > 0 || !this.#readFile) return;
     const file = this.#readFile;
     this.#readFile = null;
     await file.close().catch(() => {});

@@ -1,38 +1,67 @@
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { HashWorkerError } from '../errors.js';
-import { type ComputedDigests, checkHashAlgorithm, DEFAULT_HASH_ALGO, ImageHasher } from './digest.js';
+import { type ComputedDigests, type DigestPlan, DEFAULT_HASH_ALGO, ImageHasher } from './digest.js';
 
 /**
  * Hashing off the main thread. MD5 and SHA-512 each run at a few hundred MiB/s on a server core, slower than a
- * disk write from the page cache: computed inline they cap a fill's throughput. Here MD5 runs on one worker
- * thread and the multihash on another, in parallel with each other and with the main thread's I/O.
+ * disk write from the page cache: computed inline they cap a fill's throughput. Here each digest a fill computes
+ * (usually one, see `planDigests`) runs on a thread of its own, in parallel with the main thread's I/O.
  *
- * The worker is a tiny CommonJS script given as source (`eval`), so it needs no build step and no loader.
+ * Bytes reach the threads through a small ring of SharedArrayBuffer slots (SLOTS x SLOT_SIZE per fill): the main
+ * thread copies each chunk once into free slots, every thread of the session hashes every slot, and a slot is free
+ * again when all of them have. Nothing is allocated per chunk and a fill's hashing memory is the ring, whatever the
+ * image size. The threads sleep in `Atomics.wait` on the ring's control words; the main thread never blocks (it
+ * awaits `Atomics.waitAsync` when the ring is full).
+ *
+ * The worker is a tiny CommonJS script given as source (`eval`), so it needs no build step and no loader. It runs
+ * one session per message (`open`), answers `{ hex }` (finished) or `{ dropped }`, and takes the next one.
  */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
-const hashes = new Map();
-parentPort.on('message', (message) => {
-  if (message.type === 'open') {
-    hashes.set(message.id, createHash(message.algorithm));
-  } else if (message.type === 'update') {
-    hashes.get(message.id).update(message.chunk);
-    parentPort.postMessage({ type: 'ack', id: message.id, bytes: message.chunk.byteLength });
-  } else if (message.type === 'digest') {
-    const hash = hashes.get(message.id);
-    hashes.delete(message.id);
-    parentPort.postMessage({ type: 'digest', id: message.id, hex: hash.digest('hex') });
-  } else if (message.type === 'drop') {
-    hashes.delete(message.id);
+parentPort.on('message', (m) => {
+  const hash = createHash(m.algorithm);
+  const control = new Int32Array(m.control);
+  const lengths = new Int32Array(m.lengths);
+  const views = [];
+  for (let i = 0; i < m.slots; i++) views.push(new Uint8Array(m.ring, i * m.slotSize, m.slotSize));
+  let read = 0;
+  for (;;) {
+    const seq = Atomics.load(control, ${0 /* SEQ */});
+    const end = Atomics.load(control, ${2 /* END */});
+    if (read < Atomics.load(control, ${1 /* WRITTEN */})) {
+      const slot = read % m.slots;
+      const length = lengths[slot];
+      hash.update(length === m.slotSize ? views[slot] : views[slot].subarray(0, length));
+      read += 1;
+      Atomics.store(control, ${3 /* HASHED */} + m.index, read);
+      Atomics.notify(control, ${3 /* HASHED */} + m.index);
+    } else if (end === 1) {
+      parentPort.postMessage({ hex: hash.digest('hex') });
+      return;
+    } else if (end === 2) {
+      parentPort.postMessage({ dropped: true });
+      return;
+    } else {
+      Atomics.wait(control, ${0 /* SEQ */}, seq);
+    }
   }
 });
 `;
 
-/** Bytes a session may have queued at its workers before `update` makes the caller wait. */
-const IN_FLIGHT_LIMIT = 4 << 20;
+/** Slots per ring and their size: a fill's hashing memory is SLOTS x SLOT_SIZE (4 MiB). */
+const SLOTS = 4;
+const SLOT_SIZE = 1 << 20;
+/** Control words: a sequence bumped on every change (what the threads sleep on), slots written, end, slots hashed. */
+const SEQ = 0;
+const WRITTEN = 1;
+const END = 2;
+const HASHED = 3;
 
-type WorkerReply = { type: 'ack'; id: number; bytes: number } | { type: 'digest'; id: number; hex: string };
+/** `Atomics.waitAsync` (Node >= 16) is in ES2024's lib, not in the ES2023 one this project compiles against. */
+type WaitAsync = (array: Int32Array, index: number, value: number) => { async: boolean; value: Promise<string> | string };
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 /** Feeds bytes in order and returns the digests; `update` resolves when the caller may send more. */
 export interface StreamHasher {
@@ -42,12 +71,6 @@ export interface StreamHasher {
   discard(): void;
 }
 
-/** What a session hears from a worker: bytes hashed, or the worker's death. */
-interface SessionListener {
-  ack(bytes: number): void;
-  fail(error: Error): void;
-}
-
 /** Options of a {@link HashPool}. */
 export interface HashPoolOptions {
   /**
@@ -55,165 +78,251 @@ export interface HashPoolOptions {
    * @default `new Worker(source, { eval: true })`
    */
   spawnWorker?: (source: string) => Worker;
+  /** Hash threads at most; a fill that finds none free hashes on the main thread. @default the core count, at least 2 */
+  maxThreads?: number;
 }
 
-class HashWorker {
+/** One ring: the slots, their lengths and the control words, shared with the session's threads. */
+interface Ring {
+  data: SharedArrayBuffer;
+  bytes: Buffer;
+  lengths: Int32Array;
+  control: Int32Array;
+}
+
+function newRing(): Ring {
+  const data = new SharedArrayBuffer(SLOTS * SLOT_SIZE);
+  return {
+    data,
+    bytes: Buffer.from(data),
+    lengths: new Int32Array(new SharedArrayBuffer(SLOTS * 4)),
+    control: new Int32Array(new SharedArrayBuffer((HASHED + 2) * 4)),
+  };
+}
+
+/** A reply the thread owes a session, in the order the sessions were opened. */
+interface PendingReply {
+  resolve(hex: string | null): void;
+  reject(error: Error): void;
+}
+
+/** One hash thread: runs one session at a time; dies loudly (every pending reply rejects). */
+class HashThread {
   readonly #worker: Worker;
-  readonly #acks = new Map<number, SessionListener>();
-  readonly #digests = new Map<number, { resolve: (hex: string) => void; reject: (error: Error) => void }>();
-  #sessions = 0;
-  #failure: Error | null = null;
+  readonly #replies: PendingReply[] = [];
+  #failure: HashWorkerError | null = null;
+  /** Called once when the thread dies, so the pool forgets it and the session fails at once. */
+  onFailure: (error: HashWorkerError) => void = () => {};
 
   constructor(spawn: (source: string) => Worker) {
     this.#worker = spawn(WORKER_SOURCE);
-    this.#worker.unref(); // only open sessions keep the process alive
-    this.#worker.on('message', (reply: WorkerReply) => {
-      if (reply.type === 'ack') this.#acks.get(reply.id)?.ack(reply.bytes);
-      else {
-        this.#digests.get(reply.id)?.resolve(reply.hex);
-        this.#digests.delete(reply.id);
-      }
-    });
+    this.#worker.unref(); // only a running session keeps the process alive
+    this.#worker.on('message', (reply: { hex?: string }) => this.#replies.shift()?.resolve(reply.hex ?? null));
     this.#worker.on('error', (error) => this.#fail(error));
     this.#worker.on('exit', (code) => this.#fail(new Error(`hash worker exited with code ${code}`)));
   }
 
-  /** The worker died: sessions on it fail, and the pool starts a new one for the next session. */
-  get failed(): boolean {
-    return this.#failure !== null;
+  get failure(): HashWorkerError | null {
+    return this.#failure;
   }
 
-  open(id: number, algorithm: string, listener: SessionListener): void {
-    if (this.#failure) throw this.#failure;
-    if (this.#sessions++ === 0) this.#worker.ref();
-    this.#acks.set(id, listener);
-    this.#worker.postMessage({ type: 'open', id, algorithm });
-  }
-
-  update(id: number, chunk: Uint8Array): void {
-    if (this.#failure) throw this.#failure;
-    this.#worker.postMessage({ type: 'update', id, chunk }, [chunk.buffer as ArrayBuffer]);
-  }
-
-  digest(id: number): Promise<string> {
+  /** Starts a session over `ring`; resolves with the hex digest (finished) or null (dropped). */
+  run(algorithm: string, ring: Ring, index: number): Promise<string | null> {
     if (this.#failure) return Promise.reject(this.#failure);
-    return new Promise<string>((resolve, reject) => {
-      this.#digests.set(id, { resolve, reject });
-      this.#worker.postMessage({ type: 'digest', id });
-    }).finally(() => this.#close(id));
-  }
-
-  drop(id: number): void {
-    if (!this.#acks.has(id)) return;
-    if (!this.#failure) this.#worker.postMessage({ type: 'drop', id });
-    this.#close(id);
+    this.#worker.ref();
+    const reply = new Promise<string | null>((resolve, reject) => this.#replies.push({ resolve, reject }));
+    this.#worker.postMessage({
+      algorithm,
+      ring: ring.data,
+      lengths: ring.lengths.buffer,
+      control: ring.control.buffer,
+      slots: SLOTS,
+      slotSize: SLOT_SIZE,
+      index,
+    });
+    return reply.finally(() => {
+      if (this.#replies.length === 0) this.#worker.unref();
+    });
   }
 
   terminate(): Promise<number> {
     return this.#worker.terminate();
   }
 
-  #close(id: number): void {
-    if (!this.#acks.delete(id)) return;
-    if (--this.#sessions === 0) this.#worker.unref();
-  }
-
   #fail(error: Error): void {
-    this.#failure ??= new HashWorkerError(`hash worker failed: ${error.message}`, { cause: error });
-    for (const pending of this.#digests.values()) pending.reject(this.#failure);
-    this.#digests.clear();
-    // A session waiting for acks (congested) would wait forever: wake it with the error.
-    for (const listener of this.#acks.values()) listener.fail(this.#failure);
+    if (this.#failure) return;
+    this.#failure = new HashWorkerError(`hash worker failed: ${error.message}`, { cause: error });
+    for (const reply of this.#replies.splice(0)) reply.reject(this.#failure);
+    this.onFailure(this.#failure);
   }
 }
 
-/** Two hash threads shared by every fill of a cache. */
+/** Hash threads shared by every fill of a cache: one per digest a fill computes, while it runs. */
 export class HashPool {
-  #workers: [HashWorker, HashWorker] | null = null;
-  #nextId = 1;
   readonly #spawn: (source: string) => Worker;
+  readonly #maxThreads: number;
+  readonly #idle: HashThread[] = [];
+  readonly #all = new Set<HashThread>();
+  readonly #rings: Ring[] = [];
 
   constructor(options: HashPoolOptions = {}) {
     this.#spawn = options.spawnWorker ?? ((source) => new Worker(source, { eval: true }));
+    this.#maxThreads = options.maxThreads ?? Math.max(2, availableParallelism());
   }
 
-  /** A hasher whose MD5 and multihash run on the pool's two threads. */
-  open(algorithm: string = DEFAULT_HASH_ALGO): StreamHasher {
-    const multihash = checkHashAlgorithm(algorithm);
-    if (this.#workers?.some((worker) => worker.failed)) {
-      const dead = this.#workers;
-      this.#workers = null;
-      // Sessions still open on the survivor end by themselves; terminating it only frees the thread sooner.
-      for (const worker of dead) if (!worker.failed) worker.terminate().catch(() => {});
-    }
-    this.#workers ??= [new HashWorker(this.#spawn), new HashWorker(this.#spawn)];
-    const [md5Worker, multiWorker] = this.#workers;
-    const id = this.#nextId++;
-    // Bytes queued at each thread: the caller waits while either is over the limit (MD5 and SHA-512 run at
-    // different speeds, and neither queue may grow without bound).
-    const inFlight = [0, 0];
-    let bytes = 0;
-    let waiter: { resolve: () => void; reject: (error: Error) => void } | null = null;
-    let failure: Error | null = null;
-    const congested = () => Math.max(inFlight[0] ?? 0, inFlight[1] ?? 0) >= IN_FLIGHT_LIMIT;
-    const listener = (index: 0 | 1): SessionListener => ({
-      ack(n) {
-        inFlight[index] = (inFlight[index] ?? 0) - n;
-        if (waiter && !congested()) {
-          const wake = waiter;
-          waiter = null;
-          wake.resolve();
-        }
-      },
-      fail(error) {
-        failure ??= error;
-        const wake = waiter;
-        waiter = null;
-        wake?.reject(error);
-      },
+  /**
+   * A hasher computing `plan`'s digests, each on a thread of its own. When the pool has not enough threads left
+   * (many fills at once), the session hashes on the calling thread instead: slower, never wrong.
+   */
+  open(plan: DigestPlan): StreamHasher {
+    const algorithms = [...(plan.md5 ? ['md5'] : []), ...(plan.multihash ? [plan.multihash] : [])];
+    const free = this.#idle.length + this.#maxThreads - this.#all.size;
+    if (algorithms.length > free) return inlineHasher(plan);
+    const threads = algorithms.map(() => this.#take());
+    const ring = this.#rings.pop() ?? newRing();
+    ring.control.fill(0);
+    return new RingSession(ring, threads, algorithms, plan, (clean) => {
+      for (const thread of threads) if (!thread.failure) this.#idle.push(thread);
+      if (clean) this.#rings.push(ring);
     });
-    md5Worker.open(id, 'md5', listener(0));
-    try {
-      multiWorker.open(id, multihash, listener(1));
-    } catch (error) {
-      md5Worker.drop(id);
-      throw error;
-    }
-    return {
-      update(chunk: Buffer): Promise<void> | void {
-        if (failure) throw failure;
-        // One copy per thread, each transferred: the caller's buffer stays valid (consumers share it).
-        md5Worker.update(id, new Uint8Array(chunk));
-        multiWorker.update(id, new Uint8Array(chunk));
-        bytes += chunk.length;
-        inFlight[0] = (inFlight[0] ?? 0) + chunk.length;
-        inFlight[1] = (inFlight[1] ?? 0) + chunk.length;
-        if (!congested()) return;
-        return new Promise<void>((resolve, reject) => {
-          waiter = { resolve, reject };
-        });
-      },
-      async digests(): Promise<ComputedDigests> {
-        const [checksum, osHashValue] = await Promise.all([md5Worker.digest(id), multiWorker.digest(id)]);
-        return { size: bytes, checksum, osHashAlgo: multihash, osHashValue };
-      },
-      discard(): void {
-        md5Worker.drop(id);
-        multiWorker.drop(id);
-      },
-    };
   }
 
   async close(): Promise<void> {
-    const workers = this.#workers;
-    this.#workers = null;
-    if (workers) await Promise.all(workers.map((worker) => worker.terminate()));
+    const threads = [...this.#all];
+    this.#all.clear();
+    this.#idle.length = 0;
+    await Promise.all(threads.map((thread) => thread.terminate()));
+  }
+
+  #take(): HashThread {
+    const idle = this.#idle.pop();
+    if (idle) return idle;
+    const thread = new HashThread(this.#spawn);
+    thread.onFailure = () => {
+      this.#all.delete(thread);
+      const at = this.#idle.indexOf(thread);
+      if (at >= 0) this.#idle.splice(at, 1);
+    };
+    this.#all.add(thread);
+    return thread;
   }
 }
 
-/** The same interface, hashing on the calling thread (`hashThreads = 0`, or tiny inputs). */
-export function inlineHasher(algorithm: string = DEFAULT_HASH_ALGO): StreamHasher {
-  const hasher = new ImageHasher(algorithm);
+/** One fill's hashing over a ring and its threads (thread `i` hashes `algorithms[i]`). */
+class RingSession implements StreamHasher {
+  readonly #ring: Ring;
+  readonly #replies: Array<Promise<string | null>>;
+  readonly #plan: DigestPlan;
+  readonly #done: (clean: boolean) => void;
+  #written = 0;
+  #bytes = 0;
+  #failure: HashWorkerError | null = null;
+  readonly #failed: Promise<never>;
+  #ended = false;
+
+  constructor(ring: Ring, threads: HashThread[], algorithms: string[], plan: DigestPlan, done: (clean: boolean) => void) {
+    this.#ring = ring;
+    this.#plan = plan;
+    this.#done = done;
+    let reject!: (error: Error) => void;
+    this.#failed = new Promise<never>((_resolve, fail) => (reject = fail));
+    this.#failed.catch(() => {}); // raced against by every wait; never an unhandled rejection
+    this.#replies = threads.map((thread, index) => {
+      const reply = thread.run(algorithms[index] as string, ring, index);
+      reply.catch((error: HashWorkerError) => {
+        this.#failure ??= error;
+        reject(error);
+        Atomics.notify(ring.control, HASHED + index); // wake a waitAsync on this thread's counter
+      });
+      return reply;
+    });
+  }
+
+  update(chunk: Buffer): Promise<void> | void {
+    if (this.#failure) throw this.#failure;
+    this.#bytes += chunk.length;
+    const offset = this.#fill(chunk, 0);
+    if (offset < chunk.length) return this.#rest(chunk, offset);
+  }
+
+  async digests(): Promise<ComputedDigests> {
+    this.#end(1);
+    let hexes: Array<string | null>;
+    try {
+      hexes = await Promise.all(this.#replies);
+    } finally {
+      this.#done(this.#failure === null);
+    }
+    const multihash = this.#plan.multihash;
+    return {
+      size: this.#bytes,
+      checksum: this.#plan.md5 ? (hexes[0] ?? null) : null,
+      osHashAlgo: multihash,
+      osHashValue: multihash ? (hexes[this.#plan.md5 ? 1 : 0] ?? null) : null,
+    };
+  }
+
+  discard(): void {
+    if (this.#ended) return;
+    this.#end(2);
+    // The threads are free once they answered `dropped` (their messages queue in order, so the next session may
+    // already be handed to them); the ring is reused only when every thread is known to have left it.
+    Promise.all(this.#replies).then(
+      () => this.#done(true),
+      () => this.#done(false),
+    );
+  }
+
+  #end(code: 1 | 2): void {
+    this.#ended = true;
+    const { control } = this.#ring;
+    Atomics.store(control, END, code);
+    Atomics.add(control, SEQ, 1);
+    Atomics.notify(control, SEQ);
+  }
+
+  /** Copies as much of `chunk` from `offset` as there are free slots for; returns where it stopped. */
+  #fill(chunk: Buffer, offset: number): number {
+    const { bytes, lengths, control } = this.#ring;
+    while (offset < chunk.length && this.#written - this.#slowest().hashed < SLOTS) {
+      const slot = this.#written % SLOTS;
+      const length = Math.min(SLOT_SIZE, chunk.length - offset);
+      chunk.copy(bytes, slot * SLOT_SIZE, offset, offset + length);
+      lengths[slot] = length;
+      offset += length;
+      this.#written += 1;
+      Atomics.store(control, WRITTEN, this.#written);
+      Atomics.add(control, SEQ, 1);
+      Atomics.notify(control, SEQ);
+    }
+    return offset;
+  }
+
+  /** The ring is full: wait for the slowest thread to free a slot, then go on copying. */
+  async #rest(chunk: Buffer, offset: number): Promise<void> {
+    while (offset < chunk.length) {
+      const { index, hashed } = this.#slowest();
+      const wait = waitAsync(this.#ring.control, HASHED + index, hashed);
+      if (wait.async) await Promise.race([wait.value, this.#failed]);
+      if (this.#failure) throw this.#failure;
+      offset = this.#fill(chunk, offset);
+    }
+  }
+
+  #slowest(): { index: number; hashed: number } {
+    const { control } = this.#ring;
+    let slowest = { index: 0, hashed: Atomics.load(control, HASHED) };
+    for (let index = 1; index < this.#replies.length; index += 1) {
+      const hashed = Atomics.load(control, HASHED + index);
+      if (hashed < slowest.hashed) slowest = { index, hashed };
+    }
+    return slowest;
+  }
+}
+
+/** The same interface, hashing on the calling thread (no pool, or no thread free). */
+export function inlineHasher(plan: DigestPlan = { md5: true, multihash: DEFAULT_HASH_ALGO }): StreamHasher {
+  const hasher = new ImageHasher(plan.multihash ?? DEFAULT_HASH_ALGO, { md5: plan.md5, multihash: plan.multihash !== null });
   return {
     update: (chunk) => hasher.update(chunk),
     digests: async () => hasher.digests(),

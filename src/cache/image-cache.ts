@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { CachedImage, CleanResult, Driver, ImageReader, ImageWriter, ReconcileResult } from '../drivers/driver.js';
+import type { CleanResult, Driver, ImageWriter, ReconcileResult } from '../drivers/driver.js';
 import { Admission } from './admission.js';
-import type { ExpectedImage } from './digest.js';
+import type { DigestPolicy, ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
 import { CacheHit } from './hit.js';
@@ -21,10 +21,15 @@ export interface ImageCacheOptions {
   /** `image_cache_fill_idle_timeout`: abort a fill whose origin sends nothing for this long. @default 60 */
   fillIdleTimeout?: number;
   /**
-   * Hash MD5 and the multihash on two worker threads instead of the main thread. Pays off only with idle
-   * cores: see the README's performance section. @default false
+   * Hash on worker threads (one per digest a fill computes) instead of the main thread. Pays off only with idle
+   * cores: see the README's performance section. `openCache` decides it from `hash_threads`. @default false
    */
   hashThreads?: boolean;
+  /**
+   * `image_cache_verify_digests`: `strongest` verifies the multihash when the origin declares one, MD5 only when it
+   * is all there is (python-glanceclient's rule); `all` verifies both. @default 'strongest'
+   */
+  verifyDigests?: DigestPolicy;
   /** The hash threads to use instead of a new pool (implies `hashThreads`; tests inject faults through it). */
   hashPool?: HashPool;
   logger?: Logger;
@@ -43,7 +48,7 @@ export type ProgressListener = (bytesDone: number, bytesTotal: number | null) =>
 
 /**
  * The front of the cache (Glance's `ImageCache`, spec §3): a verified, coalesced, size-capped read-through
- * fill (`fetch`, `prefetch`), prune, clean, and pass-throughs to the driver.
+ * fill (`fetch`, `prefetch`), prune, clean. Everything else is the driver's: `cache.driver.isCached(id)` and so on.
  */
 export class ImageCache {
   readonly driver: Driver;
@@ -70,6 +75,7 @@ export class ImageCache {
       logger: this.#logger,
       idleTimeoutMs: (options.fillIdleTimeout ?? 60) * 1000,
       hashPool: this.#hashPool,
+      digestPolicy: options.verifyDigests ?? 'strongest',
       sized: () => this.#ensureSized(),
     });
   }
@@ -99,11 +105,24 @@ export class ImageCache {
     await Promise.all(fills.map((fill) => fill.whenSettled()));
   }
 
-  /** Waits for running fills to settle (at most `timeoutMs`), then closes the driver. */
+  /**
+   * Resolves once every fill running now has settled (committed or given up). A client has the whole body as soon
+   * as it was verified, before its commit: call this before expecting the image in the cache.
+   */
+  async fillsSettled(): Promise<void> {
+    await Promise.all(this.#inflight.all().map((fill) => fill.whenSettled()));
+  }
+
+  /**
+   * Waits for running fills to settle (at most `timeoutMs`), then closes the driver. Fills that were verified and
+   * only commit are always waited for: their clients have every byte, and the cache should keep them.
+   */
   async close(timeoutMs = 0): Promise<void> {
+    const fills = this.#inflight.all();
+    await this.#commits();
     if (timeoutMs > 0) {
-      const fills = Promise.all(this.#inflight.all().map((fill) => fill.whenSettled()));
-      await Promise.race([fills, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+      const settled = Promise.all(fills.map((fill) => fill.whenSettled()));
+      await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     }
     await this.#hashPool?.close();
     await this.driver.close();
@@ -169,55 +188,26 @@ export class ImageCache {
     return this.#readThrough.invalidate(imageId);
   }
 
-  isCached(imageId: string): Promise<boolean> {
-    return this.driver.isCached(imageId);
-  }
-  isQueued(imageId: string): Promise<boolean> {
-    return this.driver.isQueued(imageId);
-  }
-  getCacheSize(): Promise<number> {
-    return this.driver.getCacheSize();
-  }
-  getHitCount(imageId: string): Promise<number> {
-    return this.driver.getHitCount(imageId);
-  }
-  getCachedImages(): Promise<CachedImage[]> {
-    return this.driver.getCachedImages();
-  }
-  getCachedImage(imageId: string): Promise<CachedImage | null> {
-    return this.driver.getCachedImage(imageId);
-  }
-  getCachedNodes(imageId: string): Promise<string[]> {
-    return this.driver.getCachedNodes(imageId);
-  }
-  deleteAllQueuedImages(): Promise<number> {
-    return this.driver.deleteAllQueuedImages();
-  }
-  deleteQueuedImage(imageId: string): Promise<void> {
-    return this.driver.deleteQueuedImage(imageId);
-  }
-  queueImage(imageId: string): Promise<boolean> {
-    return this.driver.queueImage(imageId);
-  }
-  getQueuedImages(): Promise<string[]> {
-    return this.driver.getQueuedImages();
-  }
-  openForRead(imageId: string): Promise<ImageReader> {
-    return this.driver.openForRead(imageId);
-  }
-  getImageSize(imageId: string): Promise<number> {
-    return this.driver.getImageSize(imageId);
-  }
-
-  /** Deletes one cached image; admission subtracts its size only if this call deleted the file. */
+  /**
+   * Deletes one cached image; admission subtracts its size only if this call deleted the file. A fill of it that
+   * was verified (its client has the whole body) is let to commit first, so the delete is not undone by it.
+   */
   async deleteCachedImage(imageId: string): Promise<void> {
     this.driver.getImageFilepath(imageId); // validates the id (a rejection, like every failure here)
+    await this.#commits([imageId]);
     await this.#admission.deleteImages([imageId]);
   }
 
-  /** Deletes every cached image, then re-reads the size (serialised with eviction and other deletes). */
+  /** Deletes every cached image (after the commits of verified fills), then re-reads the size. */
   async deleteAllCachedImages(): Promise<number> {
+    await this.#commits();
     return this.#admission.exclusive(() => this.driver.deleteAllCachedImages());
+  }
+
+  /** Waits for the fills (of `imageIds`, or all) that were verified and only commit. */
+  async #commits(imageIds?: readonly string[]): Promise<void> {
+    const fills = imageIds ? imageIds.map((id) => this.#inflight.get(id)) : this.#inflight.all();
+    await Promise.all(fills.map((fill) => (fill?.verified ? fill.whenSettled() : undefined)));
   }
 
   /** Removes `invalid/` files and `incomplete/` files older than `stallTime` seconds (0: all but live fills). */
@@ -281,6 +271,4 @@ export class ImageCache {
     this.#sized ??= this.#admission.resync();
     await this.#sized;
   }
-
-
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Driver, ImageReader } from '../drivers/driver.js';
 import { FillAbortedError, ImageNotCachedError, NotCachedError } from '../errors.js';
 import type { Admission } from './admission.js';
-import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
+import { checkHashAlgorithm, type DigestPolicy, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import type { HashPool } from './hash-pool.js';
@@ -65,6 +65,8 @@ export interface ReadThroughOptions {
   /** Abort a fill whose origin sends nothing for this long. */
   idleTimeoutMs: number;
   hashPool: HashPool | null;
+  /** Which declared digests a fill verifies (`image_cache_verify_digests`). */
+  digestPolicy: DigestPolicy;
   /** Resolves once admission knows the cache's size (read once, lazily, by the front). */
   sized: () => Promise<void>;
 }
@@ -82,6 +84,7 @@ export class ReadThrough {
   readonly #logger: Logger;
   readonly #idleTimeoutMs: number;
   readonly #hashPool: HashPool | null;
+  readonly #digestPolicy: DigestPolicy;
   readonly #sized: () => Promise<void>;
 
   constructor(options: ReadThroughOptions) {
@@ -92,6 +95,7 @@ export class ReadThrough {
     this.#logger = options.logger;
     this.#idleTimeoutMs = options.idleTimeoutMs;
     this.#hashPool = options.hashPool;
+    this.#digestPolicy = options.digestPolicy;
     this.#sized = options.sized;
   }
 
@@ -247,6 +251,7 @@ export class ReadThrough {
       logger: this.#logger,
       idleTimeoutMs: this.#idleTimeoutMs,
       hashPool: this.#hashPool,
+      digestPolicy: this.#digestPolicy,
     });
     this.#inflight.add(fill);
     fill.start().catch((error: unknown) => {

@@ -68,11 +68,15 @@ async function verifyOne(driver: Driver, image: CachedImage, onBytes: (n: number
   if (found.size !== image.size) {
     return { imageId, status: 'mismatch', detail: `size ${found.size}, recorded ${image.size}` };
   }
-  if (image.checksum && image.checksum !== found.checksum) {
-    return { imageId, status: 'mismatch', detail: `md5 ${found.checksum}, recorded ${image.checksum}` };
-  }
-  if (image.osHashValue && image.osHashValue !== found.osHashValue) {
-    return { imageId, status: 'mismatch', detail: `${found.osHashAlgo} differs from the recorded value` };
+  // The strongest recorded digest decides, as at fill time: a fill that verified the multihash records the origin's
+  // MD5 without checking it (image_cache_verify_digests = strongest), so that MD5 may never have matched.
+  const md5Differs = !!image.checksum && image.checksum !== found.checksum;
+  const multihashDiffers = !!image.osHashValue && image.osHashValue !== found.osHashValue;
+  if (image.osHashValue ? multihashDiffers : md5Differs) {
+    const detail = md5Differs
+      ? `md5 ${found.checksum}, recorded ${image.checksum}`
+      : `${found.osHashAlgo} differs from the recorded value`;
+    return { imageId, status: 'mismatch', detail };
   }
   return { imageId, status: 'ok' };
 }

@@ -147,7 +147,7 @@ export class Cluster {
     const { cache, logger, onDropped } = this.#options;
     try {
       await cache.invalidate(imageId); // a running fill of the old bytes must not commit them afterwards
-      await cache.deleteQueuedImage(imageId);
+      await cache.driver.deleteQueuedImage(imageId);
       onDropped?.(imageId);
       logger.info({ imageId }, 'image invalidated cluster-wide: local copy dropped');
     } catch (error) {

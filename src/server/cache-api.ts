@@ -31,7 +31,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
   app.get('/v2/cache', async (request) => {
     assertNoBody(request);
     policy.enforce('cache_list', request.identity);
-    const [cached, queued] = await Promise.all([cache.getCachedImages(), cache.getQueuedImages()]);
+    const [cached, queued] = await Promise.all([cache.driver.getCachedImages(), cache.driver.getQueuedImages()]);
     return toGlanceCacheListing(cached, queued);
   });
 
@@ -52,7 +52,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
     }
     if (target !== 'queue') await cache.deleteAllCachedImages();
     if (target !== 'cache') {
-      await cache.deleteAllQueuedImages();
+      await cache.driver.deleteAllQueuedImages();
       prefetcher.forgetAll(); // errors of images no longer queued would be phantoms
     }
     return reply.code(204).send();
@@ -65,7 +65,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
     const image = await origin.getImage(imageId, callerOf(request));
     policy.enforce('cache_image', request.identity, imageTarget(image));
     if (image.status !== 'active') throw new ImageStateError(imageId, image.status, 'queue it for caching');
-    await cache.queueImage(imageId);
+    await cache.driver.queueImage(imageId);
     prefetcher.submit(imageId);
     return reply.code(202).send();
   });
@@ -79,7 +79,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
     } catch (error) {
       // An image deleted upstream can still be dropped from this cache (scenario 77).
       if (!(error instanceof ImageNotFoundError)) throw error;
-      if (!(await cache.isQueued(imageId)) && !(await cache.isCached(imageId))) throw error;
+      if (!(await cache.driver.isQueued(imageId)) && !(await cache.driver.isCached(imageId))) throw error;
     }
     policy.enforce('cache_delete', request.identity, target);
     const scope = (request.query as { scope?: string }).scope ?? 'node';
@@ -88,7 +88,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
       throw new CapabilityNotSupportedError(cache.driver.name, 'scope=cluster (a centralized driver is needed)');
     }
     await cache.deleteCachedImage(imageId);
-    await cache.deleteQueuedImage(imageId);
+    await cache.driver.deleteQueuedImage(imageId);
     prefetcher.forget(imageId);
     // Every other node drops its copy and queue entry too (Glance leaves them until they are pruned).
     if (scope === 'cluster') await deps.cluster?.invalidate(imageId);
@@ -105,7 +105,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
     }
     cache.driver.getImageFilepath(imageId);
     await origin.getImage(imageId, callerOf(request));
-    return cache.getCachedNodes(imageId);
+    return cache.driver.getCachedNodes(imageId);
   });
   methodNotAllowed(app, '/v2/cache/nodes/:imageId', ['GET']);
 

@@ -121,8 +121,8 @@ export class DashboardStateSource {
     const { cache, prefetcher, cluster, origin } = this.#sources;
     const [usage, cached, queued, nodes] = await Promise.all([
       cache.usage(),
-      cache.getCachedImages(),
-      cache.getQueuedImages(),
+      cache.driver.getCachedImages(),
+      cache.driver.getQueuedImages(),
       cluster ? this.#readNodes(cluster) : Promise.resolve(null),
     ]);
     const recent = [...cached].sort((a, b) => b.lastAccessed - a.lastAccessed).slice(0, CACHED_LISTED);

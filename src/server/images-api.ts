@@ -63,7 +63,7 @@ export function registerImagesApi(app: FastifyInstance, deps: AppDeps): void {
       return await origin.getImage(imageId, callerOf(request));
     } catch (error) {
       if (error instanceof ImageNotFoundError) throw error;
-      const entry = await cache.getCachedImage(imageId);
+      const entry = await cache.driver.getCachedImage(imageId);
       if (!entry) throw error;
       request.log.warn({ imageId, err: error }, 'origin cannot describe the image: showing what the cache recorded');
       return fromCache(entry);
@@ -73,8 +73,8 @@ export function registerImagesApi(app: FastifyInstance, deps: AppDeps): void {
   /** Every image the list shows, before filters and paging. */
   async function allImages(request: FastifyRequest): Promise<ImageRecord[]> {
     if (origin.listImages) return origin.listImages();
-    const cached = new Map((await cache.getCachedImages()).map((entry) => [entry.imageId, entry]));
-    const ids = new Set([...cached.keys(), ...(await cache.getQueuedImages()), ...seen.keys()]);
+    const cached = new Map((await cache.driver.getCachedImages()).map((entry) => [entry.imageId, entry]));
+    const ids = new Set([...cached.keys(), ...(await cache.driver.getQueuedImages()), ...seen.keys()]);
     const records: ImageRecord[] = [];
     for (const id of ids) {
       const entry = cached.get(id);

@@ -110,7 +110,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
       // noauth identities are whatever the client claims: never good enough to skip the origin's check.
       if (deps.auth.strategy === 'noauth') throw error;
       const found = stale.lookup(imageId, request.identity);
-      if (!found || !(await cache.isCached(imageId))) throw error;
+      if (!found || !(await cache.driver.isCached(imageId))) throw error;
       return { image: found.record, stale: { ageSeconds: found.ageSeconds, reason: (error as Error).message } };
     }
   }
@@ -132,7 +132,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   /** A cached image's record from what the cache recorded at commit; null when it is not cached. */
   async function recordedImage(imageId: string): Promise<ImageRecord | null> {
-    const entry = await cache.getCachedImage(imageId);
+    const entry = await cache.driver.getCachedImage(imageId);
     if (!entry) return null;
     return {
       id: imageId,
@@ -267,8 +267,8 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     const found = await authorize(request);
     if (found === 'no-data') return reply.code(204).send();
     const { image } = found;
-    const cached = await cache.isCached(image.id);
-    const size = image.size || (cached ? await cache.getImageSize(image.id) : null);
+    const cached = await cache.driver.isCached(image.id);
+    const size = image.size || (cached ? await cache.driver.getImageSize(image.id) : null);
     reply
       .type('application/octet-stream')
       .header('accept-ranges', 'bytes')

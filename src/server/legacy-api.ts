@@ -19,7 +19,7 @@ export function registerLegacyApi(app: FastifyInstance, deps: AppDeps): void {
 
   app.get('/v2/cached_images', async (request) => {
     allow(request);
-    return { cached_images: (await cache.getCachedImages()).map(toGlanceCachedImage) };
+    return { cached_images: (await cache.driver.getCachedImages()).map(toGlanceCachedImage) };
   });
   app.delete('/v2/cached_images', async (request) => {
     allow(request);
@@ -36,11 +36,11 @@ export function registerLegacyApi(app: FastifyInstance, deps: AppDeps): void {
 
   app.get('/v2/queued_images', async (request) => {
     allow(request);
-    return { queued_images: await cache.getQueuedImages() };
+    return { queued_images: await cache.driver.getQueuedImages() };
   });
   app.delete('/v2/queued_images', async (request) => {
     allow(request);
-    const count = await cache.deleteAllQueuedImages();
+    const count = await cache.driver.deleteAllQueuedImages();
     prefetcher.forgetAll();
     return { num_deleted: count };
   });
@@ -49,12 +49,12 @@ export function registerLegacyApi(app: FastifyInstance, deps: AppDeps): void {
   app.put<{ Params: ImageParams }>('/v2/queued_images/:imageId', async (request, reply) => {
     allow(request);
     const { imageId } = request.params;
-    if (await cache.queueImage(imageId)) prefetcher.submit(imageId);
+    if (await cache.driver.queueImage(imageId)) prefetcher.submit(imageId);
     return reply.type('application/json').send('null');
   });
   app.delete<{ Params: ImageParams }>('/v2/queued_images/:imageId', async (request, reply) => {
     allow(request);
-    await cache.deleteQueuedImage(request.params.imageId);
+    await cache.driver.deleteQueuedImage(request.params.imageId);
     prefetcher.forget(request.params.imageId);
     return reply.type('application/json').send('null');
   });

@@ -92,7 +92,7 @@ export class Metrics {
         if (Date.now() - entries.at > ENTRY_COUNT_TTL_MS) {
           // A metadata store that is down (a central DB outage) keeps the last count: the other metrics, the
           // outage's counters among them, must still be scraped.
-          const images = await cache.getCachedImages().catch(() => null);
+          const images = await cache.driver.getCachedImages().catch(() => null);
           if (images) entries = { value: images.length, at: Date.now() };
         }
         this.set(entries.value);
@@ -103,7 +103,7 @@ export class Metrics {
       help: 'Images queued for prefetch',
       registers: [registry],
       async collect() {
-        this.set((await cache.getQueuedImages()).length);
+        this.set((await cache.driver.getQueuedImages()).length);
       },
     });
     const { prefetcher } = sources;

@@ -23,7 +23,7 @@ export function registerProxy(app: FastifyInstance, deps: AppDeps): void {
     deps.policy.enforce('delete_image', request.identity);
     await origin.deleteImage(imageId, callerOf(request));
     await cache.deleteCachedImage(imageId);
-    await cache.deleteQueuedImage(imageId);
+    await cache.driver.deleteQueuedImage(imageId);
     prefetcher.forget(imageId);
     await deps.cluster?.invalidate(imageId); // the image is gone: every node drops its copy
     return reply.code(204).send();

@@ -46,8 +46,8 @@ export class RangeWarmer {
   async #queue(imageId: string): Promise<void> {
     // Already queued: the prefetcher has it (or is backing off after a failure, which a range storm must not
     // cut short: submit() would clear the backoff). Checked first so every range does not log "already queued".
-    if (await this.#cache.isQueued(imageId)) return;
-    if (!(await this.#cache.queueImage(imageId))) return; // cached or being cached meanwhile
+    if (await this.#cache.driver.isQueued(imageId)) return;
+    if (!(await this.#cache.driver.queueImage(imageId))) return; // cached or being cached meanwhile
     this.#logger.info({ imageId }, 'range miss: image queued to warm the cache');
     this.#prefetcher.submit(imageId);
   }

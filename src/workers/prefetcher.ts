@@ -178,7 +178,7 @@ export class Prefetcher {
     const { cache, logger, now } = this.#options;
     let queue: string[];
     try {
-      queue = await cache.getQueuedImages();
+      queue = await cache.driver.getQueuedImages();
     } catch (error) {
       logger.error({ err: error }, 'prefetcher cannot list the queue');
       return;
@@ -229,7 +229,7 @@ export class Prefetcher {
   /** Whether `imageId` is still queued (DELETE, `imgcache clear` or another node may have dequeued it). */
   async #stillQueued(imageId: string): Promise<boolean> {
     try {
-      return await this.#options.cache.isQueued(imageId);
+      return await this.#options.cache.driver.isQueued(imageId);
     } catch (error) {
       this.#options.logger.warn({ imageId, err: error }, 'prefetcher cannot tell whether the image is still queued');
       return true; // the prefetch reports the fault if it persists
@@ -261,7 +261,7 @@ export class Prefetcher {
         },
         openOrigin: (signal) => origin.openImage(imageId, caller, signal),
       });
-      if (!cached) await cache.deleteQueuedImage(imageId); // cached meanwhile: nothing left to do
+      if (!cached) await cache.driver.deleteQueuedImage(imageId); // cached meanwhile: nothing left to do
       this.#errors.delete(imageId);
       logger.info({ imageId }, 'prefetched image');
       return true;
@@ -284,7 +284,7 @@ export class Prefetcher {
     const { cache, retryBaseMs, retryMaxMs, now, logger } = this.#options;
     let queued = true;
     try {
-      queued = await cache.isQueued(imageId);
+      queued = await cache.driver.isQueued(imageId);
     } catch (lookupError) {
       logger.warn({ imageId, err: lookupError }, 'prefetcher cannot tell whether the image is still queued');
     }

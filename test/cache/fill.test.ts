@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { type FileHandle, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import type { DigestPolicy } from '../../src/cache/digest.js';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import type { DriverOptions } from '../../src/drivers/file-driver.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
@@ -14,7 +15,7 @@ const MIB = 1 << 20;
 
 async function newCache(
   t: TestContext,
-  options: { maxSize?: number; fillIdleTimeout?: number; driver?: Partial<DriverOptions> } = {},
+  options: { maxSize?: number; fillIdleTimeout?: number; driver?: Partial<DriverOptions>; verifyDigests?: DigestPolicy } = {},
 ): Promise<{ cache: ImageCache; dir: string }> {
   const dir = await tempDir(t);
   const driver = createSqliteDriver({ cacheDir: dir, ...options.driver });
@@ -23,6 +24,7 @@ async function newCache(
     driver,
     maxSize: options.maxSize ?? 1 << 30,
     fillIdleTimeout: options.fillIdleTimeout ?? 60,
+    ...(options.verifyDigests ? { verifyDigests: options.verifyDigests } : {}),
   });
   t.after(() => cache.close());
   return { cache, dir };
@@ -38,14 +40,15 @@ describe('fill engine', () => {
     assert.equal(miss.status, 'MISS');
     assert.equal(miss.size, data.length);
     assert.ok((await collect(miss.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), true);
-    assert.equal(await cache.getHitCount('img'), 0);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
+    assert.equal(await cache.driver.isCached('img'), true);
+    assert.equal(await cache.driver.getHitCount('img'), 0);
     const hit = await cache.fetch(request);
     assert.equal(hit.status, 'HIT');
     assert.ok((await collect(hit.stream)).equals(data));
-    await until(async () => (await cache.getHitCount('img')) === 1, 'the hit to be recorded');
+    await until(async () => (await cache.driver.getHitCount('img')) === 1, 'the hit to be recorded');
     assert.equal(origin.opens, 1);
-    const [image] = await cache.getCachedImages();
+    const [image] = await cache.driver.getCachedImages();
     assert.equal(image?.checksum, glanceMetadata(data).checksum);
     assert.equal(image?.osHashValue, glanceMetadata(data).osHashValue);
     assert.equal(cache.stats.bytesFromOrigin, data.length);
@@ -86,14 +89,14 @@ describe('fill engine', () => {
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open };
     const filling = cache.prefetch(request);
     await until(() => published, 'the fill to publish its file');
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     const arriving = cache.fetch(request);
     openGate();
     assert.equal(await filling, true);
     const hit = await arriving;
     assert.equal(hit.status, 'HIT');
     assert.ok((await collect(hit.stream)).equals(data));
-    assert.equal(await cache.getHitCount('img'), 1);
+    assert.equal(await cache.driver.getHitCount('img'), 1);
     assert.equal(origin.opens, 1);
   });
 
@@ -109,7 +112,8 @@ describe('fill engine', () => {
     assert.equal(origin.served, data.length);
     for (const body of bodies) assert.ok(body.equals(data));
     assert.deepEqual(results.map((r) => r.status).sort(), ['MISS', ...Array(15).fill('COALESCED')].sort());
-    assert.equal(await cache.isCached('img'), true);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
+    assert.equal(await cache.driver.isCached('img'), true);
   });
 
   it('gives a consumer that joins at 90% every byte from the start', async (t) => {
@@ -154,7 +158,8 @@ describe('fill engine', () => {
     first.stream.destroy();
     origin.allow(Infinity);
     assert.ok((await collect(second.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), true);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
+    assert.equal(await cache.driver.isCached('img'), true);
   });
 
   it('aborts the fill to invalid/ when every consumer disconnects (10)', async (t) => {
@@ -169,18 +174,20 @@ describe('fill engine', () => {
     a.stream.destroy();
     b.stream.destroy();
     await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the partial file in invalid/');
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.fillFailures.aborted, 1);
     origin.allow(Infinity);
   });
 
-  for (const [name, corrupt] of [
-    ['MD5', { checksum: '0'.repeat(32) }],
-    ['SHA-512', { osHashValue: 'f'.repeat(128) }],
+  // `strongest` checks MD5 only when it is all the origin declares; `all` checks it next to a right SHA-512.
+  for (const [name, corrupt, verifyDigests] of [
+    ['MD5 (declared alone)', { checksum: '0'.repeat(32), osHashAlgo: null, osHashValue: null }, 'strongest'],
+    ['MD5 (image_cache_verify_digests = all)', { checksum: '0'.repeat(32) }, 'all'],
+    ['SHA-512', { osHashValue: 'f'.repeat(128) }, 'strongest'],
   ] as const) {
     it(`fails every consumer before the last byte on a ${name} mismatch, and caches nothing (13)`, async (t) => {
-      const { cache, dir } = await newCache(t);
+      const { cache, dir } = await newCache(t, { verifyDigests });
       const data = imageBytes(2 * MIB, 6);
       const origin = new TestOrigin(data);
       const request = {
@@ -198,7 +205,7 @@ describe('fill engine', () => {
           }),
         ),
       );
-      assert.equal(await cache.isCached('img'), false);
+      assert.equal(await cache.driver.isCached('img'), false);
       await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the copy in invalid/');
       assert.equal(cache.stats.fillFailures.verification, 1);
     });
@@ -210,7 +217,7 @@ describe('fill engine', () => {
     const origin = new TestOrigin(data, { failAt: MIB });
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open });
     await assert.rejects(collect(result.stream), /reset the connection/);
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('lets a follower that has no byte yet retry the origin when the shared fetch fails to open', async (t) => {
@@ -223,6 +230,7 @@ describe('fill engine', () => {
     assert.equal(follower.status, 'fulfilled');
     if (follower.status === 'fulfilled') assert.ok((await collect(follower.value.stream)).equals(data));
     assert.equal(origin.opens, 2);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
   });
 
   it('evicts the least recently used image at admission, never one in use (cap 10 MiB, three 4 MiB images)', async (t) => {
@@ -234,19 +242,22 @@ describe('fill engine', () => {
       openOrigin: new TestOrigin(images[i] as Buffer).open,
     });
     await collect((await cache.fetch(request(0))).stream);
+    await cache.fillsSettled();
     await collect((await cache.fetch(request(1))).stream);
+    await cache.fillsSettled();
     // img0 is the LRU entry, but it is being read: admission must pick img1 instead.
     const reading = await cache.fetch(request(0));
     assert.equal(reading.status, 'HIT');
     const third = await cache.fetch(request(2));
     assert.equal(third.status, 'MISS');
     await collect(third.stream);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.deepEqual(
-      (await cache.getCachedImages()).map((i) => i.imageId),
+      (await cache.driver.getCachedImages()).map((i) => i.imageId),
       ['img0', 'img2'],
     );
     assert.ok((await collect(reading.stream)).equals(images[0] as Buffer));
-    assert.ok((await cache.getCacheSize()) <= 10 * MIB);
+    assert.ok((await cache.driver.getCacheSize()) <= 10 * MIB);
     assert.equal(cache.stats.evictions, 1);
   });
 
@@ -256,9 +267,10 @@ describe('fill engine', () => {
     for (const [i, data] of images.entries()) {
       const result = await cache.fetch({ imageId: `img${i}`, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
       await collect(result.stream);
+      await cache.fillsSettled();
     }
     assert.deepEqual(
-      (await cache.getCachedImages()).map((i) => i.imageId),
+      (await cache.driver.getCachedImages()).map((i) => i.imageId),
       ['img1', 'img2'],
     );
   });
@@ -269,7 +281,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'big', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.equal(result.status, 'BYPASS');
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('big'), false);
+    assert.equal(await cache.driver.isCached('big'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.requests.BYPASS, 1);
   });
@@ -281,7 +293,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'big', expected: { checksum }, openOrigin: new TestOrigin(data).open });
     assert.equal(result.size, null);
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('big'), false);
+    assert.equal(await cache.driver.isCached('big'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
     assert.equal(cache.stats.fillFailures.over_capacity, 1);
     assert.deepEqual(await cache.usage(), { used: 0, reserved: 0, max: 4 * MIB });
@@ -310,7 +322,7 @@ describe('fill engine', () => {
     const [bodyA, bodyB] = await Promise.all([collect(a.stream), collect(b.stream)]);
     assert.ok(bodyA.equals(data));
     assert.ok(bodyB.equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.equal(cache.stats.fillFailures.cache_fault, 1);
     await until(async () => (await readdir(join(dir, 'incomplete'))).length === 0, 'no partial file');
     assert.deepEqual(await readdir(join(dir, 'invalid')), []);
@@ -323,7 +335,7 @@ describe('fill engine', () => {
     const data = imageBytes(MIB, 41);
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
     assert.ok((await collect(result.stream)).equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('still delivers the image when clean(0) removes the incomplete file mid-stream, and does not cache it (35)', async (t) => {
@@ -340,7 +352,7 @@ describe('fill engine', () => {
     await other.close();
     origin.allow(Infinity);
     assert.ok((await body).equals(data));
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('aborts a fill whose origin stops sending (image_cache_fill_idle_timeout)', async (t) => {
@@ -350,7 +362,7 @@ describe('fill engine', () => {
     const result = await cache.fetch({ imageId: 'img', expected: glanceMetadata(data), openOrigin: origin.open });
     origin.allow(MIB);
     await assert.rejects(collect(result.stream), { code: 'ERR_FILL_IDLE_TIMEOUT' });
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     await until(async () => (await readdir(join(dir, 'invalid'))).includes('img'), 'the partial file in invalid/');
     assert.equal(cache.stats.fillFailures.idle, 1);
     origin.allow(Infinity);
@@ -361,10 +373,12 @@ describe('fill engine', () => {
     const data = imageBytes(MIB, 44);
     const request = { imageId: 'img', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open };
     await collect((await cache.fetch(request)).stream);
+    await cache.fillsSettled(); // the body is released once verified; the commit follows
     await (await open(join(dir, 'img'), 'r+')).truncate(1000).then(() => {});
     const again = await cache.fetch(request);
     assert.equal(again.status, 'MISS');
     assert.ok((await collect(again.stream)).equals(data));
+    await cache.fillsSettled();
     assert.equal((await readFile(join(dir, 'img'))).length, data.length);
   });
 
@@ -373,8 +387,8 @@ describe('fill engine', () => {
     const empty = Buffer.alloc(0);
     const result = await cache.fetch({ imageId: 'e', expected: glanceMetadata(empty), openOrigin: new TestOrigin(empty).open });
     assert.equal((await collect(result.stream)).length, 0);
-    assert.equal(await cache.isCached('e'), true);
-    assert.equal(await cache.getImageSize('e'), 0);
+    assert.equal(await cache.driver.isCached('e'), true);
+    assert.equal(await cache.driver.getImageSize('e'), 0);
   });
 
   it('prefetches with no consumer, and a consumer joining and leaving does not abort it', async (t) => {
@@ -390,7 +404,7 @@ describe('fill engine', () => {
     consumer.stream.destroy();
     origin.allow(Infinity);
     assert.equal(await prefetch, true);
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     assert.equal(await cache.prefetch(request), false, 'already cached');
     assert.equal(origin.opens, 1);
   });
@@ -407,7 +421,7 @@ describe('fill engine', () => {
     consumer.stream.destroy();
     origin.allow(Infinity);
     assert.equal(await prefetch, true);
-    assert.equal(await cache.isCached('img'), true);
+    assert.equal(await cache.driver.isCached('img'), true);
     assert.equal(origin.opens, 1, 'the prefetch started a second fill instead of joining');
   });
 

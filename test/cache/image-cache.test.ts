@@ -35,7 +35,7 @@ describe('ImageCache', () => {
     const { cache, source } = await openCache(t);
     const expected = { size: DATA.length, checksum: md5(DATA), osHashAlgo: 'sha512', osHashValue: sha512(DATA) };
     assert.equal(await cache.cacheImageFile('img', source, expected), true);
-    const [image] = await cache.getCachedImages();
+    const [image] = await cache.driver.getCachedImages();
     assert.equal(image?.checksum, md5(DATA));
     assert.equal(image?.osHashValue, sha512(DATA));
   });
@@ -49,10 +49,10 @@ describe('ImageCache', () => {
       assert.equal(error.found, md5(DATA));
       return true;
     });
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.ok(await exists(join(dir, 'invalid', 'img')));
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
-    assert.deepEqual(await cache.getCachedImages(), []);
+    assert.deepEqual(await cache.driver.getCachedImages(), []);
   });
 
   it('rejects a wrong multihash with any algorithm Node provides', async (t) => {
@@ -61,13 +61,13 @@ describe('ImageCache', () => {
       code: 'ERR_CHECKSUM_MISMATCH',
       algorithm: 'sha256',
     });
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('rejects a wrong size', async (t) => {
     const { cache, source } = await openCache(t);
     await assert.rejects(cache.cacheImageFile('img', source, { size: DATA.length + 1 }), SizeMismatchError);
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
   });
 
   it('rejects an unknown hash algorithm before writing anything', async (t) => {
@@ -75,7 +75,7 @@ describe('ImageCache', () => {
     await assert.rejects(cache.cacheImageFile('img', source, { osHashAlgo: 'sha999', osHashValue: 'x' }), {
       code: 'ERR_INVALID_CONFIG',
     });
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.deepEqual(await readdir(join(dir, 'incomplete')), []);
   });
 
@@ -85,7 +85,7 @@ describe('ImageCache', () => {
       checksum: 'd41d8cd98f00b204e9800998ecf8427e',
     });
     assert.equal(ok, true);
-    assert.equal(await cache.getImageSize('empty'), 0);
+    assert.equal(await cache.driver.getImageSize('empty'), 0);
   });
 
   it('does not read the source again for an image already cached (18)', async (t) => {
@@ -111,7 +111,7 @@ describe('ImageCache', () => {
       },
     });
     await assert.rejects(cache.cacheImageStream('img', failing), /backend failed/);
-    assert.equal(await cache.isCached('img'), false);
+    assert.equal(await cache.driver.isCached('img'), false);
     assert.ok(await exists(join(dir, 'invalid', 'img')));
   });
 

@@ -53,9 +53,11 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
 
     assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), []);
     assert.ok((await request(`${a.url}/v2/images/${ID}/file`)).body.equals(data));
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.deepEqual((await request(`${c.url}/v2/cache/nodes/${ID}`)).json(), [a.url]);
 
     const fromPeer = await request(`${b.url}/v2/images/${ID}/file`);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.ok(fromPeer.body.equals(data));
     assert.equal(fromPeer.headers.get('x-cache-status'), 'MISS');
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 1, 'the origin sent the image once');
@@ -64,7 +66,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const metrics = (await request(`${b.url}/metrics`)).text;
     assert.match(metrics, new RegExp(`imgcache_fill_bytes_total\\{source="peer"\\} ${data.length}`));
 
-    await b.cache.queueImage('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9');
+    await b.cache.driver.queueImage('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9');
     assert.equal((await request(`${c.url}/v2/images/${ID}`, { method: 'DELETE' })).status, 204);
     await until(
       async () => !(await exists(join(a.dir, ID))) && !(await exists(join(b.dir, ID))),
@@ -72,7 +74,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
       5000,
     );
     assert.equal((await request(`${c.url}/v2/cache/nodes/${ID}`)).status, 404, 'the image is gone (scenario 88)');
-    assert.equal(await b.cache.isQueued('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9'), true, 'other images stay queued');
+    assert.equal(await b.cache.driver.isQueued('0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9'), true, 'other images stay queued');
   });
 
   it('refuses the intra-cluster API without the secret', async (t) => {
@@ -80,6 +82,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a] = nodes as [Node];
     glance.addImage({ id: ID }, imageBytes(1000, 2));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal((await request(`${a.url}/cluster/v1/images/${ID}`)).status, 403);
     const wrong = await request(`${a.url}/cluster/v1/images/${ID}`, { headers: { 'x-imgcache-cluster-secret': 'nope' } });
     assert.equal(wrong.status, 403);
@@ -93,7 +96,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     }
     await sleep(50);
     assert.ok((await openFds()) - before < 4, 'every peer transfer closes its file');
-    assert.equal(await a.cache.getHitCount(ID), 0, 'a peer copy is not a client hit');
+    assert.equal(await a.cache.driver.getHitCount(ID), 0, 'a peer copy is not a client hit');
   });
 
   it('drops a copy with DELETE /v2/cache/{id}?scope=cluster on every node', async (t) => {
@@ -101,10 +104,12 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a, b] = nodes as [Node, Node];
     glance.addImage({ id: ID }, imageBytes(2000, 3));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     await request(`${b.url}/v2/images/${ID}/file`);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2, 'without peer fetch each node asks the origin');
     assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
-    await until(async () => !(await b.cache.isCached(ID)), 'node b to drop its copy', 5000);
+    await until(async () => !(await b.cache.driver.isCached(ID)), 'node b to drop its copy', 5000);
     assert.equal((await request(`${a.url}/v2/cache/${ID}?scope=galaxy`, { method: 'DELETE' })).status, 400);
   });
 
@@ -123,7 +128,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     assert.equal((await request(`${b.url}/v2/cache/${ID}?scope=cluster`, { method: 'DELETE' })).status, 204);
     await until(() => a.cache.activeFills().live === 0, 'the fill on node a to end', 10_000);
     await download;
-    assert.equal(await a.cache.isCached(ID), false, 'the invalidated image was not committed');
+    assert.equal(await a.cache.driver.isCached(ID), false, 'the invalidated image was not committed');
     assert.equal(await exists(join(a.dir, ID)), false);
     assert.ok((glance.served.get(ID) ?? 0) < data.length, 'the origin transfer was cut short, not finished');
   });
@@ -133,6 +138,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
     const [a, b] = nodes as [Node, Node];
     glance.addImage({ id: ID }, imageBytes(2000, 4));
     await request(`${a.url}/v2/images/${ID}/file`);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     await a.close(); // its heartbeat stops, its row stays
     await until(
       async () => ((await request(`${b.url}/v2/cache/nodes/${ID}`)).json() as string[]).length === 0,
@@ -140,6 +146,7 @@ describe('cluster (postgres driver, several nodes)', { skip: PG_SKIP }, () => {
       8000,
     );
     assert.ok((await request(`${b.url}/v2/images/${ID}/file`)).body.length === 2000);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(glance.counts.get(`GET /v2/images/${ID}/file`), 2);
     assert.equal(b.cache.stats.bytesFromPeer, 0);
   });

@@ -138,10 +138,12 @@ describe('peer fetch over https', { skip: OPENSSL_SKIP }, () => {
       const b = await start('b');
       const client = { ca: pki.ca, cert: pki.client.cert, key: pki.client.key };
       const first = await httpsGet(`${a.url}/v2/images/${ID}/file`, client);
+      await a.cache.fillsSettled(); // the body is released once verified; the commit follows
       assert.equal(first.status, 200, String(first.error));
-      assert.equal(await a.cache.isCached(ID), true);
+      assert.equal(await a.cache.driver.isCached(ID), true);
 
       const second = await httpsGet(`${b.url}/v2/images/${ID}/file`, client);
+      await b.cache.fillsSettled(); // the body is released once verified; the commit follows
       assert.equal(second.status, 200, String(second.error));
       assert.ok(second.body.equals(DATA));
       assert.equal(b.cache.stats.bytesFromPeer, DATA.length, 'every byte came from the peer');

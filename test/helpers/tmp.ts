@@ -3,10 +3,14 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import type { TestContext } from 'node:test';
 
-/** A fresh directory under the OS temp dir, removed when the test ends. */
+/**
+ * A fresh directory under the OS temp dir, removed when the test ends. The removal retries: `t.after` hooks run in
+ * the order they were added, so it may run before the cache's close, while a fill whose body was already released
+ * (once verified) still commits into the tree (ENOTEMPTY).
+ */
 export async function tempDir(t: Pick<TestContext, 'after'>, prefix = 'imgcache-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
   return dir;
 }
 

@@ -58,7 +58,7 @@ describe('crash safety', () => {
         const cache = await ImageCache.open({ ...DEFAULTS, image_cache_dir: dir, image_cache_driver: driver }, { reconcile: true });
         try {
           assert.deepEqual(await readdir(join(dir, 'incomplete')), [], 'reconcile empties incomplete/');
-          const images = await cache.getCachedImages();
+          const images = await cache.driver.getCachedImages();
           const files = (await readdir(dir, { withFileTypes: true }))
             .filter((entry) => entry.isFile() && looksLikeImageId(entry.name) && !entry.name.startsWith('cache.db'))
             .map((entry) => entry.name);

@@ -46,7 +46,7 @@ describe('PostgreSQL outage (a private server, stopped and started again mid-tes
     const file = (id: string) => request(`${node.url}/v2/images/${id}/file`, { signal: AbortSignal.timeout(BOUND_MS) });
 
     assert.equal((await file(CACHED)).headers.get('x-cache-status'), 'MISS');
-    await until(() => node.cache.isCached(CACHED), 'the first fill to commit');
+    await until(() => node.cache.driver.isCached(CACHED), 'the first fill to commit');
     assert.equal((await file(CACHED)).headers.get('x-cache-status'), 'HIT');
     assert.equal(await hitsOf(node.url, CACHED), 1);
 
@@ -57,7 +57,7 @@ describe('PostgreSQL outage (a private server, stopped and started again mid-tes
     assert.equal(miss.headers.get('x-cache-status'), 'MISS');
     assert.ok(miss.body.equals(missedData));
     await until(() => node.cache.activeFills().live === 0, 'the fill to settle');
-    assert.equal(await node.cache.isCached(MISSED), false, 'without its row a fill does not commit');
+    assert.equal(await node.cache.driver.isCached(MISSED), false, 'without its row a fill does not commit');
     assert.equal(node.cache.stats.peerLookupFailures, 1, 'the failed peer lookup is counted');
     assert.match((await request(`${node.url}/metrics`)).text, /imgcache_peer_lookup_failures_total 1/);
     const hit = await file(CACHED);

@@ -111,7 +111,7 @@ describe('auth_strategy = tokens', () => {
       assert.equal(response.status, 403, `${route.method} ${route.path}: ${response.text}`);
       assert.equal((response.json() as { error: { code: string } }).error.code, 'ERR_FORBIDDEN');
     }
-    assert.deepEqual(await server.cache.getQueuedImages(), [], 'a refused PUT queued the image');
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), [], 'a refused PUT queued the image');
     const download = await call(server, DOWNLOAD, { 'x-auth-token': TOKENS.member });
     assert.equal(download.status, 200);
     assert.deepEqual(download.body, DATA);
@@ -155,7 +155,7 @@ describe('auth_strategy = tokens', () => {
 
     // Hit path: an admin caches the image, then each role asks for it.
     assert.equal((await get(cached, TOKENS.admin)).status, 200);
-    await until(() => server.cache.isCached(cached), 'the image to be cached');
+    await until(() => server.cache.driver.isCached(cached), 'the image to be cached');
     assert.equal((await get(cached, TOKENS.underscore)).status, 403, 'role _member_ on a cached image');
     const member = await get(cached, TOKENS.member);
     assert.equal(member.status, 200, 'role member on a cached image');
@@ -165,12 +165,12 @@ describe('auth_strategy = tokens', () => {
     // Fill path: the refused caller starts no fill; the allowed one does.
     assert.equal((await get(uncached, TOKENS.underscore)).status, 403, 'role _member_ on an uncached image');
     assert.equal(server.glance.counts.get(`GET /v2/images/${uncached}/file`) ?? 0, 0);
-    assert.equal(await server.cache.isCached(uncached), false);
+    assert.equal(await server.cache.driver.isCached(uncached), false);
     const filled = await get(uncached, TOKENS.member);
     assert.equal(filled.status, 200, 'role member on an uncached image');
     assert.equal(filled.headers.get('x-cache-status'), 'MISS');
     assert.deepEqual(filled.body, bytes);
-    await until(() => server.cache.isCached(uncached), 'the member-filled image to be cached');
+    await until(() => server.cache.driver.isCached(uncached), 'the member-filled image to be cached');
   });
 });
 
@@ -226,8 +226,8 @@ describe('policy overrides', () => {
     assert.equal(refused.status, 403);
     assert.equal((await call(server, { method: 'HEAD', path: DOWNLOAD.path })).status, 403);
     assert.equal(server.glance.counts.get(`GET /v2/images/${ID}/file`) ?? 0, 0, 'the origin was asked for data');
-    assert.equal(await server.cache.isCached(ID), false);
-    assert.deepEqual(await server.cache.getCachedImages(), []);
+    assert.equal(await server.cache.driver.isCached(ID), false);
+    assert.deepEqual(await server.cache.driver.getCachedImages(), []);
     assert.equal((await call(server, { method: 'DELETE', path: `/v2/images/${ID}` })).status, 204);
     assert.equal(server.glance.image(ID), undefined, 'the image was not deleted upstream');
   });
@@ -236,7 +236,7 @@ describe('policy overrides', () => {
     const server = await startLoggedServer(t, { policy: { download_image: 'role:admin' } });
     server.glance.addImage({ id: ID }, DATA);
     assert.equal((await call(server, DOWNLOAD)).status, 200);
-    await until(() => server.cache.isCached(ID), 'the image to be cached');
+    await until(() => server.cache.driver.isCached(ID), 'the image to be cached');
     const refused = await call(server, DOWNLOAD, { 'x-roles': 'member' });
     assert.equal(refused.status, 403);
     assert.equal(refused.body.includes(DATA.subarray(0, 64)), false);
@@ -248,7 +248,7 @@ describe('policy overrides', () => {
     });
     server.glance.addImage({ id: ID }, DATA);
     assert.equal((await call(server, DOWNLOAD)).status, 200);
-    await until(() => server.cache.isCached(ID), 'the image to be cached');
+    await until(() => server.cache.driver.isCached(ID), 'the image to be cached');
     for (const route of [
       { method: 'GET', path: '/v2/cache' },
       { method: 'PUT', path: `/v2/cache/${ID}` },
@@ -257,7 +257,7 @@ describe('policy overrides', () => {
     ]) {
       assert.equal((await call(server, route)).status, 403, `${route.method} ${route.path}`);
     }
-    assert.equal(await server.cache.isCached(ID), true, 'a refused DELETE removed the image');
+    assert.equal(await server.cache.driver.isCached(ID), true, 'a refused DELETE removed the image');
     // The legacy API is governed by manage_image_cache, which still allows the admin.
     assert.equal((await call(server, { method: 'GET', path: '/v2/cached_images' })).status, 200);
   });

@@ -102,6 +102,7 @@ describe('dashboard', () => {
     }, 'the fill to appear in state.json', 10_000, 50);
     await until(async () => ((await state(server.url)).fills[0]?.received ?? 0) > first, 'the fill to advance', 10_000, 50);
     assert.equal((await download).body.length, data.length);
+    await server.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.deepEqual((await state(server.url)).fills, []);
   });
 });

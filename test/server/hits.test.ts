@@ -51,7 +51,7 @@ async function serverWithCachedImage(t: TestContext, values: RawOptions): Promis
   server.glance.addImage({ id: ID }, imageBytes(SIZE, 9));
   const miss = await download(`${server.url}/v2/images/${ID}/file`);
   assert.equal(miss.cacheStatus, 'MISS');
-  await until(() => server.cache.isCached(ID), 'the fill to commit');
+  await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
   assert.equal((await listed(server)).hits, 0);
   return server;
 }

@@ -310,7 +310,7 @@ describe('hostile ids and paths', () => {
     const first = await fetch(`${server.url}/v2/images/${SEED}/file`);
     assert.equal(first.status, 200);
     assert.deepEqual(Buffer.from(await first.arrayBuffer()), SEED_BYTES);
-    await until(() => server.cache.isCached(SEED), 'the seed image to be cached');
+    await until(() => server.cache.driver.isCached(SEED), 'the seed image to be cached');
     // The first versioned URL makes imgcache read the origin's /versions: get that done before counting.
     assert.equal((await fetch(`${server.url}/versions`)).status, 200);
 
@@ -385,9 +385,9 @@ describe('hostile ids and paths', () => {
 
   it('adds no entry to the cache directory and keeps the cached image intact', async () => {
     assert.deepEqual(await cacheEntries(), cacheBefore);
-    assert.deepEqual(await server.cache.getQueuedImages(), []);
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), []);
     assert.deepEqual(
-      (await server.cache.getCachedImages()).map((image) => image.imageId),
+      (await server.cache.driver.getCachedImages()).map((image) => image.imageId),
       [SEED],
     );
     const again = await fetch(`${server.url}/v2/images/${SEED}/file`);

@@ -32,7 +32,7 @@ async function cacheImage(server: LoggedTestServer, id: string, bytes: Buffer): 
   const response = await api(server, 'GET', `/v2/images/${id}/file`);
   assert.equal(response.status, 200);
   assert.deepEqual(response.body, bytes);
-  await until(() => server.cache.isCached(id), `image ${id} to be cached`);
+  await until(() => server.cache.driver.isCached(id), `image ${id} to be cached`);
 }
 
 /** Asserts a 200 whose body is exactly the JSON `expected` (and says it is JSON). */
@@ -107,7 +107,7 @@ describe('legacy cache-management API', () => {
   it('scenario 94: with manage_image_cache "!" every legacy route answers 403 and changes nothing', async (t) => {
     const server = await legacyServer(t, { manage_image_cache: '!' });
     await cacheImage(server, A, A_BYTES);
-    await server.cache.queueImage('33333333-3333-4333-8333-333333333333');
+    await server.cache.driver.queueImage('33333333-3333-4333-8333-333333333333');
     for (const [method, path] of [
       ['GET', '/v2/cached_images'],
       ['DELETE', '/v2/cached_images'],
@@ -120,8 +120,8 @@ describe('legacy cache-management API', () => {
       const response = await api(server, method, path);
       assert.equal(response.status, 403, `${method} ${path}`);
     }
-    assert.equal(await server.cache.isCached(A), true);
-    assert.deepEqual(await server.cache.getQueuedImages(), ['33333333-3333-4333-8333-333333333333']);
+    assert.equal(await server.cache.driver.isCached(A), true);
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), ['33333333-3333-4333-8333-333333333333']);
   });
 
   it('scenario 95: DELETE /v2/cached_images answers {"num_deleted": 2} and empties the listing', async (t) => {
@@ -133,7 +133,7 @@ describe('legacy cache-management API', () => {
     assertJson(await api(server, 'DELETE', '/v2/cached_images'), { num_deleted: 2 }, 'first delete-all');
     assertJson(await api(server, 'GET', '/v2/cached_images'), { cached_images: [] }, 'listing after');
     assertJson(await api(server, 'DELETE', '/v2/cached_images'), { num_deleted: 0 }, 'second delete-all');
-    assert.equal(await server.cache.isCached(A), false);
+    assert.equal(await server.cache.driver.isCached(A), false);
   });
 
   it('scenario 95: DELETE /v2/cached_images/{id} answers 200 null and only that image is gone', async (t) => {
@@ -178,7 +178,7 @@ describe('legacy cache-management API', () => {
       const { code } = (JSON.parse(response.body.toString()) as { error: { code: string } }).error;
       assert.ok(['ERR_INVALID_IMAGE_ID', 'ERR_BAD_REQUEST'].includes(code), `${method} ${path}: ${code}`);
     }
-    assert.deepEqual(await server.cache.getQueuedImages(), []);
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), []);
   });
 
   it('does not queue an image that is already cached, as Glance (200 null, nothing queued)', async (t) => {
@@ -229,7 +229,7 @@ describe('legacy cache-management API', () => {
       assert.equal(response.status, 405, `${method} ${path}`);
       assert.equal(response.headers.get('allow'), allow, `${method} ${path}`);
     }
-    assert.deepEqual(await server.cache.getQueuedImages(), [], 'a 405 queued something');
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), [], 'a 405 queued something');
     assert.equal(server.glance.requests.length, 0, 'a 405 request went upstream');
   });
 

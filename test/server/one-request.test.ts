@@ -63,7 +63,7 @@ describe('one origin request per miss (http: origin)', () => {
     assert.equal(miss.headers.get('content-length'), String(SIZE));
     assert.ok(miss.body.equals(data));
     assert.deepEqual(log, [`GET /images/${ID} -`]);
-    await until(() => server.cache.isCached(ID), 'the fill to commit');
+    await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
     const hit = await request(`${server.url}/v2/images/${ID}/file`);
     assert.equal(hit.headers.get('x-cache-status'), 'HIT');
     assert.deepEqual(log, [`GET /images/${ID} -`], 'a hit of an http: origin needs no origin request');

@@ -43,7 +43,7 @@ describe('a cached image while an origin that does not authorize callers is down
     const url = `${server.url}/v2/images/${ID}/file`;
     const miss = await request(url);
     assert.equal(miss.headers.get('x-cache-status'), 'MISS');
-    await until(() => server.cache.isCached(ID), 'the fill to commit');
+    await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
     const seen = store.requests.length;
 
     const hit = await request(url);
@@ -76,7 +76,7 @@ describe('a cached image while an origin that does not authorize callers is down
     const server = await startTestServer(t, { values: { origin: `directory:${origin}` } });
     const url = `${server.url}/v2/images/${ID}/file`;
     assert.ok((await request(url)).body.equals(DATA));
-    await until(() => server.cache.isCached(ID), 'the fill to commit');
+    await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
     await rm(origin, { recursive: true });
     const hit = await request(url);
     assert.equal(hit.status, 200, hit.text);

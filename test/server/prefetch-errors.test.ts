@@ -85,7 +85,7 @@ describe('prefetch errors', () => {
     await until(() => server.cache.activeFills().prefetch === 0, 'the prefetch to fail');
     await server.prefetcher.settled();
     assert.deepEqual(await errorsOf(server), {});
-    assert.deepEqual(await server.cache.getQueuedImages(), []);
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), []);
   });
 
   it('records no error for a prefetch that fails after DELETE /v2/cache/{id} dequeued it (issue 9)', async (t) => {

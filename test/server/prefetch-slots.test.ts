@@ -42,7 +42,7 @@ async function assertSlowStillRunning(server: TestServer): Promise<void> {
   assert.equal(server.glance.served.get(SLOW), CHUNK, 'the slow image got past its gate');
   assert.equal(server.glance.abandoned.get(SLOW), undefined, 'the slow download was dropped');
   assert.equal(SLOW in server.prefetcher.errors(), false, 'the slow prefetch failed');
-  assert.equal(await server.cache.isCached(SLOW), false);
+  assert.equal(await server.cache.driver.isCached(SLOW), false);
 }
 
 describe('prefetch slots', () => {
@@ -55,7 +55,7 @@ describe('prefetch slots', () => {
       await put(server, id);
     }
     await until(
-      async () => (await Promise.all(small.map((id) => server.cache.isCached(id)))).every(Boolean),
+      async () => (await Promise.all(small.map((id) => server.cache.driver.isCached(id)))).every(Boolean),
       'the small images to be cached while the slow one runs',
     );
     await assertSlowStillRunning(server);
@@ -63,10 +63,10 @@ describe('prefetch slots', () => {
     for (const id of small) assert.equal(downloads(server, id), 1, `one download of ${id}`);
 
     release();
-    await until(() => server.cache.isCached(SLOW), 'the slow image to be cached once released');
+    await until(() => server.cache.driver.isCached(SLOW), 'the slow image to be cached once released');
     await server.prefetcher.settled();
     assert.equal(server.glance.mostDownloadsAtOnce, 2, 'never more than prefetch_concurrency downloads');
-    assert.deepEqual(await server.cache.getQueuedImages(), []);
+    assert.deepEqual(await server.cache.driver.getQueuedImages(), []);
     assert.deepEqual((await request(`${server.url}/v2/cache/errors`)).json(), { prefetch_errors: {} });
   });
 
@@ -82,7 +82,7 @@ describe('prefetch slots', () => {
       await put(server, id); // each PUT rescans queue/, where the failed image still is
     }
     await until(
-      async () => (await Promise.all(small.map((id) => server.cache.isCached(id)))).every(Boolean),
+      async () => (await Promise.all(small.map((id) => server.cache.driver.isCached(id)))).every(Boolean),
       'the images queued after the failure to be cached',
     );
     await assertSlowStillRunning(server);
@@ -92,7 +92,7 @@ describe('prefetch slots', () => {
     assert.equal(errors.prefetch_errors[FAILING]?.attempts, 1);
     assert.ok(server.glance.mostDownloadsAtOnce <= 2, `at most 2 downloads at once (saw ${server.glance.mostDownloadsAtOnce})`);
     release();
-    await until(() => server.cache.isCached(SLOW), 'the slow image to be cached once released');
+    await until(() => server.cache.driver.isCached(SLOW), 'the slow image to be cached once released');
     await server.prefetcher.settled();
     assert.equal(downloads(server, FAILING), 1, 'the failed image was retried before its backoff ran out');
   });
@@ -109,13 +109,13 @@ describe('prefetch slots', () => {
     await rm(join(server.dir, 'queue', cleared)); // what `imgcache clear --target queue` does, behind the server's back
     await assertSlowStillRunning(server);
     release();
-    await until(() => server.cache.isCached(kept), 'the image still queued to be cached after the slow one');
+    await until(() => server.cache.driver.isCached(kept), 'the image still queued to be cached after the slow one');
     await server.prefetcher.settled();
-    assert.equal(await server.cache.isCached(SLOW), true);
+    assert.equal(await server.cache.driver.isCached(SLOW), true);
     assert.equal(downloads(server, deleted), 0, 'the image dequeued by DELETE was fetched');
     assert.equal(downloads(server, cleared), 0, 'the image dequeued behind the server\'s back was fetched');
-    assert.equal(await server.cache.isCached(deleted), false);
-    assert.equal(await server.cache.isCached(cleared), false);
+    assert.equal(await server.cache.driver.isCached(deleted), false);
+    assert.equal(await server.cache.driver.isCached(cleared), false);
     assert.equal(server.glance.mostDownloadsAtOnce, 1);
     assert.deepEqual((await request(`${server.url}/v2/cache/errors`)).json(), { prefetch_errors: {} });
   });

@@ -116,7 +116,7 @@ describe('Range misses warm the cache (issue 13)', () => {
     server.glance.addImage({ id }, data);
     const url = `${server.url}/v2/images/${id}/file`;
     assert.ok((await qemuLikeRead(url, data.length)).equals(data));
-    await until(() => server.cache.isCached(id), 'the image to be cached after one read');
+    await until(() => server.cache.driver.isCached(id), 'the image to be cached after one read');
     const before = await requestCounts(server);
     assert.ok((await qemuLikeRead(url, data.length)).equals(data));
     const counts = delta(before, await requestCounts(server));
@@ -139,9 +139,9 @@ describe('Range misses warm the cache (issue 13)', () => {
     assert.ok(part.body.equals(bigData.subarray(1000, 2000)));
     // A range of an image that fits is warmed after it: once that one is cached, the big one had its chance.
     await request(`${server.url}/v2/images/${small}/file`, { headers: { range: 'bytes=0-9' } });
-    await until(() => server.cache.isCached(small), 'the small image to be cached');
-    assert.equal(await server.cache.isQueued(big), false, 'the big image is not queued');
-    assert.equal(await server.cache.isCached(big), false);
+    await until(() => server.cache.driver.isCached(small), 'the small image to be cached');
+    assert.equal(await server.cache.driver.isQueued(big), false, 'the big image is not queued');
+    assert.equal(await server.cache.driver.isCached(big), false);
     assert.equal(wholeDownloads(server, big), 0, 'no fill of the big image reached the origin');
     assert.deepEqual((await request(`${server.url}/v2/cache/errors`)).json(), { prefetch_errors: {} });
   });
@@ -190,7 +190,7 @@ describe('Range misses warm the cache (issue 13)', () => {
     controller.abort();
     await reader.read().catch(() => {});
     await until(() => (server.glance.abandoned.get(id) ?? 0) >= 1, 'the origin to see the range abandoned');
-    await until(() => server.cache.isCached(id), 'the background fill to cache the image');
+    await until(() => server.cache.driver.isCached(id), 'the background fill to cache the image');
     const whole = await request(`${server.url}/v2/images/${id}/file`);
     assert.equal(whole.headers.get('x-cache-status'), 'HIT');
     assert.ok(whole.body.equals(data));
@@ -222,7 +222,7 @@ describe('Range misses warm the cache (issue 13)', () => {
       return id in errors;
     }, 'the background fill to fail');
     await readRanges();
-    assert.equal(await server.cache.isCached(id), false);
+    assert.equal(await server.cache.driver.isCached(id), false);
     assert.equal(wholeDownloads(server, id), 1, 'the failed image is retried with backoff, not by every range');
   });
 
@@ -245,12 +245,12 @@ describe('Range misses warm the cache (issue 13)', () => {
           assert.ok(part.body.equals(data.subarray(i * READAHEAD, (i + 1) * READAHEAD)));
         }
       }
-      assert.equal(await server.cache.isQueued(id), false);
+      assert.equal(await server.cache.driver.isQueued(id), false);
     } finally {
       await run('chattr', ['-i', queue]);
     }
     const part = await request(url, { headers: { range: 'bytes=0-9' } });
     assert.equal(part.status, 206);
-    await until(() => server.cache.isCached(id), 'a later range to warm the cache');
+    await until(() => server.cache.driver.isCached(id), 'a later range to warm the cache');
   });
 });

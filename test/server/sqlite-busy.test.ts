@@ -35,6 +35,7 @@ describe('sqlite held by another process', () => {
     const hitsOf = (l: Listing, id: string) => l.cached_images.find((image) => image.image_id === id)?.hits;
 
     assert.equal((await request(`${server.url}/v2/images/${CACHED}/file`)).headers.get('x-cache-status'), 'MISS');
+    await server.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal(hitsOf(await listing(), CACHED), 0);
 
     const locker = await lockSqliteFile(t, join(server.dir, 'cache.db'));

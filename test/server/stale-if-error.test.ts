@@ -88,7 +88,7 @@ async function confirm(node: Edge, id: string, token: string, data: Buffer): Pro
   const response = await node.get(id, token);
   assert.equal(response.status, 200, response.text);
   assert.ok(response.body.equals(data));
-  await until(() => node.server.cache.isCached(id), `${id} to be cached`);
+  await until(() => node.server.cache.driver.isCached(id), `${id} to be cached`);
 }
 
 describe('stale_if_error: cached images while the upstream Glance is unreachable (issue 9)', () => {

@@ -52,7 +52,7 @@ describe('hits through sendfile(2)', { skip: process.platform === 'linux' ? fals
     server.glance.addImage({ id: ID }, bytes);
     const url = `${server.url}/v2/images/${ID}/file`;
     await request(url);
-    await until(() => server.cache.isCached(ID), 'the fill to commit');
+    await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
     const stalled = await slowDownload(url, 4 << 20, 1000, false);
     assert.ok(stalled?.equals(bytes), 'the stalled client got every byte, in order');
 
@@ -80,7 +80,7 @@ describe('hits through sendfile(2)', { skip: process.platform === 'linux' ? fals
     server.glance.addImage({ id: ID }, imageBytes(SIZE, 42));
     const url = `${server.url}/v2/images/${ID}/file`;
     await request(url);
-    await until(() => server.cache.isCached(ID), 'the fill to commit');
+    await until(() => server.cache.driver.isCached(ID), 'the fill to commit');
     const [fdsBefore, threadsBefore] = [openFds(), threads()];
     const servedBefore = server.cache.stats.bytesFromCache;
     await Promise.all(Array.from({ length: 8 }, () => slowDownload(url, 1 << 20, 300, true)));

@@ -43,11 +43,11 @@ describe('prefetcher', () => {
       openImage: (imageId, _caller, signal) => (origins[imageId] as TestOrigin).open(signal),
       close: async () => {},
     };
-    await cache.queueImage('big');
-    await cache.queueImage('small');
+    await cache.driver.queueImage('big');
+    await cache.driver.queueImage('small');
     const prefetcher = new Prefetcher({ cache, origin, logger: pino({ level: 'silent' }), concurrency: 1 });
     // `big` first: the other one is the image a stuck prefetcher would never get to.
-    const order = await cache.getQueuedImages();
+    const order = await cache.driver.getQueuedImages();
     assert.equal(order.length, 2);
     if (order[0] !== 'big') return t.skip(`the queue lists ${order.join(', ')}; this test needs big first`);
     const run = prefetcher.runOnce();
@@ -65,7 +65,7 @@ describe('prefetcher', () => {
       new Promise<string>((resolve) => setTimeout(resolve, 15_000, 'the run is stuck after 15 s').unref()),
     ]);
     assert.deepEqual(result, { cached: ['small'], failed: ['big'] });
-    assert.equal(await cache.isCached('small'), true);
+    assert.equal(await cache.driver.isCached('small'), true);
     assert.match(prefetcher.errors().big?.error ?? '', /not cached|could not store/i);
   });
 });

@@ -36,7 +36,7 @@ export function registerClear(program: Command, ctx: CliContext): void {
             parts.push(plural(await cache.deleteAllCachedImages(), 'cached image'));
           }
           if (options.target !== 'cache') {
-            parts.push(plural(await cache.deleteAllQueuedImages(), 'queued image'));
+            parts.push(plural(await cache.driver.deleteAllQueuedImages(), 'queued image'));
           }
           ctx.out(`removed ${parts.join(' and ')}`);
           return EXIT.ok;

@@ -46,10 +46,10 @@ async function deleteLocal(ctx: CliContext, cache: ImageCache, ids: readonly str
   // `check` refused every other driver before the cache was opened; this only guards against a new factory.
   if (cluster && !store) throw new CliUsageError(NEEDS_POSTGRES);
   for (const id of ids) {
-    const wasCached = await cache.isCached(id);
-    const wasQueued = await cache.isQueued(id);
+    const wasCached = await cache.driver.isCached(id);
+    const wasQueued = await cache.driver.isQueued(id);
     await cache.deleteCachedImage(id);
-    await cache.deleteQueuedImage(id);
+    await cache.driver.deleteQueuedImage(id);
     const what = [wasCached ? 'cached image' : null, wasQueued ? 'queue entry' : null].filter(Boolean);
     if (what.length === 0) ctx.out(`nothing to delete for ${id}: it is neither cached nor queued`);
     else ctx.out(`deleted ${id} (${what.join(' and ')})`);

@@ -50,7 +50,7 @@ export function registerImport(program: Command, ctx: CliContext): void {
           progress?.stop();
         }
         if (!cached) throw new CliFailure(await whyNotImported(cache, id));
-        ctx.out(`cached ${id}: ${formatBytes(await cache.getImageSize(id))}`);
+        ctx.out(`cached ${id}: ${formatBytes(await cache.driver.getImageSize(id))}`);
         return EXIT.ok;
       });
     });
@@ -99,7 +99,7 @@ export function parseExpected(options: ImportOptions): ExpectedImage {
 
 /** `cacheImageFile` returned false: it read nothing because the image is cached or being cached. */
 async function whyNotImported(cache: ImageCache, id: string): Promise<string> {
-  if (await cache.isCached(id)) {
+  if (await cache.driver.isCached(id)) {
     return `image ${id} is already cached; nothing was imported (run \`imgcache delete ${id}\` first to replace it)`;
   }
   return (

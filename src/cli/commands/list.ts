@@ -25,8 +25,8 @@ export function registerList(program: Command, ctx: CliContext): void {
     .action(async (options: ListOptions, command: Command) => {
       ctx.exitCode = await ctx.withTarget(command, {}, {
         local: async (cache) => {
-          const cached = await cache.getCachedImages();
-          const queued = await cache.getQueuedImages();
+          const cached = await cache.driver.getCachedImages();
+          const queued = await cache.driver.getQueuedImages();
           if (options.json) ctx.out(JSON.stringify(toGlanceCacheListing(cached, queued)));
           else ctx.out(renderCacheTable(cached, queued));
           return EXIT.ok;

@@ -18,7 +18,7 @@ export function registerPrune(program: Command, ctx: CliContext): void {
       ctx.exitCode = await ctx.withTarget(command, {}, {
         local: async (cache) => {
           const result = await cache.prune();
-          const remaining = await cache.getCacheSize();
+          const remaining = await cache.driver.getCacheSize();
           ctx.out(
             `pruned ${plural(result.filesPruned, 'image')}, ${formatBytes(result.bytesPruned)}; ` +
               `cache size is now ${formatBytes(remaining)} of at most ${formatBytes(cache.maxSize)}`,

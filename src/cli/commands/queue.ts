@@ -19,7 +19,7 @@ export function registerQueue(program: Command, ctx: CliContext): void {
       ctx.exitCode = await ctx.withTarget(command, { ids }, {
         local: async (cache) => {
           for (const id of ids) {
-            if (await cache.queueImage(id)) ctx.out(`queued ${id}`);
+            if (await cache.driver.queueImage(id)) ctx.out(`queued ${id}`);
             else ctx.out(`not queued ${id}: ${await whyNotQueued(cache, id)}`);
           }
           return EXIT.ok;
@@ -31,9 +31,9 @@ export function registerQueue(program: Command, ctx: CliContext): void {
 
 /** Why `queueImage` said no. Asked afterwards, so a concurrent change can make it "changed meanwhile". */
 async function whyNotQueued(cache: ImageCache, id: string): Promise<string> {
-  if (await cache.isCached(id)) return 'already cached';
+  if (await cache.driver.isCached(id)) return 'already cached';
   if (await cache.driver.isBeingCached(id)) return 'already being cached';
-  if (await cache.isQueued(id)) return 'already queued';
+  if (await cache.driver.isQueued(id)) return 'already queued';
   return 'its state changed while it was being queued (run list to see it)';
 }
 
