@@ -1,10 +1,20 @@
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+import { drainedOrClosed } from '../streams/drained.js';
+import { cancelTransfer, flushed, plainSocketOf, type SendfileSocket, startTransfer } from '../streams/sendfile.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import { CHUNK_SIZE } from '../drivers/file-handles.js';
 import type { Fill, FillConsumer } from './fill.js';
 
 /** Finds or starts another fill of the same image, for a follower whose fill failed before sending it a byte. */
 export type RetryFill = () => Promise<Fill>;
+
+/**
+ * While the fill still writes its file, a consumer that has caught up waits for this much on disk before the next
+ * sendfile, or for SENDFILE_WAIT_MS, whichever comes first: a transfer is a thread, and one per origin chunk
+ * (64 KiB) would cost more than it saves, while a slow origin must not hold bytes back from the client.
+ */
+const SENDFILE_STEP = 2 << 20;
+const SENDFILE_WAIT_MS = 10;
 
 /**
  * One consumer's view of a {@link Fill}: a Readable that starts at byte 0 whenever it joins, reads what the fill
@@ -38,6 +48,99 @@ export class FillReader extends Readable implements FillConsumer {
   activate(): void {
     this.#active = true;
     if (this.#wanted) this.#pumpSafely();
+  }
+
+  /**
+   * Sends the image to `out` (an HTTP response) instead of being read as a stream: the bytes the fill has on disk
+   * go by sendfile(2) from its file when `out` is a plain TCP socket (no copy and no socket write on the main
+   * thread: what lets one fill feed many clients), the rest (a bypass, a fill that stopped spooling) is written
+   * from the fill's memory. Same rules as the stream: only released bytes, a follower that got nothing retries
+   * once, a failure destroys `out` (the client sees a short body, never a wrong one). Resolves true when every
+   * byte went out; the caller ends `out`. Never rejects.
+   */
+  async writeTo(out: Writable & { flushHeaders?: () => void }): Promise<boolean> {
+    this.#active = false; // the stream side stays idle: nothing reads it
+    // Failures go to `out` here; the stream's own 'error' (from destroy(error) in #retryOrFail) has no reader.
+    this.on('error', () => {});
+    const target = plainSocketOf(out);
+    let unflushed = true; // bytes written to `out` that sendfile must come after (at first, the response head)
+    let waitingSince: number | null = null; // bytes are on disk, fewer than a step: since when
+    try {
+      while (!out.destroyed && !this.destroyed) {
+        const fill = this.#fill;
+        const released = fill.released;
+        if (this.position < released) {
+          const onDisk = Math.min(fill.fileLimit, released) - this.position;
+          const fd = fill.readFd;
+          if (target && fd !== null && onDisk > 0) {
+            if (onDisk < SENDFILE_STEP && fill.spooling && !fill.done) {
+              waitingSince ??= performance.now();
+              const left = SENDFILE_WAIT_MS - (performance.now() - waitingSince);
+              if (left > 0) {
+                await this.#progressOrClose(out, left);
+                continue;
+              }
+            }
+            waitingSince = null;
+            if (unflushed && !(await flushed(out, target))) return false;
+            unflushed = false;
+            const sent = await this.#sendfile(target, fd, onDisk);
+            fill.consumed();
+            if (!sent) return false;
+            continue;
+          }
+          const chunk = await fill.readAt(this.position, Math.min(CHUNK_SIZE, released - this.position));
+          this.position += chunk.length;
+          fill.consumed();
+          unflushed = true;
+          if (!out.write(chunk)) await drainedOrClosed(out);
+          continue;
+        }
+        if (fill.done) return true;
+        if (fill.error) {
+          if (!(await this.#retryOrFail(fill.error))) {
+            out.destroy(fill.error);
+            return false;
+          }
+          continue;
+        }
+        await this.#progressOrClose(out);
+      }
+      return false;
+    } catch (error) {
+      out.destroy(error as Error);
+      return false;
+    } finally {
+      this.destroy();
+    }
+  }
+
+  /** Sends `length` bytes from the position by sendfile; false when the client left first. */
+  async #sendfile(target: SendfileSocket, fd: number, length: number): Promise<boolean> {
+    const transfer = startTransfer(target, fd, this.position, length);
+    try {
+      const outcome = await transfer.done;
+      this.position += outcome.bytes;
+      return outcome.complete;
+    } finally {
+      await cancelTransfer(transfer);
+    }
+  }
+
+  /** Waits for the fill's next progress, for `out` to close, or (with `ms`) that long. */
+  #progressOrClose(out: Writable, ms?: number): Promise<void> {
+    const fill = this.#fill;
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(() => done(), ms);
+      const done = () => {
+        clearTimeout(timer);
+        fill.off('progress', done);
+        out.off('close', done);
+        resolve();
+      };
+      fill.on('progress', done);
+      out.on('close', done);
+    });
   }
 
   override _read(): void {

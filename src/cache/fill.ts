@@ -180,6 +180,19 @@ export class Fill extends FillState {
     await this.#pump(this.#origin);
   }
 
+  /**
+   * The fd of the fill's file, open for reading while any consumer is attached (sendfile reads it); null when the
+   * fill has no file (a bypass, or it failed to open one). Bytes below `fileLimit` are in it.
+   */
+  get readFd(): number | null {
+    return this.#readFile?.fd ?? null;
+  }
+
+  /** The fill still writes its file: `fileLimit` grows with `received`. */
+  get spooling(): boolean {
+    return this.#spool !== null;
+  }
+
   /** Reads up to `length` bytes at `position` (below `released`) from memory if it is there, else from the file. */
   async readAt(position: number, length: number): Promise<Buffer> {
     const inMemory = this.#memory.readAt(position, length);

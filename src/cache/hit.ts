@@ -68,7 +68,7 @@ export class CacheHit {
   }
 
   /**
-   * Writes the bytes to `out` (an HTTP response whose head is written or pending) and ends it: by sendfile(2)
+   * Writes the bytes to `out` (an HTTP response whose head is written or pending; the caller ends it): by sendfile(2)
    * when `out` is a plain TCP response and the addon is built (streams/sendfile.ts), else from pooled buffers. Resolves `true`
    * when every byte went out, `false` when the client left first or the file failed (then `out` is destroyed,
    * so the client sees a short body, never a wrong one). Never rejects: a read error is logged here.
@@ -98,7 +98,6 @@ export class CacheHit {
       out.destroy(error as Error);
     }
     await this.#finish(complete);
-    if (complete) out.end();
     return complete;
   }
 

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Driver, ImageReader } from '../drivers/driver.js';
 import { FillAbortedError, ImageNotCachedError, NotCachedError } from '../errors.js';
@@ -36,19 +36,27 @@ export interface FetchResult {
   size: number | null;
   /**
    * The image. Consume it or destroy it: it holds a file descriptor until then. For a hit, reading this property
-   * opens the stream: use either `stream` or `hit`, once.
+   * opens the stream: use either `stream` or `body`, once.
    */
   stream: Readable;
-  /** A hit from the cached file: `hit.writeTo(response)` is the fast way to send it (pooled buffers). */
-  hit?: CacheHit;
+  /**
+   * The same bytes for a writer that can take them directly: `body.writeTo(response)` sends a hit or a fill's
+   * file by sendfile(2) (or pooled writes), with no stream in between. Absent for bodies that are only a stream.
+   */
+  body?: DirectBody;
 }
 
-/** A hit's result: its stream is only made when asked for, so `hit.writeTo` can send it instead. */
+/** A body that writes itself to a response ({@link CacheHit}, {@link FillReader}); true when all of it went. */
+export interface DirectBody {
+  writeTo(out: Writable): Promise<boolean>;
+}
+
+/** A hit's result: its stream is only made when asked for, so `body.writeTo` can send it instead. */
 export function hitResult(status: CacheStatus, hit: CacheHit): FetchResult {
   return {
     status,
     size: hit.size,
-    hit,
+    body: hit,
     get stream() {
       return hit.stream();
     },
@@ -131,7 +139,7 @@ export class ReadThrough {
     }
     reader.activate();
     if (!leader) this.#stats.requests.COALESCED += 1;
-    return { status: leader ? fill.status : 'COALESCED', size: fill.size, stream: reader };
+    return { status: leader ? fill.status : 'COALESCED', size: fill.size, stream: reader, body: reader };
   }
 
   /**

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { CLUSTER_SECRET_HEADER, PEER_IMAGE_PATH, secretMatches } from '../cluster/peer.js';
 import { ForbiddenError } from '../errors.js';
 import type { AppDeps } from './app.js';
-import { sendHit } from './send-hit.js';
+import { sendDirect } from './send-direct.js';
 
 interface ImageParams {
   imageId: string;
@@ -22,6 +22,6 @@ export function registerClusterApi(app: FastifyInstance, deps: AppDeps): void {
       throw new ForbiddenError('the intra-cluster API needs the cluster secret');
     }
     const hit = await deps.cache.openForPeer(request.params.imageId);
-    return sendHit(reply.type('application/octet-stream').header('content-length', hit.size), hit);
+    return sendDirect(reply.type('application/octet-stream').header('content-length', hit.size), hit);
   });
 }

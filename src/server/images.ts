@@ -10,7 +10,7 @@ import { cutRange } from '../streams/slice.js';
 import { parseRange } from './range.js';
 import { RangeWarmer } from './range-warm.js';
 import { FirstOpens, type SharedOpen } from './first-open.js';
-import { sendHit } from './send-hit.js';
+import { sendDirect } from './send-direct.js';
 import { type ConfirmedRecords, isUnreachable } from './stale.js';
 
 interface ImageParams {
@@ -217,7 +217,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
     if (length !== null) reply.header('content-length', length);
     // Glance's header: the hex MD5 of the whole image, only when there is one (bug 1591004), never on a 206.
     if (image.checksum && reply.statusCode !== 206) reply.header('content-md5', image.checksum);
-    return result.hit ? sendHit(reply, result.hit) : reply.send(result.stream);
+    return result.body ? sendDirect(reply, result.body) : reply.send(result.stream);
   }
 
   app.get<{ Params: ImageParams }>('/v2/images/:imageId/file', async (request, reply) => {

@@ -17,38 +17,6 @@ interface SendfileBinding {
   cancel(job: object): void;
 }
 
-/** One sendfile job on its own thread: `done` says how many bytes went out and whether that was all of them. */
-function transfer(
-  native: SendfileBinding,
-  socket: Socket,
-  socketFd: number,
-  fileFd: number,
-  start: number,
-  length: number,
-  paused: boolean,
-): { job: object; done: Promise<SendOutcome> } {
-  let settle!: (outcome: SendOutcome) => void;
-  let fail!: (error: Error) => void;
-  const done = new Promise<SendOutcome>((resolve, reject) => {
-    settle = resolve;
-    fail = reject;
-  });
-  done.catch(() => {}); // awaited by the caller, possibly later than it settles
-  const onClose = () => native.cancel(job);
-  const job = native.start(socketFd, fileFd, start, length, paused, (errno, sent, truncated) => {
-    socket.off('close', onClose);
-    if (truncated) {
-      fail(new Error(`short read at byte ${start + sent} of a cached file: it was truncated while being served`));
-    } else if (errno === null || GONE.has(errno) || socket.destroyed) {
-      settle({ complete: errno === null && sent === length && !socket.destroyed, bytes: sent });
-    } else {
-      fail(Object.assign(new Error(`sendfile failed with errno ${errno}`), { errno }));
-    }
-  });
-  socket.once('close', onClose);
-  return { job, done };
-}
-
 function loadBinding(): SendfileBinding | null {
   if (process.platform !== 'linux') return null;
   try {
@@ -72,22 +40,85 @@ const NOTHING = Buffer.alloc(0);
 /** errnos of a client that went away: the transfer ends, nothing failed on our side. */
 const GONE = new Set([32 /* EPIPE */, 104 /* ECONNRESET */, 110 /* ETIMEDOUT */]);
 
+/** A plain TCP socket the kernel can write a file to, and its fd. */
+export interface SendfileSocket {
+  readonly socket: Socket;
+  readonly fd: number;
+}
+
 /**
  * The socket under `out` when the kernel can write to it directly: a plain TCP socket (TLS encrypts in user
  * space) whose fd libuv exposes. Null when there is none: the caller writes through the stream instead.
  */
-export function plainSocketOf(out: Writable): Socket | null {
+export function plainSocketOf(out: Writable): SendfileSocket | null {
   const socket = (out as Writable & { socket?: Socket | null }).socket;
   if (!binding || !socket || 'encrypted' in socket) return null;
   // `_handle.fd` is libuv's fd of a TCP handle: not public API, so it is checked rather than trusted.
-  const handle = (socket as unknown as { _handle?: { fd?: unknown } })._handle;
-  return handle && typeof handle.fd === 'number' && handle.fd >= 0 ? socket : null;
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? { socket, fd } : null;
+}
+
+/**
+ * Waits until everything written to `out` so far (the response head, earlier chunks) is in the kernel, so bytes
+ * sendfile writes to the socket come after them. Resolves false when the socket went away meanwhile.
+ */
+export async function flushed(out: Writable & { flushHeaders?: () => void }, target: SendfileSocket): Promise<boolean> {
+  out.flushHeaders?.();
+  // Writes on a socket complete in order: once an empty one has, everything before it is in the kernel.
+  await new Promise<void>((resolve) => target.socket.write(NOTHING, () => resolve()));
+  return !target.socket.destroyed;
+}
+
+/** One sendfile job on its own thread: `done` says how many bytes went out and whether that was all of them. */
+export interface Transfer {
+  readonly job: object;
+  readonly done: Promise<SendOutcome>;
+}
+
+/**
+ * Starts sending `length` bytes at `start` of `fileFd` to the socket (after {@link flushed}). The job holds dups
+ * of both fds, so the caller may close its file at once. A paused job waits for {@link resumeTransfer}. A socket
+ * that closes cancels the job; `done` rejects only for a truncated file or a socket error that is not the
+ * client leaving.
+ */
+export function startTransfer(target: SendfileSocket, fileFd: number, start: number, length: number, paused = false): Transfer {
+  const native = binding as SendfileBinding;
+  const { socket } = target;
+  let settle!: (outcome: SendOutcome) => void;
+  let fail!: (error: Error) => void;
+  const done = new Promise<SendOutcome>((resolve, reject) => {
+    settle = resolve;
+    fail = reject;
+  });
+  done.catch(() => {}); // awaited by the caller, possibly later than it settles
+  const onClose = () => native.cancel(job);
+  const job = native.start(target.fd, fileFd, start, length, paused, (errno, sent, truncated) => {
+    socket.off('close', onClose);
+    if (truncated) {
+      fail(new Error(`short read at byte ${start + sent} of a cached file: it was truncated while being served`));
+    } else if (errno === null || GONE.has(errno) || socket.destroyed) {
+      settle({ complete: errno === null && sent === length && !socket.destroyed, bytes: sent });
+    } else {
+      fail(Object.assign(new Error(`sendfile failed with errno ${errno}`), { errno }));
+    }
+  });
+  socket.once('close', onClose);
+  return { job, done };
+}
+
+export function resumeTransfer(transfer: Transfer): void {
+  (binding as SendfileBinding).resume(transfer.job);
+}
+
+/** Stops a transfer at its next wake-up (a no-op once it ended) and waits for its thread to let go. */
+export async function cancelTransfer(transfer: Transfer): Promise<void> {
+  (binding as SendfileBinding).cancel(transfer.job);
+  await transfer.done.catch(() => {});
 }
 
 /**
  * Sends bytes `start..end` of the open file `fileFd` to the socket of `out` with sendfile(2): no copy through user
- * space and no JavaScript per chunk. The response's head is flushed first and the socket's own queue drained,
- * so the bytes follow it in order; `beforeLast` runs before the last MiB goes out (as in sendFileRange). The
+ * space and no JavaScript per chunk. `beforeLast` runs before the last MiB goes out (as in sendFileRange). The
  * caller ends `out` afterwards as after any body. Rejects when the file is shorter than the range or the socket
  * fails for a reason other than the client leaving.
  */
@@ -95,27 +126,20 @@ export async function sendFileBySendfile(
   fileFd: number,
   range: { start: number; end: number },
   out: Writable & { flushHeaders?: () => void },
-  socket: Socket,
+  target: SendfileSocket,
   beforeLast: () => Promise<void>,
 ): Promise<SendOutcome> {
-  const native = binding as SendfileBinding;
   const total = range.end - range.start + 1;
-  out.flushHeaders?.();
-  // Writes on a socket complete in order: once an empty one has, the head and anything before it are in the kernel.
-  await new Promise<void>((resolve) => socket.write(NOTHING, () => resolve()));
-  if (socket.destroyed) return { complete: false, bytes: 0 };
+  if (!(await flushed(out, target))) return { complete: false, bytes: 0 };
   const lastStart = Math.max(range.start, range.end + 1 - LAST_PART);
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return { complete: false, bytes: 0 };
   // Both parts start now, so both hold their own dup of the file: `beforeLast` may close the caller's fd (the
   // hit's record closes the file) before the last part is sent. The last part waits until it is resumed.
-  const body = transfer(native, socket, fd, fileFd, range.start, lastStart - range.start, false);
-  let last: ReturnType<typeof transfer>;
+  const body = startTransfer(target, fileFd, range.start, lastStart - range.start);
+  let last: Transfer;
   try {
-    last = transfer(native, socket, fd, fileFd, lastStart, range.end + 1 - lastStart, true);
+    last = startTransfer(target, fileFd, lastStart, range.end + 1 - lastStart, true);
   } catch (error) {
-    native.cancel(body.job); // no thread for the last part (out of fds): the first must not run on alone
-    await body.done.catch(() => {});
+    await cancelTransfer(body); // no thread for the last part (out of fds): the first must not run on alone
     throw error;
   }
   let bytes = 0;
@@ -124,13 +148,12 @@ export async function sendFileBySendfile(
     bytes += sent.bytes;
     if (!sent.complete) return { complete: false, bytes };
     await beforeLast();
-    native.resume(last.job);
+    resumeTransfer(last);
     const rest = await last.done;
     bytes += rest.bytes;
     if (!rest.complete) return { complete: false, bytes };
   } finally {
-    native.cancel(last.job); // a no-op once it ran; otherwise it lets its thread go
-    await last.done.catch(() => {});
+    await cancelTransfer(last); // a no-op once it ran; otherwise it lets its thread go
   }
-  return { complete: bytes === total && !socket.destroyed, bytes };
+  return { complete: bytes === total && !target.socket.destroyed, bytes };
 }
