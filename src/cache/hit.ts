@@ -12,6 +12,27 @@ import type { CacheStats } from './stats.js';
 const RECORD_WAIT_MS = 2000;
 
 /**
+ * Who is told about a hit stream: the image is in use from `acquire` until `release`, which also says how many
+ * bytes were read. In the process that owns the cache that is admission and the stats ({@link hitTally}); in a
+ * `workers` process it is the owner, over IPC.
+ */
+export interface HitTally {
+  acquire(imageId: string): void;
+  release(imageId: string, bytesRead: number): void;
+}
+
+/** The owner's tally: admission keeps the image from eviction, the stats count the bytes served. */
+export function hitTally(admission: Admission, stats: CacheStats): HitTally {
+  return {
+    acquire: (imageId) => admission.acquire(imageId),
+    release: (imageId, bytesRead) => {
+      stats.bytesFromCache += bytesRead;
+      admission.release(imageId);
+    },
+  };
+}
+
+/**
  * The stream of a cache hit. The image is in use (never evicted) until the stream ends or is destroyed.
  *
  * The hit counts when the file was read to the end (Glance's rule: an aborted read counts nothing), and it is
@@ -23,24 +44,20 @@ const RECORD_WAIT_MS = 2000;
  * most 1 MiB): a client that disconnects while receiving the very last chunk is counted.
  */
 export function streamHit(
-  reader: ImageReader,
-  admission: Admission,
-  stats: CacheStats,
+  reader: Pick<ImageReader, 'imageId' | 'createReadStream' | 'complete' | 'close'>,
+  tally: HitTally,
   logger: Logger,
   options: { recordHit: boolean } = { recordHit: true },
 ): Readable {
   const { imageId } = reader;
-  admission.acquire(imageId);
+  tally.acquire(imageId);
   const file = reader.createReadStream() as Readable & { bytesRead: number };
   let done: Promise<void> | undefined;
   /** Closes the file once, recording the hit or not; never rejects (a hit that cannot be recorded is logged). */
   const finish = (complete: boolean): Promise<void> =>
     (done ??= (complete && options.recordHit ? reader.complete() : reader.close())
       .catch((error: unknown) => logger.warn({ imageId, err: error }, 'could not record the hit'))
-      .finally(() => {
-        stats.bytesFromCache += file.bytesRead;
-        admission.release(imageId);
-      }));
+      .finally(() => tally.release(imageId, file.bytesRead)));
 
   let held: Buffer | null = null;
   const out = new Transform({

@@ -5,7 +5,8 @@ import { Admission } from './admission.js';
 import type { ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
-import { streamHit } from './hit.js';
+import { hitTally, streamHit } from './hit.js';
+import { type HitLease, leaseHit } from './hit-lease.js';
 import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
 import type { Range } from './range-read.js';
@@ -124,8 +125,13 @@ export class ImageCache {
    */
   async streamForPeer(imageId: string): Promise<{ stream: Readable; size: number }> {
     const reader = await this.driver.openForRead(imageId);
-    const stream = streamHit(reader, this.#admission, this.stats, this.#logger, { recordHit: false });
+    const stream = streamHit(reader, hitTally(this.#admission, this.stats), this.#logger, { recordHit: false });
     return { stream, size: reader.size };
+  }
+
+  /** A hit streamed by another process (a `workers` process): see {@link leaseHit}. Null when not cached. */
+  leaseHit(imageId: string): Promise<HitLease | null> {
+    return leaseHit(this.driver, this.#admission, this.stats, this.#logger, imageId);
   }
 
   /** Re-hashes every cached image against its recorded digests; see {@link verifyCache}. */

@@ -7,7 +7,7 @@ import { checkHashAlgorithm, type ExpectedImage } from './digest.js';
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import type { HashPool } from './hash-pool.js';
-import { streamHit } from './hit.js';
+import { hitTally, streamHit } from './hit.js';
 import type { InFlight } from './inflight.js';
 import { type Range, type RangeOpener, rangeFromCache, rangeFromFill, rangeFromOrigin } from './range-read.js';
 import type { CacheStats, CacheStatus } from './stats.js';
@@ -285,7 +285,7 @@ export class ReadThrough {
       return null;
     }
     this.#stats.requests.HIT += 1;
-    return { status: 'HIT', size: reader.size, stream: streamHit(reader, this.#admission, this.#stats, this.#logger) };
+    return { status: 'HIT', size: reader.size, stream: streamHit(reader, hitTally(this.#admission, this.#stats), this.#logger) };
   }
 
   /** Deletes the cached copy of an already validated id, through admission (it subtracts the size once). */

@@ -1,0 +1,122 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Logger } from 'pino';
+import { ConfigError } from '../../errors.js';
+import type { ServeConfig } from '../options.js';
+import { listenerTls } from '../tls.js';
+import { Forwarder } from './forward.js';
+import { WORKER_ENV } from './ipc.js';
+import { OwnerLink } from './owner-link.js';
+import { hitCandidate, serveHit } from './worker-hit.js';
+
+/** fastify's defaults, so a connection to a worker behaves as one to the single-process server. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
+const ROUTE = '/v2/images/:imageId/file';
+
+/**
+ * The life of one HTTP worker of `workers = N` (a node:cluster worker running `imgcache serve`): it listens on
+ * `bind_host:bind_port` (node:cluster shares the port between the workers; TLS is terminated here), serves hits
+ * of cached images itself when the owner allows it (`worker-hit.ts`) and forwards every other request to the
+ * owner (`forward.ts`). It opens no cache, no origin and no store: the owner owns them all.
+ *
+ * It stops on the owner's `drain` (and on SIGTERM/SIGINT, which a terminal sends the whole process group):
+ * no new connections, running requests get `shutdown_timeout` seconds, then it exits. It exits at once when the
+ * owner is gone (the IPC channel closed): nothing is left to forward to.
+ */
+export async function runWorker(config: ServeConfig, logger: Logger): Promise<void> {
+  const socketPath = process.env[WORKER_ENV.socket];
+  if (!socketPath || !process.send) throw new ConfigError('a workers process was started without its owner');
+  const hits = process.env[WORKER_ENV.hits] === '1';
+  const log = logger.child({ worker: process.pid });
+  const tls = listenerTls(config.server);
+  const forwarder = new Forwarder(socketPath, tls ? 'https' : 'http');
+  let server: Server | HttpsServer | undefined;
+  let draining: Promise<void> | undefined;
+  const drain = () =>
+    (draining ??= new Promise<void>((done) => {
+      if (!server) return done();
+      const listening = server;
+      log.info('worker draining: no new connections; waiting for running downloads');
+      // Idle kept-alive connections are closed as soon as their response is done, so the drain ends with them.
+      const idle = setInterval(() => listening.closeIdleConnections(), 100);
+      const deadline = setTimeout(() => listening.closeAllConnections(), config.server.shutdown_timeout * 1000);
+      listening.close(() => {
+        clearInterval(idle);
+        clearTimeout(deadline);
+        done();
+      });
+    }).then(() => {
+      forwarder.close();
+      process.exit(0);
+    }));
+  const link = new OwnerLink((command) => {
+    if (command.type === 'drain') void drain(); // never rejects: the chain ends in process.exit
+    else if (command.type === 'reload-tls') reload();
+  });
+  const reload = () => {
+    try {
+      const fresh = listenerTls(config.server);
+      if (fresh && server && 'setSecureContext' in server) server.setSecureContext(fresh);
+    } catch (error) {
+      log.error({ err: error }, 'TLS reload failed: the previous certificate stays in force');
+    }
+  };
+  process.once('disconnect', () => {
+    log.warn('the owner process is gone: exiting');
+    process.exit(1);
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void drain());
+  process.on('SIGHUP', () => {}); // the owner re-reads TLS and tells us; a terminal's hangup must not kill us
+
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    const imageId = hits ? hitCandidate(req) : null;
+    if (imageId === null) {
+      forwarder.forward(req, res);
+      return;
+    }
+    const started = performance.now();
+    serveHit(imageId, req, res, link, log).then(
+      (served) => {
+        if (!served) {
+          forwarder.forward(req, res);
+          return;
+        }
+        res.once('close', () => answered(link, log, req, res, started));
+      },
+      (error: unknown) => {
+        log.warn({ err: error, imageId }, 'a hit could not be served by this worker: forwarding it');
+        if (res.headersSent) res.destroy();
+        else forwarder.forward(req, res);
+      },
+    );
+  };
+  server = tls ? createHttpsServer(tls, handle) : createServer(handle);
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.requestTimeout = 0;
+  const listening = server;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      listening.once('error', reject);
+      listening.listen({ host: config.server.bind_host, port: config.server.bind_port }, () => {
+        listening.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    // The owner reports why and stops; this worker has nothing to serve.
+    link.notify({ type: 'failed', message: (error as Error).message });
+    process.disconnect();
+    throw error;
+  }
+}
+
+/** The request line of a hit this worker served, as the app writes it, and its latency for /metrics. */
+function answered(link: OwnerLink, log: Logger, req: IncomingMessage, res: ServerResponse, started: number): void {
+  const seconds = (performance.now() - started) / 1000;
+  const status = res.statusCode;
+  log.info(
+    { method: req.method, path: req.url, status, cache: 'HIT', ms: Math.round(seconds * 1000), complete: res.writableFinished },
+    'request',
+  );
+  link.notify({ type: 'observe', method: req.method ?? 'GET', route: ROUTE, status, seconds });
+}
