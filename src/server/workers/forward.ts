@@ -67,5 +67,5 @@ export class Forwarder {
   }
 }
 
-const DROPPED_REQUEST: ReadonlySet<string> = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto']);
+const DROPPED_REQUEST: ReadonlySet<string> = new Set(['expect', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto']);
 const NONE: ReadonlySet<string> = new Set();
