@@ -163,6 +163,23 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
         .map((line) => (JSON.parse(line) as { pid: number }).pid),
     );
     assert.ok([...servedBy].every((pid) => workers.includes(pid)), 'hits are answered by worker processes');
+    // ...without opening the store: the owner alone holds cache.db (and runs the prefetcher, pruner and cleaner).
+    for (const pid of workers) {
+      const fds = await readdir(`/proc/${pid}/fd`);
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+      assert.ok(!targets.some((target) => target.includes('cache.db')), `worker ${pid} opened the store`);
+    }
+    // A range goes to the owner with its headers, and comes back as the owner answered it.
+    const ranged = await new Promise<{ status: number; range: string | undefined; body: Buffer }>((resolve, reject) => {
+      get(url, { agent: false, headers: { range: 'bytes=100-1123' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, range: res.headers['content-range'], body: Buffer.concat(chunks) }));
+      }).once('error', reject);
+    });
+    assert.equal(ranged.status, 206);
+    assert.equal(ranged.range, `bytes 100-1123/${image.length}`);
+    assert.ok(ranged.body.equals(image.subarray(100, 1124)));
   });
 
   it('authenticates and applies policy to a hit as the app does (401 without a token, 403 by policy, 200 HIT)', async (t) => {

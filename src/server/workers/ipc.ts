@@ -14,6 +14,8 @@ export type WorkerMessage =
   | { type: 'record'; seq: number; lease: number }
   /** Done with lease `lease` after `bytesRead` bytes (the image may be evicted again). */
   | { type: 'end'; lease: number; bytesRead: number }
+  /** Draining: this worker's listener is closed (it accepts no new connection; running requests go on). */
+  | { type: 'closed' }
   /** This worker cannot listen (`message` says why); it exits next. */
   | { type: 'failed'; message: string }
   /** A request this worker answered itself, for `imgcache_http_request_duration_seconds`. */

@@ -46,7 +46,8 @@ export class LeaseDesk {
           await this.#end(msg.lease, msg.bytesRead);
           return;
         case 'failed':
-          return; // the pool reports it (pool.ts)
+        case 'closed':
+          return; // the pool's (pool.ts)
         case 'observe':
           this.#server.metrics.requestDuration.observe(
             { method: msg.method, route: msg.route, status: String(msg.status) },

@@ -1,6 +1,5 @@
 import cluster from 'node:cluster';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../options.js';
@@ -9,6 +8,7 @@ import { listenerTls } from '../tls.js';
 import { WORKER_ENV } from './ipc.js';
 import { LeaseDesk } from './leases.js';
 import { WorkerPool } from './pool.js';
+import { ownerSocketDir } from './socket-dir.js';
 
 /** What `serve` holds with `workers = N`: the public URL, the graceful stop and the TLS reload. */
 export interface RunningOwner {
@@ -34,16 +34,15 @@ const DRAIN_MARGIN_SECONDS = 5;
  * here whichever worker received it; the workers stream hits of cached images themselves under a lease from
  * here (`leases.ts`), so hits, `last_accessed` and eviction are the owner's.
  *
- * The socket lives in a fresh 0700 directory under the system's temp dir (`mkdtemp`): only this user can
- * connect (the owner trusts its callers' `X-Forwarded-*`, and a caller there would skip `ca_file`'s client
- * certificates), the path stays short (Unix sockets allow ~100 bytes) and nothing is added to the cache dir.
+ * The socket lives in a private directory (`socket-dir.ts`): only this user can connect, which matters because
+ * the owner trusts its callers' `X-Forwarded-*`, and a caller there would skip `ca_file`'s client certificates.
  */
 export async function startWithWorkers(
   config: ServeConfig,
   logger: Logger,
   options: Pick<StartServerOptions, 'now'> = {},
 ): Promise<RunningOwner> {
-  const dir = await mkdtemp(join(tmpdir(), 'imgcache-'));
+  const dir = await ownerSocketDir();
   const socket = join(dir, 'owner.sock');
   let server: RunningServer;
   try {
@@ -81,8 +80,9 @@ export async function startWithWorkers(
     workerPids: () => pool.pids,
     close: () =>
       (closing ??= (async () => {
-        logger.info('shutting down: the workers drain, then the owner stops');
-        await pool.drain();
+        // The single-process line ("shutting down: no new connections") is logged once it is true for every worker.
+        logger.info('stopping: the workers close their listeners, then drain; then the owner stops');
+        await pool.drain(() => logger.info('shutting down: no new connections; waiting for running downloads'));
         await server.close();
         await rm(dir, { recursive: true, force: true });
       })()),

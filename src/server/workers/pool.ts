@@ -33,6 +33,8 @@ export class WorkerPool {
   readonly #options: PoolOptions;
   readonly #workers = new Map<number, { worker: Worker; startedAt: number }>();
   #draining = false;
+  /** Until every first worker listens: an exit then fails the start (no replacement). */
+  #starting = true;
   #backoffMs = BACKOFF_MIN_MS;
   #respawn: NodeJS.Timeout | undefined;
 
@@ -50,6 +52,7 @@ export class WorkerPool {
     cluster.on('exit', (worker, code, signal) => this.#exited(worker, code, signal));
     try {
       const ports = await Promise.all(Array.from({ length: this.#options.count }, () => this.#fork()));
+      this.#starting = false;
       return ports[0] as number;
     } catch (error) {
       await this.drain(); // the ones that did start go again; the owner then stops
@@ -62,8 +65,12 @@ export class WorkerPool {
     for (const { worker } of this.#workers.values()) if (worker.isConnected()) worker.send(message);
   }
 
-  /** No more replacements; every worker drains and exits (killed after `drainSeconds`). */
-  async drain(): Promise<void> {
+  /**
+   * No more replacements; every worker drains and exits (killed after `drainSeconds`). `onListenersClosed` is
+   * called once no worker accepts connections any more (each closed its listener, or is gone): from then on a
+   * new connection is refused, as the single-process server refuses it once it logged its shutdown.
+   */
+  async drain(onListenersClosed: () => void = () => {}): Promise<void> {
     this.#draining = true;
     clearTimeout(this.#respawn);
     const running = [...this.#workers.values()].map(({ worker }) => worker);
@@ -71,6 +78,13 @@ export class WorkerPool {
       if (worker.isDead()) return done();
       worker.once('exit', () => done());
     }));
+    const closed = running.map((worker, index) => new Promise<void>((done) => {
+      void exits[index]!.then(done); // never rejects
+      worker.on('message', (message: unknown) => {
+        if (isMessage(message) && message.type === 'closed') done();
+      });
+    }));
+    void Promise.all(closed).then(onListenersClosed); // never rejects: onListenersClosed only logs
     for (const worker of running) if (worker.isConnected()) worker.send({ type: 'drain' } satisfies OwnerMessage);
     const late = setTimeout(() => {
       for (const worker of running) if (!worker.isDead()) worker.process.kill('SIGKILL');
@@ -118,7 +132,7 @@ export class WorkerPool {
     this.#workers.delete(worker.id);
     const { desk, logger } = this.#options;
     desk.dropWorker(worker.id).catch((error: unknown) => logger.error({ err: error }, 'ending a dead worker\'s leases failed'));
-    if (this.#draining) return;
+    if (this.#draining || this.#starting) return;
     const quick = Date.now() - entry.startedAt < QUICK_DEATH_MS;
     this.#backoffMs = quick ? Math.min(this.#backoffMs * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
     const delay = quick ? this.#backoffMs : 0;

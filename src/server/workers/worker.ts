@@ -27,14 +27,18 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
   const socketPath = process.env[WORKER_ENV.socket];
   if (!socketPath || !process.send) throw new ConfigError('a workers process was started without its owner');
   const hits = process.env[WORKER_ENV.hits] === '1';
-  const log = logger.child({ worker: process.pid });
+  // No extra bindings: a worker's request lines are the app's (`pid` says which process wrote them).
+  const log = logger;
   const tls = listenerTls(config.server);
   const forwarder = new Forwarder(socketPath, tls ? 'https' : 'http');
   let server: Server | HttpsServer | undefined;
   let draining: Promise<void> | undefined;
   const drain = () =>
     (draining ??= new Promise<void>((done) => {
-      if (!server) return done();
+      if (!server) {
+        link.notify({ type: 'closed' });
+        return done();
+      }
       const listening = server;
       log.info('worker draining: no new connections; waiting for running downloads');
       // Idle kept-alive connections are closed as soon as their response is done, so the drain ends with them.
@@ -45,6 +49,8 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
         clearTimeout(deadline);
         done();
       });
+      // The listener is closed now (close() stops accepting at once; its callback waits for the connections).
+      link.notify({ type: 'closed' });
     }).then(() => {
       forwarder.close();
       process.exit(0);
@@ -110,12 +116,16 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
   }
 }
 
+/** Hits this worker answered, for request ids unique across the processes (fastify's are `req-N` per process). */
+let requests = 0;
+
 /** The request line of a hit this worker served, as the app writes it, and its latency for /metrics. */
 function answered(link: OwnerLink, log: Logger, req: IncomingMessage, res: ServerResponse, started: number): void {
   const seconds = (performance.now() - started) / 1000;
   const status = res.statusCode;
+  requests += 1;
   log.info(
-    { method: req.method, path: req.url, status, cache: 'HIT', ms: Math.round(seconds * 1000), complete: res.writableFinished },
+    { reqId: `req-${process.pid}-${requests}`, method: req.method, path: req.url, status, cache: 'HIT', ms: Math.round(seconds * 1000) },
     'request',
   );
   link.notify({ type: 'observe', method: req.method ?? 'GET', route: ROUTE, status, seconds });
