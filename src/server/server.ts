@@ -132,7 +132,8 @@ export async function startServer(
     if (options.privateSocket) await app.listen({ path: options.privateSocket });
     else await app.listen({ host: server.bind_host, port: server.bind_port });
     await cluster?.start();
-    return running(config, logger, { app, cache, origin, auth, policy, metrics, prefetcher, cluster });
+    const parts = { app, cache, origin, auth, policy, metrics, prefetcher, cluster };
+    return running(config, logger, parts, options.privateSocket !== undefined);
   } catch (error) {
     // Whatever was opened before the failure (a port in use, a bad cache dir) is closed again.
     await app?.close().catch(() => {});
@@ -176,7 +177,7 @@ interface Parts {
 }
 
 /** Starts the background work of a listening server and returns its handle with the graceful close. */
-function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServer {
+function running(config: ServeConfig, logger: Logger, parts: Parts, privateSocket: boolean): RunningServer {
   const { server } = config;
   const { app, cache, origin, auth, policy, metrics, prefetcher, cluster } = parts;
   const address = app.server.address();
@@ -219,7 +220,7 @@ function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServ
   };
   const reloadTls = () => {
     const listener = listenerTls(server);
-    if (!listener) return false;
+    if (!listener || privateSocket) return false; // behind workers, TLS is theirs (workers/owner.ts reloads it)
     (app.server as unknown as TlsServer).setSecureContext(listener);
     logger.info('cert_file, key_file and ca_file reloaded: new connections use them');
     return true;

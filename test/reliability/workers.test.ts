@@ -4,6 +4,7 @@ import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { createServer, get, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { runCli } from '../helpers/cli.js';
 import { listenLocal } from '../helpers/listen.js';
 import { imageBytes } from '../helpers/origin.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -293,5 +294,27 @@ describe('serve --workers 1', () => {
     assert.equal((await httpGet(url)).headers['x-cache-status'], 'HIT');
     assert.deepEqual(await childrenOf(serve.child.pid!), []);
     assert.doesNotMatch(serve.output(), /worker listening/);
+  });
+});
+
+describe('the workers option', () => {
+  it('is read from IMGCACHE_WORKERS and --workers, and a value that is not a count exits 2 naming it', async (t) => {
+    const dir = await tempDir(t);
+    const base = ['serve', '--port', '0', '--cache-dir', join(dir, 'cache'), '--origin', `directory:${dir}`];
+    const fromEnv = await runCli(base, { env: { IMGCACHE_WORKERS: 'many' } });
+    assert.equal(fromEnv.code, 2, fromEnv.stderr);
+    assert.match(fromEnv.stderr, /workers must be a whole number, 0 or more.*IMGCACHE_WORKERS/);
+    const fromFlag = await runCli([...base, '--workers', '-1']);
+    assert.equal(fromFlag.code, 2, fromFlag.stderr);
+    assert.match(fromFlag.stderr, /workers must be a whole number, 0 or more.*--workers/);
+  });
+
+  it('defaults to the number of cores', async (t) => {
+    const dir = await tempDir(t);
+    const origin = await countingOrigin(t, imageBytes(1024, 17));
+    const serve = await startServe(t, ['--cache-dir', join(dir, 'cache'), '--origin', origin.url], dir);
+    const cores = (await import('node:os')).availableParallelism();
+    if (cores > 1) assert.equal((await workersOf(serve, cores)).length, cores);
+    else assert.deepEqual(await childrenOf(serve.child.pid!), []);
   });
 });
