@@ -17,6 +17,8 @@ export class LeaseDesk {
   readonly #server: RunningServer;
   readonly #logger: Logger;
   readonly #leases = new Map<number, { workerId: number; lease: HitLease }>();
+  /** Workers that are gone: a lease granted to one after it died (its lookup was in flight) ends at once. */
+  readonly #gone = new Set<number>();
   #next = 1;
 
   constructor(server: RunningServer, logger: Logger) {
@@ -64,6 +66,7 @@ export class LeaseDesk {
 
   /** Worker `workerId` is gone: its leases end (no hit recorded for a read it did not finish). */
   async dropWorker(workerId: number): Promise<void> {
+    this.#gone.add(workerId);
     const mine = [...this.#leases].filter(([, held]) => held.workerId === workerId).map(([id]) => id);
     await Promise.all(mine.map((id) => this.#end(id, 0)));
   }
@@ -85,6 +88,10 @@ export class LeaseDesk {
     } catch {
       await lease.end(0);
       return null; // forwarded: the 403 is the app's
+    }
+    if (this.#gone.has(workerId)) {
+      await lease.end(0); // it died while we looked: nobody will stream this, or end it
+      return null;
     }
     lease.serve();
     const id = this.#next++;
