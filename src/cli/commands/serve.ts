@@ -5,9 +5,6 @@ import type { ConfigLayer } from '../../config.js';
 import { seedDemoOrigin } from '../../server/demo.js';
 import { createServerLogger } from '../../server/logger.js';
 import { resolveServeConfig } from '../../server/options.js';
-import { startServer } from '../../server/server.js';
-import { startWithWorkers } from '../../server/workers/owner.js';
-import { runWorker } from '../../server/workers/worker.js';
 import { givenTlsFlags } from '../client-tls.js';
 import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
 import { CliUsageError, EXIT } from '../exit.js';
@@ -109,12 +106,18 @@ export function registerServe(program: Command, ctx: CliContext): void {
         ctx.warn(`BUG: unhandled promise rejection: ${reason instanceof Error ? reason.stack : String(reason)}`);
       };
       process.on('unhandledRejection', unhandled);
+      // Loaded here, not at the top: a worker never loads the app (fastify, the routes, the drivers), so each of
+      // the N workers costs tens of MiB less.
       if (cluster.isWorker) {
         // One HTTP worker of `workers = N`: it runs until its owner tells it to drain, or is gone (worker.ts).
+        const { runWorker } = await import('../../server/workers/worker.js');
         await runWorker(config, logger);
         await new Promise<never>(() => {});
       }
-      const server = config.server.workers > 1 ? await startWithWorkers(config, logger) : await startServer(config, logger);
+      const server =
+        config.server.workers > 1
+          ? await (await import('../../server/workers/owner.js')).startWithWorkers(config, logger)
+          : await (await import('../../server/server.js')).startServer(config, logger);
       ctx.out(`imgcache serving on ${server.url} (cache ${config.cache.image_cache_dir}, origin ${config.server.origin})`);
       if (demoImage) {
         ctx.out('Try it:');
