@@ -21,14 +21,24 @@ import { httpGet, metric, type ServeChild, startServe } from './serve-child.js';
 const MIB = 1 << 20;
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-/** An http origin serving `data` as `/images/<id>`, counting GETs; `slow` sends 256 KiB every 5 ms. */
-async function countingOrigin(t: TestContext, data: Buffer, slow = false): Promise<{ url: string; gets: () => number }> {
-  let gets = 0;
+/**
+ * An http origin serving `data` as `/images/<id>`, counting GETs and the GETs whose client left before the end;
+ * with `delayMs` it sends 256 KiB every `delayMs` ms.
+ */
+async function countingOrigin(
+  t: TestContext,
+  data: Buffer,
+  delayMs = 0,
+): Promise<{ url: string; gets: () => number; abandoned: () => number }> {
+  let [gets, abandoned] = [0, 0];
   const server = createServer((req, res) => {
     res.writeHead(200, { 'content-length': data.length, 'content-type': 'application/octet-stream' });
     if (req.method !== 'GET') return res.end();
     gets += 1;
-    if (!slow) return res.end(data);
+    res.once('close', () => {
+      if (!res.writableFinished) abandoned += 1;
+    });
+    if (delayMs === 0) return res.end(data);
     let offset = 0;
     const timer = setInterval(() => {
       const end = Math.min(offset + 256 * 1024, data.length);
@@ -38,11 +48,11 @@ async function countingOrigin(t: TestContext, data: Buffer, slow = false): Promi
         clearInterval(timer);
         res.end();
       }
-    }, 5);
+    }, delayMs);
     res.on('close', () => clearInterval(timer));
   });
   const port = await listenLocal(t, server);
-  return { url: `http:http://127.0.0.1:${port}/images/{id}`, gets: () => gets };
+  return { url: `http:http://127.0.0.1:${port}/images/{id}`, gets: () => gets, abandoned: () => abandoned };
 }
 
 /** The child processes of `pid` (node:cluster's workers of the owner). */
@@ -112,7 +122,7 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
   it('answers 16 concurrent cold misses through the public port with one origin GET, every body correct', async (t) => {
     const dir = await tempDir(t);
     const image = imageBytes(8 * MIB, 11);
-    const origin = await countingOrigin(t, image, true);
+    const origin = await countingOrigin(t, image, 5);
     const serve = await startServe(t, ['--workers', '2', '--cache-dir', join(dir, 'cache'), '--origin', origin.url], dir);
     assert.equal((await workersOf(serve, 2)).length, 2);
     const url = `${serve.url}/v2/images/img-cold/file`;
@@ -153,6 +163,7 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     assert.equal(metric(metrics, 'imgcache_requests_total{status="HIT"}'), hits);
     const route = 'imgcache_http_request_duration_seconds_count{method="GET",route="/v2/images/:imageId/file",status="200"}';
     assert.equal(metric(metrics, route), hits + 1);
+    assert.equal(metric(metrics, 'imgcache_bytes_served_total{source="cache"}'), hits * image.length);
     assert.equal(origin.gets(), 1);
     // The hits were served by the workers themselves: each one logged its own request lines.
     const workers = await workersOf(serve, 2);
@@ -261,6 +272,51 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
       cached_images: Array<{ image_id: string; hits: number }>;
     };
     assert.equal(listing.cached_images.find((entry) => entry.image_id === 'img-kill')?.hits, 4);
+  });
+
+  it('closes the owner\'s fill when the client of a forwarded miss goes away (the fill sees its consumer leave)', async (t) => {
+    const dir = await tempDir(t);
+    const image = imageBytes(32 * MIB, 18);
+    const origin = await countingOrigin(t, image, 20); // ~2.5 s
+    const cache = join(dir, 'cache');
+    const serve = await startServe(t, ['--workers', '2', '--cache-dir', cache, '--origin', origin.url], dir);
+    const download = await pausedGet(`${serve.url}/v2/images/img-gone/file`);
+    assert.equal(download.res.headers['x-cache-status'], 'MISS');
+    download.res.destroy();
+    await until(async () => {
+      const metrics = (await httpGet(`${serve.url}/metrics`)).body.toString();
+      return metric(metrics, 'imgcache_fill_failures_total{reason="aborted"}') === 1;
+    }, 'the fill to abort', 10_000);
+    await until(() => origin.abandoned() === 1, 'the origin transfer to be closed', 10_000);
+    assert.deepEqual(await readdir(join(cache, 'incomplete')), []);
+    const listing = JSON.parse((await httpGet(`${serve.url}/v2/cache`)).body.toString()) as { cached_images: unknown[] };
+    assert.deepEqual(listing.cached_images, []);
+  });
+
+  it('waits longer before each replacement of a worker that keeps dying at once (no crash loop spin)', async (t) => {
+    const dir = await tempDir(t);
+    const origin = await countingOrigin(t, imageBytes(1024, 19));
+    const serve = await startServe(t, ['--workers', '2', '--cache-dir', join(dir, 'cache'), '--origin', origin.url], dir);
+    let current = await workersOf(serve, 2);
+    const killed: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      const victim = current[0]!;
+      process.kill(victim, 'SIGKILL');
+      killed.push(victim);
+      current = await workersOf(serve, 2, killed);
+    }
+    const delays = serve
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('a worker exited unexpectedly'))
+      .map((line) => (JSON.parse(line) as { replaceInMs: number }).replaceInMs);
+    assert.equal(delays.length, 3);
+    assert.ok(delays[0]! > 0 && delays[1]! > delays[0]! && delays[2]! > delays[1]!, `delays ${delays.join(', ')}`);
+    // Every worker dead at once: the port stays the owner's, and a new connection waits for a replacement.
+    for (const pid of current) process.kill(pid, 'SIGKILL');
+    await until(async () => (await childrenOf(serve.child.pid!)).every((pid) => !current.includes(pid)), 'both to die');
+    const health = await httpGet(`${serve.url}/healthz`);
+    assert.equal(health.status, 200, String(health.error));
   });
 
   it('drains on SIGTERM: a running download completes, then the owner and every worker exit', async (t) => {

@@ -14,10 +14,8 @@ export type WorkerMessage =
   | { type: 'record'; seq: number; lease: number }
   /** Done with lease `lease` after `bytesRead` bytes (the image may be evicted again). */
   | { type: 'end'; lease: number; bytesRead: number }
-  /** Draining: this worker's listener is closed (it accepts no new connection; running requests go on). */
-  | { type: 'closed' }
-  /** This worker cannot listen (`message` says why); it exits next. */
-  | { type: 'failed'; message: string }
+  /** This worker is set up: connections may be handed to it. */
+  | { type: 'ready' }
   /** A request this worker answered itself, for `imgcache_http_request_duration_seconds`. */
   | { type: 'observe'; method: string; route: string; status: number; seconds: number };
 
@@ -27,7 +25,9 @@ export type OwnerMessage =
   | { type: 'lease'; seq: number; grant: LeaseGrant | null }
   /** The answer to `record`: the hit is recorded (or failed, logged). */
   | { type: 'recorded'; seq: number }
-  /** Stop accepting; finish the running requests within `shutdown_timeout`, then exit. */
+  /** A client connection the owner accepted, sent with the message as its handle (nothing read from it yet). */
+  | { type: 'connection' }
+  /** No more connections come; finish the running requests within `shutdown_timeout`, then exit. */
   | { type: 'drain' }
   /** Read `cert_file`, `key_file` and `ca_file` again (SIGHUP). */
   | { type: 'reload-tls' };

@@ -47,8 +47,7 @@ export class LeaseDesk {
         case 'end':
           await this.#end(msg.lease, msg.bytesRead);
           return;
-        case 'failed':
-        case 'closed':
+        case 'ready':
           return; // the pool's (pool.ts)
         case 'observe':
           this.#server.metrics.requestDuration.observe(

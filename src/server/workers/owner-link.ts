@@ -7,15 +7,15 @@ type Answer = Extract<OwnerMessage, { seq: number }>;
 
 /**
  * A worker's IPC channel to the owner process: calls that wait for their answer (matched by `seq`), notices that
- * do not, and the owner's commands (`drain`, `reload-tls`) handed to `onCommand`. When the channel is gone
+ * do not, and the owner's commands (`connection` with its socket, `drain`, `reload-tls`) handed to `onCommand`. When the channel is gone
  * (the owner died), every call waiting and every later call rejects with {@link ShuttingDownError}.
  */
 export class OwnerLink {
   readonly #pending = new Map<number, { resolve: (answer: Answer) => void; reject: (error: Error) => void }>();
   #seq = 1;
 
-  constructor(onCommand: (command: Exclude<OwnerMessage, { seq: number }>) => void) {
-    process.on('message', (message: unknown) => {
+  constructor(onCommand: (command: Exclude<OwnerMessage, { seq: number }>, handle: unknown) => void) {
+    process.on('message', (message: unknown, handle: unknown) => {
       if (!isMessage(message)) return;
       const msg = message as OwnerMessage;
       if ('seq' in msg) {
@@ -23,7 +23,7 @@ export class OwnerLink {
         this.#pending.delete(msg.seq);
         waiting?.resolve(msg);
       } else {
-        onCommand(msg);
+        onCommand(msg, handle);
       }
     });
     process.once('disconnect', () => {

@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import { rm } from 'node:fs/promises';
+import { createServer as createListener, type Server as Listener } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../options.js';
@@ -30,9 +31,10 @@ const DRAIN_MARGIN_SECONDS = 5;
 /**
  * `serve` with `workers = N > 1` (Glance's option), the nginx way: this process is the owner. It runs the whole
  * single-process server (fills, admission and the size cap, the prefetcher, pruner and cleaner, the cluster, the
- * API) on a private Unix socket, and N workers (`worker.ts`) answer on `bind_host:bind_port`. A miss is one fill
- * here whichever worker received it; the workers stream hits of cached images themselves under a lease from
- * here (`leases.ts`), so hits, `last_accessed` and eviction are the owner's.
+ * API) on a private Unix socket, listens on `bind_host:bind_port` and hands each connection to one of N workers
+ * (`pool.ts`, `worker.ts`). A miss is one fill here whichever worker received it; the workers stream hits of
+ * cached images themselves under a lease from here (`leases.ts`), so hits, `last_accessed` and eviction are the
+ * owner's.
  *
  * The socket lives in a private directory (`socket-dir.ts`): only this user can connect, which matters because
  * the owner trusts its callers' `X-Forwarded-*`, and a caller there would skip `ca_file`'s client certificates.
@@ -61,10 +63,14 @@ export async function startWithWorkers(
     logger,
     drainSeconds: config.server.shutdown_timeout + DRAIN_MARGIN_SECONDS,
   });
+  // The public port is the owner's for its whole life; connections are accepted unread and handed to workers.
+  const listener: Listener = createListener({ pauseOnConnect: true }, (connection) => pool.dispatch(connection));
   let port: number;
   try {
-    port = await pool.start();
+    port = await listen(listener, config.server.bind_host, config.server.bind_port);
+    await pool.start();
   } catch (error) {
+    listener.close();
     await server.close();
     await rm(dir, { recursive: true, force: true });
     throw error;
@@ -80,9 +86,10 @@ export async function startWithWorkers(
     workerPids: () => pool.pids,
     close: () =>
       (closing ??= (async () => {
-        // The single-process line ("shutting down: no new connections") is logged once it is true for every worker.
-        logger.info('stopping: the workers close their listeners, then drain; then the owner stops');
-        await pool.drain(() => logger.info('shutting down: no new connections; waiting for running downloads'));
+        const closed = new Promise<void>((done) => listener.close(() => done()));
+        logger.info('shutting down: no new connections; the workers finish their running downloads');
+        await pool.drain();
+        await closed;
         await server.close();
         await rm(dir, { recursive: true, force: true });
       })()),
@@ -93,4 +100,16 @@ export async function startWithWorkers(
       return true;
     },
   };
+}
+
+/** Listens on `host:port` and resolves with the port bound (`port` 0: a free one). */
+function listen(listener: Listener, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen({ host, port }, () => {
+      listener.off('error', reject);
+      const address = listener.address();
+      resolve(typeof address === 'object' && address ? address.port : port);
+    });
+  });
 }

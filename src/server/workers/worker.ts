@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ConfigError } from '../../errors.js';
 import type { ServeConfig } from '../options.js';
@@ -14,14 +15,14 @@ const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 const ROUTE = '/v2/images/:imageId/file';
 
 /**
- * The life of one HTTP worker of `workers = N` (a node:cluster worker running `imgcache serve`): it listens on
- * `bind_host:bind_port` (node:cluster shares the port between the workers; TLS is terminated here), serves hits
- * of cached images itself when the owner allows it (`worker-hit.ts`) and forwards every other request to the
- * owner (`forward.ts`). It opens no cache, no origin and no store: the owner owns them all.
+ * The life of one HTTP worker of `workers = N` (a node:cluster worker running `imgcache serve`): it answers the
+ * client connections the owner accepted on `bind_host:bind_port` and handed over (TLS is terminated here),
+ * serves hits of cached images itself when the owner allows it (`worker-hit.ts`) and forwards every other
+ * request to the owner (`forward.ts`). It opens no cache, no origin and no store: the owner owns them all.
  *
- * It stops on the owner's `drain` (and on SIGTERM/SIGINT, which a terminal sends the whole process group):
- * no new connections, running requests get `shutdown_timeout` seconds, then it exits. It exits at once when the
- * owner is gone (the IPC channel closed): nothing is left to forward to.
+ * It stops on the owner's `drain` (and on SIGTERM/SIGINT, which a terminal sends the whole process group): its
+ * connections are closed as soon as they are idle, running requests get `shutdown_timeout` seconds, then it
+ * exits. It exits at once when the owner is gone (the IPC channel closed): nothing is left to forward to.
  */
 export async function runWorker(config: ServeConfig, logger: Logger): Promise<void> {
   const socketPath = process.env[WORKER_ENV.socket];
@@ -31,48 +32,11 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
   const log = logger;
   const tls = listenerTls(config.server);
   const forwarder = new Forwarder(socketPath, tls ? 'https' : 'http');
-  let server: Server | HttpsServer | undefined;
-  let draining: Promise<void> | undefined;
-  const drain = () =>
-    (draining ??= new Promise<void>((done) => {
-      if (!server) {
-        link.notify({ type: 'closed' });
-        return done();
-      }
-      const listening = server;
-      log.info('worker draining: no new connections; waiting for running downloads');
-      // Idle kept-alive connections are closed as soon as their response is done, so the drain ends with them.
-      const idle = setInterval(() => listening.closeIdleConnections(), 100);
-      const deadline = setTimeout(() => listening.closeAllConnections(), config.server.shutdown_timeout * 1000);
-      listening.close(() => {
-        clearInterval(idle);
-        clearTimeout(deadline);
-        done();
-      });
-      // The listener is closed now (close() stops accepting at once; its callback waits for the connections).
-      link.notify({ type: 'closed' });
-    }).then(() => {
-      forwarder.close();
-      process.exit(0);
-    }));
-  const link = new OwnerLink((command) => {
-    if (command.type === 'drain') void drain(); // never rejects: the chain ends in process.exit
+  const link = new OwnerLink((command, handle) => {
+    if (command.type === 'connection' && handle instanceof Socket) accept(handle);
+    else if (command.type === 'drain') drain();
     else if (command.type === 'reload-tls') reload();
   });
-  const reload = () => {
-    try {
-      const fresh = listenerTls(config.server);
-      if (fresh && server && 'setSecureContext' in server) server.setSecureContext(fresh);
-    } catch (error) {
-      log.error({ err: error }, 'TLS reload failed: the previous certificate stays in force');
-    }
-  };
-  process.once('disconnect', () => {
-    log.warn('the owner process is gone: exiting');
-    process.exit(1);
-  });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void drain());
-  process.on('SIGHUP', () => {}); // the owner re-reads TLS and tells us; a terminal's hangup must not kill us
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const imageId = hits ? hitCandidate(req) : null;
@@ -96,24 +60,56 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
       },
     );
   };
-  server = tls ? createHttpsServer(tls, handle) : createServer(handle);
+  const server: Server | HttpsServer = tls ? createHttpsServer(tls, handle) : createServer(handle);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.requestTimeout = 0;
-  const listening = server;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      listening.once('error', reject);
-      listening.listen({ host: config.server.bind_host, port: config.server.bind_port }, () => {
-        listening.off('error', reject);
-        resolve();
-      });
+
+  // The connections this worker answers: it never listens, so the server cannot count them for a drain.
+  const open = new Set<Socket>();
+  let draining = false;
+  const accept = (socket: Socket) => {
+    if (draining) {
+      socket.destroy();
+      return;
+    }
+    open.add(socket);
+    socket.once('close', () => {
+      open.delete(socket);
+      if (draining && open.size === 0) exit(0);
     });
-  } catch (error) {
-    // The owner reports why and stops; this worker has nothing to serve.
-    link.notify({ type: 'failed', message: (error as Error).message });
-    process.disconnect();
-    throw error;
-  }
+    server.emit('connection', socket); // http (or tls, then http) takes it from here, as from a listener
+  };
+  const drain = () => {
+    if (draining) return;
+    draining = true;
+    log.info('worker draining: no new connections; waiting for running downloads');
+    if (open.size === 0) return exit(0);
+    // Kept-alive connections are closed as soon as their response is done, so the drain ends with them.
+    server.closeIdleConnections();
+    setInterval(() => server.closeIdleConnections(), 100).unref();
+    setTimeout(() => {
+      for (const socket of open) socket.destroy();
+    }, config.server.shutdown_timeout * 1000).unref();
+  };
+  const exit = (code: number) => {
+    forwarder.close();
+    process.exit(code);
+  };
+  const reload = () => {
+    try {
+      const fresh = listenerTls(config.server);
+      if (fresh && 'setSecureContext' in server) server.setSecureContext(fresh);
+    } catch (error) {
+      log.error({ err: error }, 'TLS reload failed: the previous certificate stays in force');
+    }
+  };
+  process.once('disconnect', () => {
+    log.warn('the owner process is gone: exiting');
+    exit(1);
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, drain);
+  process.on('SIGHUP', () => {}); // the owner re-reads TLS and tells us; a terminal's hangup must not kill us
+  link.notify({ type: 'ready' });
 }
 
 /** Hits this worker answered, for request ids unique across the processes (fastify's are `req-N` per process). */
