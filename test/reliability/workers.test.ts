@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
-import { createServer, get, type IncomingMessage } from 'node:http';
+import { Agent, createServer, get, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { runCli } from '../helpers/cli.js';
@@ -327,6 +327,14 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     const url = `${serve.url}/v2/images/img-term/file`;
     assert.equal((await httpGet(url)).headers['x-cache-status'], 'MISS');
     const workers = await workersOf(serve, 2);
+    // Idle kept-alive connections (to both workers) must not hold the drain until shutdown_timeout (30 s).
+    const agent = new Agent({ keepAlive: true });
+    t.after(() => agent.destroy());
+    for (let i = 0; i < 4; i++) {
+      await new Promise<void>((resolve, reject) => {
+        get(`${serve.url}/healthz`, { agent }, (res) => res.resume().once('end', () => resolve())).once('error', reject);
+      });
+    }
     const download = await pausedGet(url);
     const exited = new Promise<number | null>((resolve) => serve.child.once('exit', (code) => resolve(code)));
     serve.child.kill('SIGTERM');
@@ -334,7 +342,9 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     const { body, error } = await download.rest();
     assert.equal(error, null);
     assert.equal(sha256(body), sha256(image));
+    const finished = Date.now();
     assert.equal(await exited, 0);
+    assert.ok(Date.now() - finished < 10_000, 'the drain waited for idle connections');
     await until(() => workers.every((pid) => !isRunning(pid)), 'every worker to exit', 10_000);
   });
 });

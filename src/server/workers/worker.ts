@@ -63,6 +63,9 @@ export async function runWorker(config: ServeConfig, logger: Logger): Promise<vo
   const server: Server | HttpsServer = tls ? createHttpsServer(tls, handle) : createServer(handle);
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.requestTimeout = 0;
+  // node:http sets up its connection tracking (closeIdleConnections, the headersTimeout checks) when the server
+  // starts listening. This one never listens (its connections come from the owner), so it is told it does.
+  server.emit('listening');
 
   // The connections this worker answers: it never listens, so the server cannot count them for a drain.
   const open = new Set<Socket>();
