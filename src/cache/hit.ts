@@ -9,6 +9,30 @@ import type { Range } from './range-read.js';
 import type { CacheStats } from './stats.js';
 
 /**
+ * Who is told about a hit: the image is in use from `acquire` until `release`, which also says how many bytes
+ * were sent. In the process that owns the cache that is admission and the stats ({@link hitTally}); in a
+ * `workers` process it is the owner, over IPC.
+ */
+export interface HitTally {
+  acquire(imageId: string): void;
+  release(imageId: string, bytesSent: number): void;
+}
+
+/** The owner's tally: admission keeps the image from eviction, the stats count the bytes served. */
+export function hitTally(admission: Admission, stats: CacheStats): HitTally {
+  return {
+    acquire: (imageId) => admission.acquire(imageId),
+    release: (imageId, bytesSent) => {
+      stats.bytesFromCache += bytesSent;
+      admission.release(imageId);
+    },
+  };
+}
+
+/** What a hit needs of an open cached file (the driver's reader, or a worker's file under the owner's lease). */
+export type HitReader = Pick<ImageReader, 'imageId' | 'size' | 'fd' | 'read' | 'createReadStream' | 'complete' | 'close'>;
+
+/**
  * How long the last chunk of a hit waits for the hit to be recorded. A metadata store that hangs (a central DB
  * that went away) must not hold downloads: past this the chunk goes out and the record finishes (or fails,
  * logged) behind it.
@@ -45,9 +69,8 @@ export class CacheHit {
   readonly imageId: string;
   /** Bytes this hit serves: the file's size, or the range's. */
   readonly size: number;
-  readonly #reader: ImageReader;
-  readonly #admission: Admission;
-  readonly #stats: CacheStats;
+  readonly #reader: HitReader;
+  readonly #tally: HitTally;
   readonly #logger: Logger;
   readonly #recordHit: boolean;
   readonly #range: Range;
@@ -55,16 +78,15 @@ export class CacheHit {
   #bytesSent = 0;
   #done: Promise<void> | undefined;
 
-  constructor(reader: ImageReader, admission: Admission, stats: CacheStats, logger: Logger, options: CacheHitOptions = {}) {
+  constructor(reader: HitReader, tally: HitTally, logger: Logger, options: CacheHitOptions = {}) {
     this.imageId = reader.imageId;
     this.#reader = reader;
-    this.#admission = admission;
-    this.#stats = stats;
+    this.#tally = tally;
     this.#logger = logger;
     this.#recordHit = options.recordHit ?? true;
     this.#range = options.range ?? { start: 0, end: reader.size - 1 };
     this.size = this.#range.end - this.#range.start + 1;
-    admission.acquire(this.imageId);
+    tally.acquire(this.imageId);
   }
 
   /**
@@ -160,10 +182,7 @@ export class CacheHit {
     const reader = this.#reader;
     this.#done ??= (complete && this.#recordHit ? reader.complete() : reader.close())
       .catch((error: unknown) => this.#logger.warn({ imageId: this.imageId, err: error }, 'could not record the hit'))
-      .finally(() => {
-        this.#stats.bytesFromCache += this.#bytesSent;
-        this.#admission.release(this.imageId);
-      });
+      .finally(() => this.#tally.release(this.imageId, this.#bytesSent));
     return this.#done;
   }
 }

@@ -5,7 +5,8 @@ import { Admission } from './admission.js';
 import type { DigestPolicy, ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
-import { CacheHit } from './hit.js';
+import { CacheHit, hitTally } from './hit.js';
+import { type HitLease, leaseHit } from './hit-lease.js';
 import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
 import type { Range } from './range-read.js';
@@ -143,7 +144,12 @@ export class ImageCache {
    */
   async openForPeer(imageId: string): Promise<CacheHit> {
     const reader = await this.driver.openForRead(imageId);
-    return new CacheHit(reader, this.#admission, this.stats, this.#logger, { recordHit: false });
+    return new CacheHit(reader, hitTally(this.#admission, this.stats), this.#logger, { recordHit: false });
+  }
+
+  /** A hit streamed by another process (a `workers` process): see {@link leaseHit}. Null when not cached. */
+  leaseHit(imageId: string): Promise<HitLease | null> {
+    return leaseHit(this.driver, this.#admission, this.stats, this.#logger, imageId);
   }
 
   /** Re-hashes every cached image against its recorded digests; see {@link verifyCache}. */

@@ -7,7 +7,7 @@ import { checkHashAlgorithm, type DigestPolicy, type ExpectedImage } from './dig
 import { Fill, type OriginOpener } from './fill.js';
 import { FillReader } from './fill-reader.js';
 import type { HashPool } from './hash-pool.js';
-import { CacheHit } from './hit.js';
+import { CacheHit, hitTally } from './hit.js';
 import type { InFlight } from './inflight.js';
 import { type Range, type RangeOpener, rangeFromCache, rangeFromFill, rangeFromOrigin } from './range-read.js';
 import type { CacheStats, CacheStatus } from './stats.js';
@@ -156,7 +156,7 @@ export class ReadThrough {
     const cached = await rangeFromCache(this.#driver, imageId, range, expectedSize);
     if (cached) {
       this.#stats.requests.HIT += 1;
-      return hitResult('HIT', new CacheHit(cached, this.#admission, this.#stats, this.#logger, { recordHit: false, range }));
+      return hitResult('HIT', new CacheHit(cached, hitTally(this.#admission, this.#stats), this.#logger, { recordHit: false, range }));
     }
     const filling = await rangeFromFill(this.#driver, this.#inflight.get(imageId), range);
     if (filling) {
@@ -314,7 +314,7 @@ export class ReadThrough {
       return null;
     }
     this.#stats.requests.HIT += 1;
-    return hitResult('HIT', new CacheHit(reader, this.#admission, this.#stats, this.#logger));
+    return hitResult('HIT', new CacheHit(reader, hitTally(this.#admission, this.#stats), this.#logger));
   }
 
   /** Deletes the cached copy of an already validated id, through admission (it subtracts the size once). */

@@ -31,7 +31,8 @@ function connectionOptions(headers: InHeaders): Set<string> {
   return names;
 }
 
-function endToEnd(headers: InHeaders, drop: ReadonlySet<string>): Record<string, string | string[]> {
+/** `headers` without the hop-by-hop fields and without `drop` (lower-case names), names lower-cased. */
+export function endToEnd(headers: InHeaders, drop: ReadonlySet<string>): Record<string, string | string[]> {
   const named = connectionOptions(headers);
   const out: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {

@@ -53,6 +53,11 @@ export interface AppDeps {
   versions?: AdvertisedVersions;
   /** Makes the listening server (serve's https, `tls.ts`). @default fastify's plain http server */
   serverFactory?: FastifyServerFactory;
+  /**
+   * Trust `X-Forwarded-For`/`-Proto` (the owner process of `workers`, whose only callers are its workers).
+   * @default false
+   */
+  trustProxy?: boolean;
 }
 
 /** Routes that answer without credentials: what clients and monitors probe before they authenticate. */
@@ -94,6 +99,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     rewriteUrl: (request) => rewriteVersionedUrl(request.url ?? '/'),
     routerOptions: { maxParamLength: MAX_SEGMENT },
     ...(deps.serverFactory ? { serverFactory: deps.serverFactory } : {}),
+    ...(deps.trustProxy ? { trustProxy: true } : {}),
     // Malformed URLs and bodies get the same JSON error shape as everything else.
     frameworkErrors: (error, _request, reply) => {
       const status = error.statusCode ?? 400;

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ExpectedImage } from '../cache/digest.js';
 import type { FetchRequest, FetchResult } from '../cache/image-cache.js';
+import type { CachedImage } from '../drivers/driver.js';
 import { rangeFromOrigin } from '../cache/range-read.js';
 import { ForbiddenError, ImageNotFoundError } from '../errors.js';
 import type { ImageRecord, OriginCaller } from '../origin/origin.js';
@@ -43,6 +44,21 @@ export function callerOf(request: FastifyRequest): OriginCaller {
 /** The policy target of an image: its fields and properties, plus `project_id` (Glance's ImageTarget). */
 export function imageTarget(image: ImageRecord): Record<string, unknown> {
   return { ...image, project_id: image.owner ?? null };
+}
+
+/**
+ * A cached image's record from what the cache recorded at commit (size and digests): what an origin that does
+ * not authorize callers (`directory:`, `http:`) would say of it, without asking it.
+ */
+export function recordOf(entry: CachedImage): ImageRecord {
+  return {
+    id: entry.imageId,
+    status: 'active',
+    size: entry.size,
+    checksum: entry.checksum,
+    os_hash_algo: entry.osHashAlgo,
+    os_hash_value: entry.osHashValue,
+  };
 }
 
 /** What the origin promises about the bytes. A size of 0 means "unknown" in Glance (bug 1686488). */
@@ -133,15 +149,7 @@ export function registerImageRoutes(app: FastifyInstance, deps: AppDeps): void {
   /** A cached image's record from what the cache recorded at commit; null when it is not cached. */
   async function recordedImage(imageId: string): Promise<ImageRecord | null> {
     const entry = await cache.driver.getCachedImage(imageId);
-    if (!entry) return null;
-    return {
-      id: imageId,
-      status: 'active',
-      size: entry.size,
-      checksum: entry.checksum,
-      os_hash_algo: entry.osHashAlgo,
-      os_hash_value: entry.osHashValue,
-    };
+    return entry ? recordOf(entry) : null;
   }
 
   /**

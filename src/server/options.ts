@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import {
   CACHE_OPTIONS,
@@ -24,6 +25,12 @@ export interface ServerOptions {
   bind_host: string;
   /** @default 9292 (Glance's) */
   bind_port: number;
+  /**
+   * `[DEFAULT] workers` (Glance's): processes that answer on `bind_host:bind_port`. 0 or 1: one process that does
+   * everything. N > 1: one owner process (fills, admission, the API, background work) and N HTTP workers that
+   * serve hits themselves and hand everything else to the owner (src/server/workers/). @default the number of cores
+   */
+  workers: number;
   /** Where misses come from: `directory:PATH`, `http:URL-TEMPLATE` or `glance:URL`. Required. */
   origin: string | undefined;
   /** `noauth`, `tokens` or `keystone`. @default noauth */
@@ -128,11 +135,23 @@ const pemFile = (option: string) =>
   });
 
 const positive = (option: string) => wholeSeconds(option, 1);
+
+/** A count of processes (`workers`): a whole number, 0 or more. */
+const processCount = (option: string) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const n = typeof value === 'number' ? value : Number(value.trim());
+    if (!Number.isSafeInteger(n) || n < 0 || (typeof value === 'string' && value.trim() === '')) {
+      ctx.addIssue({ code: 'custom', message: `${option} must be a whole number, 0 or more` });
+      return z.NEVER;
+    }
+    return n;
+  });
 const at = (section: string, env: string, schema: z.ZodType): OptionSpec => ({ section, env, schema });
 
 export const SERVER_OPTIONS = {
   bind_host: at('DEFAULT', 'IMGCACHE_BIND_HOST', text('bind_host')),
   bind_port: at('DEFAULT', 'IMGCACHE_BIND_PORT', port),
+  workers: at('DEFAULT', 'IMGCACHE_WORKERS', processCount('workers')),
   origin: at('imgcache', 'IMGCACHE_ORIGIN', text('origin')),
   auth_strategy: at('imgcache', 'IMGCACHE_AUTH_STRATEGY', text('auth_strategy')),
   allow_noauth_non_loopback: at('imgcache', 'IMGCACHE_ALLOW_NOAUTH_NON_LOOPBACK', flag('allow_noauth_non_loopback')),
@@ -171,6 +190,8 @@ export const SERVER_OPTIONS = {
 export const SERVER_DEFAULTS: ServerOptions = {
   bind_host: '127.0.0.1',
   bind_port: 9292,
+  // Glance's default too (the number of CPUs): hits are served by every core.
+  workers: availableParallelism(),
   origin: undefined,
   auth_strategy: 'noauth',
   allow_noauth_non_loopback: false,

@@ -28,6 +28,11 @@ export interface RunningServer {
   app: FastifyInstance;
   cache: ImageCache;
   prefetcher: Prefetcher;
+  /** What a `workers` process's hit is checked with, in this process (src/server/workers/leases.ts). */
+  auth: Authenticator;
+  policy: PolicyEnforcer;
+  origin: Origin;
+  metrics: Metrics;
   /**
    * Graceful stop: no new connections, running downloads get `shutdown_timeout` seconds to finish, then fills
    * still running are aborted (their files go to `invalid/`, never left in `incomplete/`), then everything
@@ -45,6 +50,12 @@ export interface RunningServer {
 export interface StartServerOptions {
   /** The clock of time windows (`stale_if_error`). @default Date.now */
   now?: () => number;
+  /**
+   * Listen on this Unix socket instead of `bind_host:bind_port`, in plain http (the owner process of `workers`:
+   * its workers listen publicly, terminate TLS and forward here, saying who called in `X-Forwarded-For` and
+   * `X-Forwarded-Proto`, which only then are trusted). @default undefined (the public listener)
+   */
+  privateSocket?: string;
 }
 
 /** Builds everything `serve` runs from a resolved config, in dependency order, and listens. */
@@ -115,11 +126,14 @@ export async function startServer(
       logger,
       cluster,
       staleRecords: staleRecordsFor(config, origin, logger, options),
-      ...(tls.listener ? { serverFactory: httpsFactory(tls.listener) } : {}),
+      ...(tls.listener && !options.privateSocket ? { serverFactory: httpsFactory(tls.listener) } : {}),
+      ...(options.privateSocket ? { trustProxy: true } : {}),
     });
-    await app.listen({ host: server.bind_host, port: server.bind_port });
+    if (options.privateSocket) await app.listen({ path: options.privateSocket });
+    else await app.listen({ host: server.bind_host, port: server.bind_port });
     await cluster?.start();
-    return running(config, logger, { app, cache, origin, auth, prefetcher, cluster });
+    const parts = { app, cache, origin, auth, policy, metrics, prefetcher, cluster };
+    return running(config, logger, parts, options.privateSocket !== undefined);
   } catch (error) {
     // Whatever was opened before the failure (a port in use, a bad cache dir) is closed again.
     await app?.close().catch(() => {});
@@ -156,14 +170,16 @@ interface Parts {
   cache: ImageCache;
   origin: Origin;
   auth: Authenticator;
+  policy: PolicyEnforcer;
+  metrics: Metrics;
   prefetcher: Prefetcher;
   cluster: Cluster | null;
 }
 
 /** Starts the background work of a listening server and returns its handle with the graceful close. */
-function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServer {
+function running(config: ServeConfig, logger: Logger, parts: Parts, privateSocket: boolean): RunningServer {
   const { server } = config;
-  const { app, cache, origin, auth, prefetcher, cluster } = parts;
+  const { app, cache, origin, auth, policy, metrics, prefetcher, cluster } = parts;
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : server.bind_port;
   const host = server.bind_host.includes(':') ? `[${server.bind_host}]` : server.bind_host;
@@ -204,11 +220,12 @@ function running(config: ServeConfig, logger: Logger, parts: Parts): RunningServ
   };
   const reloadTls = () => {
     const listener = listenerTls(server);
-    if (!listener) return false;
+    if (!listener || privateSocket) return false; // behind workers, TLS is theirs (workers/owner.ts reloads it)
     (app.server as unknown as TlsServer).setSecureContext(listener);
     logger.info('cert_file, key_file and ca_file reloaded: new connections use them');
     return true;
   };
   const scheme = server.cert_file === undefined ? 'http' : 'https';
-  return { url: `${scheme}://${host}:${port}`, app, cache, prefetcher, close, reloadTls };
+  const url = `${scheme}://${host}:${port}`;
+  return { url, app, cache, prefetcher, auth, policy, origin, metrics, close, reloadTls };
 }

@@ -1,10 +1,10 @@
+import cluster from 'node:cluster';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { ConfigLayer } from '../../config.js';
 import { seedDemoOrigin } from '../../server/demo.js';
 import { createServerLogger } from '../../server/logger.js';
 import { resolveServeConfig } from '../../server/options.js';
-import { startServer } from '../../server/server.js';
 import { givenTlsFlags } from '../client-tls.js';
 import { CONFIG_ENV, type CliContext, type GlobalOptions } from '../context.js';
 import { CliUsageError, EXIT } from '../exit.js';
@@ -18,6 +18,7 @@ interface ServeFlags {
   insecureNoauthBind?: boolean;
   peerFetch?: boolean;
   clusterSecret?: string;
+  workers?: string;
   demo?: boolean;
 }
 
@@ -38,6 +39,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
     .option('--insecure-noauth-bind', 'allow noauth on a non-loopback address (every caller is an admin)')
     .option('--peer-fetch', 'fetch misses from peer nodes that hold the image (postgres driver, needs a cluster secret)')
     .option('--cluster-secret <secret>', 'shared secret of the intra-cluster API (or IMGCACHE_CLUSTER_SECRET)')
+    .option('--workers <n>', 'processes answering on the port (workers); 0 or 1: one process; default the number of cores')
     .option('--demo', 'serve a generated demo image from ./var (what `npm start` runs)')
     .action(async (flags: ServeFlags, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions & ServeFlags>();
@@ -52,7 +54,8 @@ export function registerServe(program: Command, ctx: CliContext): void {
         );
       }
       let demoImage: string | undefined;
-      if (flags.demo) demoImage = await seedDemoOrigin(resolve('var/origin'));
+      // A worker of `workers = N` runs this same command line: the owner already seeded the demo origin.
+      if (flags.demo && !cluster.isWorker) demoImage = await seedDemoOrigin(resolve('var/origin'));
       const values = {
         image_cache_dir: globals.cacheDir ?? (flags.demo ? resolve('var/cache') : undefined),
         image_cache_driver: globals.driver,
@@ -68,6 +71,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         allow_noauth_non_loopback: flags.insecureNoauthBind,
         peer_fetch: flags.peerFetch,
         cluster_secret: flags.clusterSecret,
+        workers: flags.workers,
       };
       const names: Record<string, string> = {
         image_cache_dir: '--cache-dir',
@@ -82,6 +86,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         auth_strategy: '--auth',
         auth_tokens_file: '--tokens-file',
         cluster_secret: '--cluster-secret',
+        workers: '--workers',
       };
       const layer: ConfigLayer = { source: 'the command line', values, sources: names };
       const file = globals.config ?? (ctx.env[CONFIG_ENV] || undefined);
@@ -101,7 +106,18 @@ export function registerServe(program: Command, ctx: CliContext): void {
         ctx.warn(`BUG: unhandled promise rejection: ${reason instanceof Error ? reason.stack : String(reason)}`);
       };
       process.on('unhandledRejection', unhandled);
-      const server = await startServer(config, logger);
+      // Loaded here, not at the top: a worker never loads the app (fastify, the routes, the drivers), so each of
+      // the N workers costs tens of MiB less.
+      if (cluster.isWorker) {
+        // One HTTP worker of `workers = N`: it runs until its owner tells it to drain, or is gone (worker.ts).
+        const { runWorker } = await import('../../server/workers/worker.js');
+        await runWorker(config, logger);
+        await new Promise<never>(() => {});
+      }
+      const server =
+        config.server.workers > 1
+          ? await (await import('../../server/workers/owner.js')).startWithWorkers(config, logger)
+          : await (await import('../../server/server.js')).startServer(config, logger);
       ctx.out(`imgcache serving on ${server.url} (cache ${config.cache.image_cache_dir}, origin ${config.server.origin})`);
       if (demoImage) {
         ctx.out('Try it:');
