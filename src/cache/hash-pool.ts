@@ -73,7 +73,12 @@ export class HashPool {
     const threads = [...this.#all];
     this.#all.clear();
     this.#idle.length = 0;
-    await Promise.all(threads.map((thread) => thread.terminate()));
+    // Sessions still running were told to end (a failed fill discards its own): let them answer, then stop.
+    const stop = async (thread: HashThread) => {
+      await thread.answered(1000);
+      await thread.terminate();
+    };
+    await Promise.all(threads.map(stop));
   }
 
   #take(): HashThread {

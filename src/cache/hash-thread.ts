@@ -76,6 +76,8 @@ interface PendingReply {
 export class HashThread {
   readonly #worker: Worker;
   readonly #replies: PendingReply[] = [];
+  /** Settles when the thread has answered the last session it was given. */
+  #lastReply: Promise<void> = Promise.resolve();
   #failure: HashWorkerError | null = null;
   /** Called once when the thread dies, so the pool forgets it and the session fails at once. */
   onFailure: (error: HashWorkerError) => void = () => {};
@@ -106,12 +108,34 @@ export class HashThread {
       slotSize: SLOT_SIZE,
       index,
     });
+    this.#lastReply = reply.then(
+      () => {},
+      () => {},
+    );
     return reply.finally(() => {
       if (this.#replies.length === 0) this.#worker.unref();
     });
   }
 
+  /**
+   * Resolves once the thread has answered every session it was given (each was told to end), or after `ms`:
+   * terminating a thread still inside a session lost its 'exit' event at shutdown (the process ended with code 13,
+   * an unsettled top-level await), so close lets the sessions finish first.
+   */
+  async answered(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+    try {
+      await Promise.race([this.#lastReply, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   terminate(): Promise<number> {
+    // An idle thread is unref'd: without this, a process whose last work is this close would exit (code 13, an
+    // unsettled top-level await) before the thread's 'exit' event resolves the promise.
+    this.#worker.ref();
     return this.#worker.terminate();
   }
 
