@@ -59,6 +59,7 @@ export class Fill extends FillState {
   #spool: Spool | null = null;
   #readFile: FileHandle | null = null;
   #origin: Readable | null = null;
+  #digests: DigestSession | null = null;
   readonly #idle: IdleTimer;
   #prefetch: boolean;
   /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
@@ -233,6 +234,7 @@ export class Fill extends FillState {
     let digests: DigestSession;
     try {
       digests = new DigestSession(this.imageId, this.expected, digestPolicy, hashPool);
+      this.#digests = digests;
     } catch (error) {
       this.#fail(error as Error, 'origin');
       return;
@@ -331,6 +333,8 @@ export class Fill extends FillState {
     this.#origin?.destroy();
     const spool = this.#spool;
     this.#spool = null;
+    // Now, not when the pump notices: the pump may be waiting for room at the hash threads, and they for it.
+    this.#digests?.discard();
     this.rejectReady(error);
     // Consumers learn of the failure at once; whenSettled() waits until the partial file is in invalid/.
     this.#settle(spool?.discard(error)).catch((fault: unknown) => {

@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { HashWorkerError } from '../errors.js';
+import type { HashWorkerError } from '../errors.js';
 import { type ComputedDigests, type DigestPlan, DEFAULT_HASH_ALGO, ImageHasher } from './digest.js';
+import { END, HASHED, HashThread, newRing, type Ring, SEQ, SLOT_SIZE, SLOTS, WRITTEN } from './hash-thread.js';
 
 /**
  * Hashing off the main thread. MD5 and SHA-512 each run at a few hundred MiB/s on a server core, slower than a
@@ -13,51 +14,7 @@ import { type ComputedDigests, type DigestPlan, DEFAULT_HASH_ALGO, ImageHasher }
  * again when all of them have. Nothing is allocated per chunk and a fill's hashing memory is the ring, whatever the
  * image size. The threads sleep in `Atomics.wait` on the ring's control words; the main thread never blocks (it
  * awaits `Atomics.waitAsync` when the ring is full).
- *
- * The worker is a tiny CommonJS script given as source (`eval`), so it needs no build step and no loader. It runs
- * one session per message (`open`), answers `{ hex }` (finished) or `{ dropped }`, and takes the next one.
  */
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-parentPort.on('message', (m) => {
-  const hash = createHash(m.algorithm);
-  const control = new Int32Array(m.control);
-  const lengths = new Int32Array(m.lengths);
-  const views = [];
-  for (let i = 0; i < m.slots; i++) views.push(new Uint8Array(m.ring, i * m.slotSize, m.slotSize));
-  let read = 0;
-  for (;;) {
-    const seq = Atomics.load(control, ${0 /* SEQ */});
-    const end = Atomics.load(control, ${2 /* END */});
-    if (read < Atomics.load(control, ${1 /* WRITTEN */})) {
-      const slot = read % m.slots;
-      const length = lengths[slot];
-      hash.update(length === m.slotSize ? views[slot] : views[slot].subarray(0, length));
-      read += 1;
-      Atomics.store(control, ${3 /* HASHED */} + m.index, read);
-      Atomics.notify(control, ${3 /* HASHED */} + m.index);
-    } else if (end === 1) {
-      parentPort.postMessage({ hex: hash.digest('hex') });
-      return;
-    } else if (end === 2) {
-      parentPort.postMessage({ dropped: true });
-      return;
-    } else {
-      Atomics.wait(control, ${0 /* SEQ */}, seq);
-    }
-  }
-});
-`;
-
-/** Slots per ring and their size: a fill's hashing memory is SLOTS x SLOT_SIZE (4 MiB). */
-const SLOTS = 4;
-const SLOT_SIZE = 1 << 20;
-/** Control words: a sequence bumped on every change (what the threads sleep on), slots written, end, slots hashed. */
-const SEQ = 0;
-const WRITTEN = 1;
-const END = 2;
-const HASHED = 3;
 
 /** `Atomics.waitAsync` (Node >= 16) is in ES2024's lib, not in the ES2023 one this project compiles against. */
 type WaitAsync = (array: Int32Array, index: number, value: number) => { async: boolean; value: Promise<string> | string };
@@ -80,81 +37,6 @@ export interface HashPoolOptions {
   spawnWorker?: (source: string) => Worker;
   /** Hash threads at most; a fill that finds none free hashes on the main thread. @default the core count, at least 2 */
   maxThreads?: number;
-}
-
-/** One ring: the slots, their lengths and the control words, shared with the session's threads. */
-interface Ring {
-  data: SharedArrayBuffer;
-  bytes: Buffer;
-  lengths: Int32Array;
-  control: Int32Array;
-}
-
-function newRing(): Ring {
-  const data = new SharedArrayBuffer(SLOTS * SLOT_SIZE);
-  return {
-    data,
-    bytes: Buffer.from(data),
-    lengths: new Int32Array(new SharedArrayBuffer(SLOTS * 4)),
-    control: new Int32Array(new SharedArrayBuffer((HASHED + 2) * 4)),
-  };
-}
-
-/** A reply the thread owes a session, in the order the sessions were opened. */
-interface PendingReply {
-  resolve(hex: string | null): void;
-  reject(error: Error): void;
-}
-
-/** One hash thread: runs one session at a time; dies loudly (every pending reply rejects). */
-class HashThread {
-  readonly #worker: Worker;
-  readonly #replies: PendingReply[] = [];
-  #failure: HashWorkerError | null = null;
-  /** Called once when the thread dies, so the pool forgets it and the session fails at once. */
-  onFailure: (error: HashWorkerError) => void = () => {};
-
-  constructor(spawn: (source: string) => Worker) {
-    this.#worker = spawn(WORKER_SOURCE);
-    this.#worker.unref(); // only a running session keeps the process alive
-    this.#worker.on('message', (reply: { hex?: string }) => this.#replies.shift()?.resolve(reply.hex ?? null));
-    this.#worker.on('error', (error) => this.#fail(error));
-    this.#worker.on('exit', (code) => this.#fail(new Error(`hash worker exited with code ${code}`)));
-  }
-
-  get failure(): HashWorkerError | null {
-    return this.#failure;
-  }
-
-  /** Starts a session over `ring`; resolves with the hex digest (finished) or null (dropped). */
-  run(algorithm: string, ring: Ring, index: number): Promise<string | null> {
-    if (this.#failure) return Promise.reject(this.#failure);
-    this.#worker.ref();
-    const reply = new Promise<string | null>((resolve, reject) => this.#replies.push({ resolve, reject }));
-    this.#worker.postMessage({
-      algorithm,
-      ring: ring.data,
-      lengths: ring.lengths.buffer,
-      control: ring.control.buffer,
-      slots: SLOTS,
-      slotSize: SLOT_SIZE,
-      index,
-    });
-    return reply.finally(() => {
-      if (this.#replies.length === 0) this.#worker.unref();
-    });
-  }
-
-  terminate(): Promise<number> {
-    return this.#worker.terminate();
-  }
-
-  #fail(error: Error): void {
-    if (this.#failure) return;
-    this.#failure = new HashWorkerError(`hash worker failed: ${error.message}`, { cause: error });
-    for (const reply of this.#replies.splice(0)) reply.reject(this.#failure);
-    this.onFailure(this.#failure);
-  }
 }
 
 /** Hash threads shared by every fill of a cache: one per digest a fill computes, while it runs. */
@@ -191,7 +73,12 @@ export class HashPool {
     const threads = [...this.#all];
     this.#all.clear();
     this.#idle.length = 0;
-    await Promise.all(threads.map((thread) => thread.terminate()));
+    // Sessions still running were told to end (a failed fill discards its own): let them answer, then stop.
+    const stop = async (thread: HashThread) => {
+      await thread.answered(1000);
+      await thread.terminate();
+    };
+    await Promise.all(threads.map(stop));
   }
 
   #take(): HashThread {
@@ -214,7 +101,9 @@ class RingSession implements StreamHasher {
   readonly #replies: Array<Promise<string | null>>;
   readonly #plan: DigestPlan;
   readonly #done: (clean: boolean) => void;
+  /** Slots handed to the threads so far; the next one is being filled with `#slotUsed` bytes. */
   #written = 0;
+  #slotUsed = 0;
   #bytes = 0;
   #failure: HashWorkerError | null = null;
   readonly #failed: Promise<never>;
@@ -246,6 +135,8 @@ class RingSession implements StreamHasher {
   }
 
   async digests(): Promise<ComputedDigests> {
+    // The slot being filled had room when its filling began. After a failure, ending still releases the threads.
+    if (!this.#failure && this.#slotUsed > 0) this.#publish();
     this.#end(1);
     let hexes: Array<string | null>;
     try {
@@ -265,6 +156,8 @@ class RingSession implements StreamHasher {
   discard(): void {
     if (this.#ended) return;
     this.#end(2);
+    // An update waiting for room (#rest) wakes up and sees the session ended.
+    for (let index = 0; index < this.#replies.length; index += 1) Atomics.notify(this.#ring.control, HASHED + index);
     // The threads are free once they answered `dropped` (their messages queue in order, so the next session may
     // already be handed to them); the ring is reused only when every thread is known to have left it.
     Promise.all(this.#replies).then(
@@ -281,21 +174,31 @@ class RingSession implements StreamHasher {
     Atomics.notify(control, SEQ);
   }
 
-  /** Copies as much of `chunk` from `offset` as there are free slots for; returns where it stopped. */
+  /**
+   * Copies as much of `chunk` from `offset` as there is free room for; returns where it stopped. Chunks are packed
+   * into the slot being filled (origins send 16-64 KiB chunks), which is handed to the threads once full.
+   */
   #fill(chunk: Buffer, offset: number): number {
-    const { bytes, lengths, control } = this.#ring;
     while (offset < chunk.length && this.#written - this.#slowest().hashed < SLOTS) {
       const slot = this.#written % SLOTS;
-      const length = Math.min(SLOT_SIZE, chunk.length - offset);
-      chunk.copy(bytes, slot * SLOT_SIZE, offset, offset + length);
-      lengths[slot] = length;
+      const length = Math.min(SLOT_SIZE - this.#slotUsed, chunk.length - offset);
+      chunk.copy(this.#ring.bytes, slot * SLOT_SIZE + this.#slotUsed, offset, offset + length);
+      this.#slotUsed += length;
       offset += length;
-      this.#written += 1;
-      Atomics.store(control, WRITTEN, this.#written);
-      Atomics.add(control, SEQ, 1);
-      Atomics.notify(control, SEQ);
+      if (this.#slotUsed === SLOT_SIZE) this.#publish();
     }
     return offset;
+  }
+
+  /** Hands the slot being filled to the threads. */
+  #publish(): void {
+    const { lengths, control } = this.#ring;
+    lengths[this.#written % SLOTS] = this.#slotUsed;
+    this.#slotUsed = 0;
+    this.#written += 1;
+    Atomics.store(control, WRITTEN, this.#written);
+    Atomics.add(control, SEQ, 1);
+    Atomics.notify(control, SEQ);
   }
 
   /** The ring is full: wait for the slowest thread to free a slot, then go on copying. */
@@ -305,6 +208,7 @@ class RingSession implements StreamHasher {
       const wait = waitAsync(this.#ring.control, HASHED + index, hashed);
       if (wait.async) await Promise.race([wait.value, this.#failed]);
       if (this.#failure) throw this.#failure;
+      if (this.#ended) return; // discarded meanwhile: the threads left the ring
       offset = this.#fill(chunk, offset);
     }
   }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import type { CleanResult, Driver, ImageWriter, ReconcileResult } from '../drivers/driver.js';
+import type { Driver, ImageWriter, ReconcileResult } from '../drivers/driver.js';
 import { Admission } from './admission.js';
 import type { DigestPolicy, ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
@@ -214,11 +214,6 @@ export class ImageCache {
   async #commits(imageIds?: readonly string[]): Promise<void> {
     const fills = imageIds ? imageIds.map((id) => this.#inflight.get(id)) : this.#inflight.all();
     await Promise.all(fills.map((fill) => (fill?.verified ? fill.whenSettled() : undefined)));
-  }
-
-  /** Removes `invalid/` files and `incomplete/` files older than `stallTime` seconds (0: all but live fills). */
-  clean(stallTime?: number): Promise<CleanResult> {
-    return this.driver.clean(stallTime);
   }
 
   /**

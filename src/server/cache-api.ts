@@ -112,7 +112,7 @@ export function registerCacheApi(app: FastifyInstance, deps: AppDeps): void {
   app.post('/v2/cache/clean', async (request: FastifyRequest, reply) =>
     serialized(async () => {
       policy.enforce('cache_clean', request.identity);
-      await cache.clean();
+      await cache.driver.clean();
       return reply.code(200).send();
     }),
   );

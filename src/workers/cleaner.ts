@@ -3,5 +3,5 @@ import type { CleanResult } from '../drivers/driver.js';
 
 /** One clean of `invalid/` and stalled `incomplete/` files (Glance's `glance-cache-cleaner`). */
 export function runOnce(options: { cache: ImageCache; stallTime?: number }): Promise<CleanResult> {
-  return options.cache.clean(options.stallTime);
+  return options.cache.driver.clean(options.stallTime);
 }

@@ -31,6 +31,57 @@ describe('hash threads', () => {
     }
   });
 
+  it('hash chunks of any size, bigger than the whole ring or a few bytes, exactly', async () => {
+    const pool = new HashPool();
+    try {
+      const data = imageBytes((9 << 20) + 12_345, 5);
+      const hasher = pool.open({ md5: true, multihash: 'sha512' });
+      // 6 MiB + 7 (more than the 4 MiB ring: update waits for free slots), then odd small and mid-sized pieces.
+      const cuts = [(6 << 20) + 7, 100, 1, (1 << 20) - 3, 2 << 20, data.length];
+      let from = 0;
+      for (const to of cuts) {
+        await hasher.update(data.subarray(from, Math.min(to + from, data.length)));
+        from = Math.min(to + from, data.length);
+        if (from === data.length) break;
+      }
+      const expected = new ImageHasher('sha512');
+      expected.update(data);
+      assert.deepEqual(await hasher.digests(), expected.digests());
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('run one thread per digest a fill computes, and reuse it for the next fill', async (t) => {
+    const dir = await tempDir(t);
+    const driver = createSqliteDriver({ cacheDir: dir });
+    await driver.configure();
+    let spawned = 0;
+    const spawnWorker = (source: string) => {
+      spawned += 1;
+      return new Worker(source, { eval: true });
+    };
+    const cache = new ImageCache({ driver, hashPool: new HashPool({ spawnWorker }) });
+    t.after(() => cache.close());
+    for (const [id, seed] of [['a', 6], ['b', 7]] as const) {
+      const data = imageBytes(3 << 20, seed);
+      const result = await cache.fetch({ imageId: id, expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
+      assert.ok((await collect(result.stream)).equals(data));
+      await cache.fillsSettled();
+    }
+    assert.equal(spawned, 1, 'the strongest declared digest (SHA-512) is the only one computed, on one thread');
+    const both = new ImageCache({ driver, verifyDigests: 'all', hashPool: new HashPool({ spawnWorker }) });
+    t.after(() => both.close());
+    const data = imageBytes(3 << 20, 8);
+    const result = await both.fetch({ imageId: 'c', expected: glanceMetadata(data), openOrigin: new TestOrigin(data).open });
+    assert.ok((await collect(result.stream)).equals(data));
+    await both.fillsSettled();
+    assert.equal(spawned, 3, 'image_cache_verify_digests = all computes MD5 and SHA-512, each on its own thread');
+    const entry = await driver.getCachedImage('c');
+    assert.equal(entry?.checksum, glanceMetadata(data).checksum);
+    assert.equal(entry?.osHashValue, glanceMetadata(data).osHashValue);
+  });
+
   it('verify a fill like the main thread does, and catch a mismatch', async (t) => {
     const dir = await tempDir(t);
     const driver = createSqliteDriver({ cacheDir: dir });

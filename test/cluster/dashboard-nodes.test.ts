@@ -33,8 +33,11 @@ describe('dashboard of a cluster (postgres driver)', { skip: PG_SKIP }, () => {
     glance.addImage({ id: B_IMAGE }, imageBytes(500_000, 2));
 
     assert.equal((await request(`${a.url}/v2/images/${A_IMAGE}/file`)).status, 200);
+    await a.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal((await request(`${b.url}/v2/images/${A_IMAGE}/file`)).status, 200); // from a, its peer
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
     assert.equal((await request(`${b.url}/v2/images/${B_IMAGE}/file`)).status, 200);
+    await b.cache.fillsSettled(); // the body is released once verified; the commit follows
 
     const state = (await request(`${b.url}/dashboard/state.json`)).json() as DashboardState;
     assert.deepEqual(

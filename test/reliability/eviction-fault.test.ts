@@ -88,7 +88,10 @@ async function cacheWithImmutableImages(t: TestContext) {
     assert.equal(got.status, 200, serving.output());
     assert.equal(got.headers['x-cache-status'], 'MISS');
   }
-  assert.deepEqual((await readdir(dir)).filter((name) => IDS.includes(name)).sort(), [...IDS].sort());
+  // The bodies were released once verified; the commits (rename into place) follow.
+  const committed = async () => (await readdir(dir)).filter((name) => IDS.includes(name)).sort();
+  await until(async () => (await committed()).length === IDS.length, 'the two misses to be committed');
+  assert.deepEqual(await committed(), [...IDS].sort());
   const paths = IDS.map((id) => join(dir, id));
   await chattr('+i', paths);
   locked.push(...paths);
@@ -182,6 +185,8 @@ describe('imgcache serve and a promise nobody handled', () => {
     const got = await httpGet(`${serving.url}/v2/images/${THIRD}/file`);
     assert.equal(got.status, 200);
     assert.equal(sha256(got.body), sha256(data));
+    // The body was released once verified; the commit follows (and must land before the directory is removed).
+    await until(async () => (await readdir(join(root, 'cache'))).includes(THIRD), 'the miss to be committed');
   });
 });
 

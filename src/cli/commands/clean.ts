@@ -25,7 +25,7 @@ export function registerClean(program: Command, ctx: CliContext): void {
       const extra = { image_cache_stall_time: options.stallTime };
       ctx.exitCode = await ctx.withTarget(command, { extra }, {
         local: async (cache, config) => {
-          const result = await cache.clean(config.image_cache_stall_time);
+          const result = await cache.driver.clean(config.image_cache_stall_time);
           ctx.out(
             `removed ${plural(result.invalidRemoved, 'invalid file')} and ` +
               `${plural(result.incompleteRemoved, 'stalled incomplete file')}`,
