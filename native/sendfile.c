@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define POLL_MS 200
@@ -202,13 +203,34 @@ static napi_value resume(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* peek(fd, buffer) -> bytes copied into buffer without taking them off the socket (MSG_PEEK), 0 when none yet */
+static napi_value peek(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  void *data;
+  size_t length;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &length));
+  ssize_t n;
+  do {
+    n = recv(fd, data, length, MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = 0;
+  if (n < 0) n = -1;
+  CHECK(napi_create_int32(env, (int32_t)n, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
       {"cancel", NULL, cancel, NULL, NULL, NULL, napi_default, NULL},
       {"resume", NULL, resume, NULL, NULL, NULL, napi_default, NULL},
+      {"peek", NULL, peek, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 3, methods);
+  napi_define_properties(env, exports, 4, methods);
   return exports;
 }
 

@@ -54,7 +54,8 @@ export interface AppDeps {
   /** Makes the listening server (serve's https, `tls.ts`). @default fastify's plain http server */
   serverFactory?: FastifyServerFactory;
   /**
-   * Trust `X-Forwarded-For`/`-Proto` (the owner process of `workers`, whose only callers are its workers).
+   * Trust `X-Forwarded-For`/`-Proto` from callers on a Unix socket (the owner process of `workers`: those are its
+   * workers). Never from a TCP peer: the owner also serves some client connections itself (workers/route.ts).
    * @default false
    */
   trustProxy?: boolean;
@@ -99,7 +100,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     rewriteUrl: (request) => rewriteVersionedUrl(request.url ?? '/'),
     routerOptions: { maxParamLength: MAX_SEGMENT },
     ...(deps.serverFactory ? { serverFactory: deps.serverFactory } : {}),
-    ...(deps.trustProxy ? { trustProxy: true } : {}),
+    // A Unix-socket peer has no address; every TCP peer has one.
+    ...(deps.trustProxy ? { trustProxy: (address: string | undefined) => !address } : {}),
     // Malformed URLs and bodies get the same JSON error shape as everything else.
     frameworkErrors: (error, _request, reply) => {
       const status = error.statusCode ?? 400;

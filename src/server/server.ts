@@ -1,5 +1,6 @@
 import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { createAuthenticator } from '../auth/factory.js';
 import type { Authenticator } from '../auth/identity.js';
@@ -39,6 +40,11 @@ export interface RunningServer {
    * closes.
    */
   close(): Promise<void>;
+  /**
+   * Serves a client connection accepted elsewhere (the owner of `workers` keeps some for itself: workers/route.ts)
+   * as if this server had accepted it: nothing read from it yet. `close` waits for it like for its own.
+   */
+  adopt(connection: Socket): void;
   /**
    * Reads `cert_file`, `key_file` and `ca_file` again and uses them for new connections (SIGHUP); false when
    * TLS is off. Throws {@link ConfigError} for files that cannot be used; the old ones then stay in force.
@@ -190,13 +196,25 @@ function running(config: ServeConfig, logger: Logger, parts: Parts, privateSocke
   ];
   const shuttingDown = () => new ShuttingDownError();
 
+  // Connections adopted from elsewhere: node:http tracks them (idle ones close with the server) but its close
+  // does not wait for them, so close waits for them here.
+  const adopted = new Set<Socket>();
+  const adopt = (connection: Socket) => {
+    adopted.add(connection);
+    connection.once('close', () => adopted.delete(connection));
+    app.server.emit('connection', connection);
+    connection.resume();
+  };
+  const adoptedClosed = () =>
+    Promise.all([...adopted].map((connection) => new Promise((resolve) => connection.once('close', resolve))));
+
   let closing: Promise<void> | null = null;
   const close = () => {
     closing ??= (async () => {
       logger.info('shutting down: no new connections; waiting for running downloads');
       prefetcher.halt();
       const stopped = Promise.all(schedules.map((schedule) => schedule.stop()));
-      const closed = app.close();
+      const closed = Promise.all([app.close(), adoptedClosed()]);
       const deadline = new Promise<'timeout'>((resolve) =>
         setTimeout(() => resolve('timeout'), server.shutdown_timeout * 1000).unref(),
       );
@@ -204,6 +222,7 @@ function running(config: ServeConfig, logger: Logger, parts: Parts, privateSocke
         logger.warn('shutdown_timeout reached: aborting the downloads still running');
         await cache.abortFills(shuttingDown());
         app.server.closeAllConnections();
+        for (const connection of adopted) connection.destroy();
         await closed;
       }
       // Prefetches hold no connection: they are aborted here, their files go to invalid/, never stay in incomplete/.
@@ -227,5 +246,5 @@ function running(config: ServeConfig, logger: Logger, parts: Parts, privateSocke
   };
   const scheme = server.cert_file === undefined ? 'http' : 'https';
   const url = `${scheme}://${host}:${port}`;
-  return { url, app, cache, prefetcher, auth, policy, origin, metrics, close, reloadTls };
+  return { url, app, cache, prefetcher, auth, policy, origin, metrics, close, adopt, reloadTls };
 }

@@ -15,6 +15,7 @@ interface SendfileBinding {
   ): object;
   resume(job: object): void;
   cancel(job: object): void;
+  peek(fd: number, buffer: Buffer): number;
 }
 
 function loadBinding(): SendfileBinding | null {
@@ -53,9 +54,31 @@ export interface SendfileSocket {
 export function plainSocketOf(out: Writable): SendfileSocket | null {
   const socket = (out as Writable & { socket?: Socket | null }).socket;
   if (!binding || !socket || 'encrypted' in socket) return null;
-  // `_handle.fd` is libuv's fd of a TCP handle: not public API, so it is checked rather than trusted.
+  const fd = plainFd(socket);
+  return fd === null ? null : { socket, fd };
+}
+
+/**
+ * The first bytes a client sent on `socket`, read without taking them off it (MSG_PEEK), so whoever gets the
+ * connection afterwards still reads them all: up to `buffer.length`, waiting at most `waitMs` for the first
+ * ones. Null when nothing came in time, or where the addon is not built (callers then do without).
+ */
+export async function peekRequest(socket: Socket, buffer: Buffer, waitMs: number): Promise<Buffer | null> {
+  const target = binding ? plainFd(socket) : null;
+  if (target === null) return null;
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    const count = (binding as SendfileBinding).peek(target, buffer);
+    if (count > 0) return buffer.subarray(0, count);
+    if (count < 0 || socket.destroyed || performance.now() >= deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+/** `_handle.fd` is libuv's fd of a TCP handle: not public API, so it is checked rather than trusted. */
+function plainFd(socket: Socket): number | null {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? { socket, fd } : null;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
 /**

@@ -1,12 +1,13 @@
 import cluster from 'node:cluster';
 import { rm } from 'node:fs/promises';
-import { createServer as createListener, type Server as Listener } from 'node:net';
+import { createServer as createListener, type Server as Listener, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../options.js';
 import { type RunningServer, type StartServerOptions, startServer } from '../server.js';
 import { listenerTls } from '../tls.js';
 import { WORKER_ENV } from './ipc.js';
+import { ownerTakes } from './route.js';
 import { LeaseDesk } from './leases.js';
 import { WorkerPool } from './pool.js';
 import { ownerSocketDir } from './socket-dir.js';
@@ -64,7 +65,18 @@ export async function startWithWorkers(
     drainSeconds: config.server.shutdown_timeout + DRAIN_MARGIN_SECONDS,
   });
   // The public port is the owner's for its whole life; connections are accepted unread and handed to workers.
-  const listener: Listener = createListener({ pauseOnConnect: true }, (connection) => pool.dispatch(connection));
+  // Plain http only: with TLS the bytes are encrypted, and the workers terminate TLS.
+  const route = (connection: Socket) => {
+    if (config.server.cert_file !== undefined) return pool.dispatch(connection);
+    ownerTakes(connection, server.cache.driver, server.origin.authorizesCallers).then(
+      (mine) => {
+        if (!mine || connection.destroyed) return pool.dispatch(connection);
+        server.adopt(connection); // the app parses the request from its first byte
+      },
+      () => pool.dispatch(connection), // never rejects; the guard that no rejection is ever unhandled
+    );
+  };
+  const listener: Listener = createListener({ pauseOnConnect: true }, route);
   let port: number;
   try {
     port = await listen(listener, config.server.bind_host, config.server.bind_port);
@@ -89,8 +101,10 @@ export async function startWithWorkers(
         const closed = new Promise<void>((done) => listener.close(() => done()));
         logger.info('shutting down: no new connections; the workers finish their running downloads');
         await pool.drain();
-        await closed;
+        // The downloads the owner answers itself are the app's connections now: its close gives them
+        // shutdown_timeout, then cuts them, and with them the listener's last connections.
         await server.close();
+        await closed;
         await rm(dir, { recursive: true, force: true });
       })()),
     reloadTls: () => {
