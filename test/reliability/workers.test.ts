@@ -159,6 +159,9 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     const url = `${serve.url}/v2/images/img-hits/file`;
     const first = await httpGet(url);
     assert.equal(first.headers['x-cache-status'], 'MISS');
+    // The body ends before the commit; a request in that window is a cold download the owner answers itself.
+    const cached = async () => (await httpGet(`${serve.url}/v2/cache`)).body.toString().includes('img-hits');
+    await until(cached, 'the miss to be committed');
     const hits = 6;
     for (let i = 0; i < hits; i++) {
       const hit = await httpGet(url);
