@@ -3,9 +3,8 @@ import { type Agent, type Dispatcher, errors } from 'undici';
 import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
 import type { ApiVersion, ImageRecord, Origin, OriginCaller, ProxyRequest, ProxyResponse } from './origin.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
-import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
-import { createAgent, discard, readJson, redactUrl, send, statusError, type TransportOptions } from './transport.js';
+import { createAgent, discard, rangedBody, readJson, redactUrl, send, statusError, type TransportOptions } from './transport.js';
 
 /** Options of a {@link GlanceOrigin}. */
 export interface GlanceOriginOptions extends TransportOptions {
@@ -103,9 +102,7 @@ export class GlanceOrigin implements Origin {
     const what = `glance origin, GET image ${id} bytes ${range.start}-${range.end}`;
     const path = `/v2/images/${encodeURIComponent(id)}/file`;
     const response = await this.#request('GET', path, caller, what, signal, `bytes=${range.start}-${range.end}`);
-    if (response.statusCode === 206) return response.body;
-    if (response.statusCode === 200) return cutRange(response.body, range);
-    throw await statusError(response, id, what, 'unauthorized');
+    return rangedBody(response, range, id, what, 'unauthorized');
   }
 
   /**

@@ -2,13 +2,13 @@ import type { Readable } from 'node:stream';
 import { type Agent, type Dispatcher, interceptors } from 'undici';
 import { ConfigError, ImageStateError, OriginError } from '../errors.js';
 import type { ImageRecord, Origin, OriginCaller } from './origin.js';
-import { cutRange } from '../streams/slice.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, md5FromHeader } from './record.js';
 import {
   contentLength,
   createAgent,
   discard,
   header,
+  rangedBody,
   redactUrl,
   send,
   statusError,
@@ -158,9 +158,7 @@ export class HttpOrigin implements Origin {
     signal.throwIfAborted();
     const id = checkImageId(imageId);
     const response = await this.#request('GET', id, caller, signal, `bytes=${range.start}-${range.end}`);
-    if (response.statusCode === 206) return response.body;
-    if (response.statusCode === 200) return cutRange(response.body, range);
-    throw await statusError(response, id, `${this.#what(id)}, bytes ${range.start}-${range.end}`, 'forbidden');
+    return rangedBody(response, range, id, `${this.#what(id)}, bytes ${range.start}-${range.end}`, 'forbidden');
   }
 
   async close(): Promise<void> {

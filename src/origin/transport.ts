@@ -1,6 +1,8 @@
+import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError, UnauthorizedError } from '../errors.js';
 import { type ClientTls, header, isCertificateError, tlsConnect } from '../http-client.js';
+import { cutRange } from '../streams/slice.js';
 
 // The body and header helpers every undici caller shares live in the leaf http-client; the origins import them
 // from here with the rest of their transport.
@@ -69,6 +71,22 @@ export async function send(
  * anything else → {@link OriginError} with `originStatus`. Reads a little of the body for the message, then
  * discards the rest so the socket is freed.
  */
+/**
+ * The body of a ranged GET: a 206 as it is, a 200 (a store that ignores ranges) cut to the range, anything else
+ * the status's error (see {@link statusError}).
+ */
+export async function rangedBody(
+  response: Dispatcher.ResponseData,
+  range: { start: number; end: number },
+  imageId: string,
+  what: string,
+  unauthorized: 'unauthorized' | 'forbidden',
+): Promise<Readable> {
+  if (response.statusCode === 206) return response.body;
+  if (response.statusCode === 200) return cutRange(response.body, range);
+  throw await statusError(response, imageId, what, unauthorized);
+}
+
 export async function statusError(
   response: Dispatcher.ResponseData,
   imageId: string,

@@ -5,7 +5,7 @@ import { canProxy, type ImageRecord } from '../origin/origin.js';
 import type { AppDeps } from './app.js';
 import { assertNoBody } from './errors.js';
 import { imageView, isoTime, pageOf, parseListQuery } from './image-view.js';
-import { callerOf, imageTarget } from './images.js';
+import { callerOf, imageTarget, recordOf } from './images.js';
 import { SCHEMAS } from './schemas.js';
 
 interface ImageParams {
@@ -43,15 +43,7 @@ export function registerImagesApi(app: FastifyInstance, deps: AppDeps): void {
   };
 
   /** A cached image's record from what the cache recorded at commit. */
-  const fromCache = (entry: CachedImage): ImageRecord => ({
-    id: entry.imageId,
-    status: 'active',
-    size: entry.size,
-    checksum: entry.checksum,
-    os_hash_algo: entry.osHashAlgo,
-    os_hash_value: entry.osHashValue,
-    created_at: isoTime(entry.lastModified * 1000),
-  });
+  const fromCache = (entry: CachedImage): ImageRecord => ({ ...recordOf(entry), created_at: isoTime(entry.lastModified * 1000) });
 
   /**
    * The image as the origin describes it. When the origin cannot say (down, broken) but the image is cached,
