@@ -213,6 +213,8 @@ describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema
       assert.equal(fromOrigin.status, 200);
       assert.ok(fromOrigin.body.equals(data));
       assert.equal(fileGets(ID), 1);
+      // The body ends before the commit (the last chunk goes out once verified): A is listed once it committed.
+      await until(async () => ((await nodesOf(c, ID)) as string[]).length > 0, "A's commit to reach the central DB");
       assert.deepEqual(await nodesOf(c, ID), [a.url]);
 
       // B misses: served from A, the origin is not asked again, and B is listed too.
@@ -222,12 +224,14 @@ describe('a cluster of three `imgcache serve` processes on one PostgreSQL schema
       assert.ok(fromPeer.body.equals(data), 'B served other bytes than the image');
       assert.equal(fileGets(ID), 1, 'B fetched the image from the origin instead of from A');
       assert.equal(glance.served.get(ID), data.length, 'the origin sent the image more than once');
+      await until(async () => ((await nodesOf(c, ID)) as string[]).length > 1, "B's commit to reach the central DB");
       assert.deepEqual(await nodesOf(c, ID), [a.url, b.url].sort());
       assert.ok(await exists(join(b.dir, ID)), 'B did not cache the image it fetched from A');
 
       // A second image, cached on A only (for after A's crash).
       assert.ok((await request(`${a.url}/v2/images/${ID2}/file`)).body.equals(data2));
       assert.equal(fileGets(ID2), 1);
+      await until(async () => ((await nodesOf(c, ID2)) as string[]).length > 0, "A's commit of the second image");
       assert.deepEqual(await nodesOf(c, ID2), [a.url]);
 
       // The image is deleted through C (which never held it): A and B drop their files within 5 s.
