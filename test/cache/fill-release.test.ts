@@ -3,10 +3,9 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { ImageCache } from '../../src/cache/image-cache.js';
-import type { Driver, ImageDigests, ImageWriter } from '../../src/drivers/driver.js';
-import { createSqliteDriver } from '../../src/drivers/sqlite.js';
+import type { ImageDigests, ImageWriter } from '../../src/drivers/driver.js';
+import { sqliteDriverWithCommitHook } from '../helpers/commit-hook.js';
 import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
-import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
 const MIB = 1 << 20;
@@ -19,30 +18,14 @@ async function heldCommitCache(
   t: TestContext,
   commit?: (writer: ImageWriter, real: (digests?: ImageDigests) => Promise<void>, digests?: ImageDigests) => Promise<void>,
 ): Promise<{ cache: ImageCache; dir: string; commitStarted: () => boolean; releaseCommit: () => void }> {
-  const dir = await tempDir(t);
-  const inner = createSqliteDriver({ cacheDir: dir });
-  await inner.configure();
   let releaseCommit!: () => void;
   const gate = new Promise<void>((resolve) => (releaseCommit = resolve));
   let started = false;
-  const driver = new Proxy(inner, {
-    get(target, property) {
-      if (property !== 'openForWrite') {
-        const value: unknown = Reflect.get(target, property, target);
-        return typeof value === 'function' ? value.bind(target) : value; // the driver's own `this` (private fields)
-      }
-      return async (imageId: string) => {
-        const writer = await target.openForWrite(imageId);
-        const real = writer.commit.bind(writer);
-        writer.commit = async (digests) => {
-          started = true;
-          await gate;
-          await (commit ? commit(writer, real, digests) : real(digests));
-        };
-        return writer;
-      };
-    },
-  }) as Driver;
+  const { driver, dir } = await sqliteDriverWithCommitHook(t, async (real, digests, writer) => {
+    started = true;
+    await gate;
+    await (commit ? commit(writer, real, digests) : real(digests));
+  });
   const cache = new ImageCache({ driver });
   t.after(async () => {
     releaseCommit();

@@ -8,6 +8,7 @@ import type { DriverOptions } from '../../src/drivers/file-driver.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
 import { ChecksumMismatchError } from '../../src/errors.js';
 import { collect, glanceMetadata, imageBytes, TestOrigin } from '../helpers/origin.js';
+import { sqliteDriverWithCommitHook } from '../helpers/commit-hook.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
@@ -57,30 +58,14 @@ describe('fill engine', () => {
   it('answers a request that arrives while a verified fill commits with a HIT once it settles, counting the hit', async (t) => {
     // The cache-api test "caches an active image on PUT ... then counts hits" lost its hit under load: the GET came
     // after the rename (isCached) but before the fill settled, joined it as COALESCED, and counted nothing.
-    const dir = await tempDir(t);
-    const inner = createSqliteDriver({ cacheDir: dir });
-    await inner.configure();
     let openGate!: () => void;
     const gate = new Promise<void>((resolve) => (openGate = resolve));
     let published = false;
     // The commit of the one write handle is held open after it published the file: the window under test.
-    const driver = new Proxy(inner, {
-      get(target, property) {
-        if (property !== 'openForWrite') {
-          const value: unknown = Reflect.get(target, property, target);
-          return typeof value === 'function' ? value.bind(target) : value; // the driver's own `this` (private fields)
-        }
-        return async (imageId: string) => {
-          const writer = await target.openForWrite(imageId);
-          const commit = writer.commit.bind(writer);
-          writer.commit = async (digests) => {
-            await commit(digests);
-            published = true;
-            await gate;
-          };
-          return writer;
-        };
-      },
+    const { driver } = await sqliteDriverWithCommitHook(t, async (real, digests) => {
+      await real(digests);
+      published = true;
+      await gate;
     });
     const cache = new ImageCache({ driver });
     t.after(() => cache.close());
