@@ -1,0 +1,186 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLI_BIN } from './cli.js';
+import { PG_URL } from './postgres.js';
+import { freePort } from './server-extra.js';
+
+/**
+ * A cluster of real `imgcache serve` child processes, as an operator runs one: the postgres driver on one schema,
+ * peer fetch with a shared secret, each node its own cache dir and port, a clean environment (no inherited
+ * `IMGCACHE_*`). Shared by test/cluster/storm.test.ts and bench/cluster.ts, which talk to the nodes over HTTP
+ * only, so they measure whatever the built CLI does.
+ */
+
+export interface ServeNode {
+  name: string;
+  /** http://127.0.0.1:PORT, also its IMGCACHE_SELF_URL. */
+  url: string;
+  dir: string;
+  child: ChildProcess;
+  /** Exit code or signal name, once the process has exited. */
+  exited: Promise<number | string>;
+  /** The last ~32-64 KB the process wrote (stdout and stderr). */
+  output: () => string;
+  /** SIGTERM, SIGKILL after `graceMs`; resolves with the exit code or signal. */
+  stop: (graceMs?: number) => Promise<number | string>;
+}
+
+export interface ServeClusterOptions {
+  count: number;
+  /** Node i caches in `${root}/node${i}`. */
+  root: string;
+  /** The `--origin` value. */
+  origin: string;
+  schema: string;
+  secret: string;
+  /** More environment for every node (e.g. IMGCACHE_PEER_MAX_READERS). */
+  env?: Record<string, string>;
+  /** More `serve` arguments for every node (e.g. `--workers 1`). */
+  args?: string[];
+  /** @default 30000 */
+  startTimeoutMs?: number;
+}
+
+const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+async function startNode(options: ServeClusterOptions, index: number): Promise<ServeNode> {
+  const name = `node${index}`;
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const dir = `${options.root}/${name}`;
+  const args = [
+    'serve',
+    '--cache-dir', dir,
+    '--driver', 'postgres',
+    '--origin', options.origin,
+    '--port', String(port),
+    '--peer-fetch',
+    '--cluster-secret', options.secret,
+    ...(options.args ?? []),
+  ];
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('IMGCACHE_'))),
+    IMGCACHE_DATABASE_URL: PG_URL,
+    IMGCACHE_DATABASE_SCHEMA: options.schema,
+    IMGCACHE_SELF_URL: url,
+    IMGCACHE_LOG_LEVEL: 'warn',
+    ...options.env,
+  };
+  const child = spawn(process.execPath, [CLI_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+    if (output.length > 64_000) output = output.slice(-32_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const stop = async (graceMs = 5_000) => {
+    if (running(child)) {
+      child.kill('SIGTERM');
+      const gone = await Promise.race([exited.then(() => true), sleep(graceMs, false, { ref: false })]);
+      if (!gone && running(child)) child.kill('SIGKILL');
+    }
+    return exited;
+  };
+  const node: ServeNode = { name, url, dir, child, exited, output: () => output, stop };
+
+  const deadline = Date.now() + (options.startTimeoutMs ?? 30_000);
+  while (!/serving on http:\/\/\S+/.test(output)) {
+    if (!running(child)) throw new Error(`${name} exited (${await exited}) before serving:\n${output}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${name} did not start in time:\n${output}`);
+    }
+    await sleep(20);
+  }
+  const served = /serving on (http:\/\/\S+)/.exec(output)?.[1];
+  if (served !== url) {
+    await stop();
+    throw new Error(`${name} serves on ${served}, not on its IMGCACHE_SELF_URL ${url}`);
+  }
+  return node;
+}
+
+/** Starts `count` nodes at once; if one fails, the others are stopped and the error is thrown. */
+export async function startServeCluster(options: ServeClusterOptions): Promise<ServeNode[]> {
+  const started = await Promise.allSettled(Array.from({ length: options.count }, (_, i) => startNode(options, i)));
+  const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(nodes.map((node) => node.stop()));
+    throw failed.reason;
+  }
+  return nodes;
+}
+
+/** What one checked download saw. */
+export interface Download {
+  node: string;
+  id: string;
+  bytes: number;
+  md5: string;
+  /** `x-cache-status`, or "none". */
+  status: string;
+  /** From `startedAt` (the storm's common start) to the last byte. */
+  ms: number;
+}
+
+/**
+ * GETs `/v2/images/{id}/file` from `node` and checks the body while it streams (length and MD5; nothing buffered).
+ * Throws on another status, length or MD5.
+ */
+export async function downloadChecked(
+  node: ServeNode,
+  image: { id: string; size: number; md5: string },
+  startedAt = performance.now(),
+  signal?: AbortSignal,
+): Promise<Download> {
+  const response = await fetch(`${node.url}/v2/images/${image.id}/file`, { signal });
+  if (response.status !== 200 || !response.body) {
+    throw new Error(`${node.name}: GET ${image.id} answered ${response.status}: ${await response.text()}`);
+  }
+  const md5 = createHash('md5');
+  let bytes = 0;
+  for await (const chunk of response.body) {
+    md5.update(chunk);
+    bytes += chunk.length;
+  }
+  const download = {
+    node: node.name,
+    id: image.id,
+    bytes,
+    md5: md5.digest('hex'),
+    status: response.headers.get('x-cache-status') ?? 'none',
+    ms: performance.now() - startedAt,
+  };
+  if (bytes !== image.size || download.md5 !== image.md5) {
+    throw new Error(
+      `${node.name}: ${image.id} came back with ${bytes} B (md5 ${download.md5}), ` +
+        `not ${image.size} B (md5 ${image.md5})`,
+    );
+  }
+  return download;
+}
+
+/**
+ * The largest sample of metric `name` in the node's GET /metrics (over all label sets), or undefined when the
+ * node does not export it.
+ */
+export async function metricMax(node: ServeNode, name: string): Promise<number | undefined> {
+  const response = await fetch(`${node.url}/metrics`);
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`${node.name}: GET /metrics answered ${response.status}: ${text}`);
+  let max: number | undefined;
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const value = Number(match[2]);
+    if (!Number.isNaN(value)) max = max === undefined ? value : Math.max(max, value);
+  }
+  return max;
+}
