@@ -157,17 +157,21 @@ async function originPart(summary: Record<string, unknown>): Promise<boolean> {
         startTimeoutMs: 60_000,
       });
       try {
-        const ran = async (name: string, skip: boolean | undefined, run: () => Promise<StormRow>) => {
+        /** A row may take 5x the time of every node fetching its bytes at the origin's rate, plus a minute. */
+        type Run = (signal: AbortSignal) => Promise<StormRow>;
+        const ran = async (name: string, skip: boolean | undefined, bytes: number, run: Run) => {
           if (skip) return undefined;
           process.stderr.write(`  row ${name} ...\n`);
-          return run();
+          return run(AbortSignal.timeout(60_000 + (5_000 * bytes * opts.nodes) / (opts.rateMiB * MIB)));
         };
-        const lone = await ran('a (lone)', values['skip-lone'], () => loneRow(nodes, origin, opts.size, opts.seed * 100));
-        const storm = await ran('b (storm)', values['skip-storm'], () =>
-          stormRow(nodes, origin, opts.size, opts.perNode, opts.seed * 100 + 1),
+        const lone = await ran('a (lone)', values['skip-lone'], opts.size, (signal) =>
+          loneRow(nodes, origin, opts.size, opts.seed * 100, signal),
         );
-        const many = await ran('c (images)', values['skip-images'], () =>
-          imagesRow(nodes, origin, opts.images, opts.imageSize, opts.clients, opts.seed * 100 + 10),
+        const storm = await ran('b (storm)', values['skip-storm'], opts.size, (signal) =>
+          stormRow(nodes, origin, opts.size, opts.perNode, opts.seed * 100 + 1, signal),
+        );
+        const many = await ran('c (images)', values['skip-images'], opts.images * opts.imageSize, (signal) =>
+          imagesRow(nodes, origin, opts.images, opts.imageSize, opts.clients, opts.seed * 100 + 10, signal),
         );
         const peak = await peakStreams(nodes);
         failed = report(summary, lone, storm, many, peak);
@@ -192,7 +196,8 @@ function report(
 ): boolean {
   const once = (row: StormRow) => row.originBytes === row.images.reduce((n, image) => n + image.size, 0);
   const slowdown = storm && lone ? storm.slowestMs / lone.slowestMs : undefined;
-  const stormPass = storm ? once(storm) && slowdown !== undefined && slowdown <= STORM_SLOWDOWN : undefined;
+  // Without row a there is no reference time: the storm is judged on its origin bytes alone (and says so).
+  const stormPass = storm ? once(storm) && (slowdown === undefined || slowdown <= STORM_SLOWDOWN) : undefined;
   const manyPass = many ? once(many) : undefined;
   const goal = (pass: boolean | undefined) => (pass === undefined ? 'n/a' : pass ? 'PASS' : 'FAIL');
   const line = (name: string, what: string, row: StormRow | undefined, vsLone: string, pass: string) =>
@@ -220,11 +225,15 @@ function report(
   );
   console.log('');
   if (storm) {
-    console.log(`${goal(stormPass)} b) storm: origin ${fmt(storm.ratio, 2)}x the image (goal 1.00x), slowest client ` +
-      `${slowdown === undefined ? 'n/a (row a skipped)' : `${fmt(slowdown, 2)}x`} one lone cold download (goal <= ${STORM_SLOWDOWN}x)`);
+    const times = slowdown === undefined ? 'not judged (row a skipped)' : `${fmt(slowdown, 2)}x`;
+    console.log(
+      `${goal(stormPass)} b) storm: origin ${fmt(storm.ratio, 2)}x the image (goal 1.00x), slowest client ` +
+        `${times} one lone cold download (goal <= ${STORM_SLOWDOWN}x)`,
+    );
   }
   if (many) console.log(`${goal(manyPass)} c) images: origin ${fmt(many.ratio, 2)}x the images (goal 1.00x)`);
-  console.log(`info d) peak peer streams of one image on one node: ${peak === undefined ? 'n/a (no imgcache_peer_streams_peak)' : peak}`);
+  const peakText = peak === undefined ? 'n/a (no imgcache_peer_streams_peak)' : String(peak);
+  console.log(`info d) peak peer streams of one image on one node: ${peakText}`);
   Object.assign(summary, {
     loneS: lone ? Number((lone.slowestMs / 1000).toFixed(2)) : null,
     stormRatio: storm ? Number(storm.ratio.toFixed(3)) : null,

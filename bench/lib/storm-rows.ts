@@ -2,6 +2,7 @@
  * The rows of bench/cluster.ts Part 1, against real `imgcache serve` child processes (test/helpers/serve-
  * cluster.ts) in front of one rate-limited counting origin (test/helpers/storm-origin.ts). Each row uses images
  * of its own, cold everywhere, so the origin's per-image counters are the row's: nothing is reset between rows.
+ * `signal` bounds a row: a cluster that hangs fails the bench instead of keeping it running.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -49,10 +50,16 @@ function rowOf(origin: StormOrigin, images: StormImage[], downloads: Download[])
 }
 
 /** a) One client, one node, one fresh image: the reference time of a cold download. */
-export async function loneRow(nodes: readonly ServeNode[], origin: StormOrigin, size: number, seed: number) {
+export async function loneRow(
+  nodes: readonly ServeNode[],
+  origin: StormOrigin,
+  size: number,
+  seed: number,
+  signal?: AbortSignal,
+) {
   const image = origin.addImage(randomUUID(), size, seed);
   const startedAt = performance.now();
-  const download = await downloadChecked(nodes[0] as ServeNode, image, startedAt);
+  const download = await downloadChecked(nodes[0] as ServeNode, image, startedAt, signal);
   return rowOf(origin, [image], [download]);
 }
 
@@ -63,11 +70,12 @@ export async function stormRow(
   size: number,
   perNode: number,
   seed: number,
+  signal?: AbortSignal,
 ) {
   const image = origin.addImage(randomUUID(), size, seed);
   const startedAt = performance.now();
   const downloads = await Promise.all(
-    nodes.flatMap((node) => Array.from({ length: perNode }, () => downloadChecked(node, image, startedAt))),
+    nodes.flatMap((node) => Array.from({ length: perNode }, () => downloadChecked(node, image, startedAt, signal))),
   );
   return rowOf(origin, [image], downloads);
 }
@@ -83,6 +91,7 @@ export async function imagesRow(
   size: number,
   clients: number,
   seed: number,
+  signal?: AbortSignal,
 ) {
   const images = Array.from({ length: count }, (_, i) => origin.addImage(randomUUID(), size, seed + i));
   const random = seededRandom(seed);
@@ -92,7 +101,7 @@ export async function imagesRow(
     plans.map(async (plan, client) => {
       const node = nodes[client % nodes.length] as ServeNode;
       const got: Download[] = [];
-      for (const image of plan) got.push(await downloadChecked(node, image, startedAt));
+      for (const image of plan) got.push(await downloadChecked(node, image, startedAt, signal));
       return got;
     }),
   );
