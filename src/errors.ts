@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   ERR_SIZE_MISMATCH: { status: 502, exit: 1 },
   ERR_AUTH_UNAVAILABLE: { status: 503, exit: 1 },
   ERR_SHUTTING_DOWN: { status: 503, exit: 1 },
+  ERR_PEER_BUSY: { status: 503, exit: 1 },
   ERR_FILL_IDLE_TIMEOUT: { status: 504, exit: 1 },
 } as const satisfies Record<`ERR_${string}`, { status: number; exit: 1 | 2 }>;
 
@@ -258,5 +259,15 @@ export class ShuttingDownError extends ImageCacheError {
 export class HashWorkerError extends ImageCacheError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_HASH_WORKER', message, options);
+  }
+}
+
+/**
+ * This node already sends `peer_max_readers` copies of the image to other nodes (HTTP 503, Retry-After): the
+ * asking node reads from another node that receives the image (fan-out), never from the origin for that reason.
+ */
+export class PeerBusyError extends ImageCacheError {
+  constructor(imageId: string, limit: number) {
+    super('ERR_PEER_BUSY', `this node already sends image ${imageId} to ${limit} other node(s) (peer_max_readers); read it from another node`);
   }
 }

@@ -36,6 +36,7 @@ const SAMPLES: Record<string, () => ImageCacheError> = {
   ImageNotFoundError: () => new errors.ImageNotFoundError('img'),
   UnauthorizedError: () => new errors.UnauthorizedError(),
   ForbiddenError: () => new errors.ForbiddenError('no'),
+  PeerBusyError: () => new errors.PeerBusyError('img', 2),
   BadRequestError: () => new errors.BadRequestError('no'),
   ImageStateError: () => new errors.ImageStateError('img', 'queued', 'download'),
   OriginError: () => new errors.OriginError('down'),

@@ -5,7 +5,6 @@ import { Admission } from './admission.js';
 import type { DigestPolicy, ExpectedImage } from './digest.js';
 import type { Fill } from './fill.js';
 import { HashPool } from './hash-pool.js';
-import { CacheHit, hitTally } from './hit.js';
 import { type HitLease, leaseHit } from './hit-lease.js';
 import { importFile, importStream } from './import.js';
 import { InFlight } from './inflight.js';
@@ -137,14 +136,9 @@ export class ImageCache {
     return result;
   }
 
-  /**
-   * A cached image for another node of the cluster: in use (never evicted) while it is sent, the fd closed when
-   * that ends, and no hit recorded (a peer's copy is not a client's read).
-   * @throws ImageNotCachedError
-   */
-  async openForPeer(imageId: string): Promise<CacheHit> {
-    const reader = await this.driver.openForRead(imageId);
-    return new CacheHit(reader, hitTally(this.#admission, this.stats), this.#logger, { recordHit: false });
+  /** The image for another node of the cluster: its copy or its running fill. See {@link ReadThrough.forPeer}. */
+  forPeer(imageId: string): Promise<FetchResult | null> {
+    return this.#readThrough.forPeer(imageId);
   }
 
   /** A hit streamed by another process (a `workers` process): see {@link leaseHit}. Null when not cached. */

@@ -143,6 +143,39 @@ export class ReadThrough {
   }
 
   /**
+   * The image for another node of the cluster, never starting a fill: the committed file (`HIT`, no hit recorded:
+   * a peer's copy is not a client's read), or the running fill read from byte 0 as any follower reads it
+   * (`COALESCED`; cluster-wide single flight: a node joins the fill of the node that claimed it). Null when this
+   * node neither holds nor fills the image. Rejects with the fill's error when it fails before its first byte.
+   */
+  async forPeer(imageId: string): Promise<FetchResult | null> {
+    this.#driver.getImageFilepath(imageId);
+    await this.#sized();
+    const found = await this.#inflight.exclusive(imageId, async (): Promise<Fill | CacheHit | null> => {
+      const running = await this.#running(imageId);
+      if (running?.joinable) return running;
+      try {
+        return new CacheHit(await this.#driver.openForRead(imageId), hitTally(this.#admission, this.#stats), this.#logger, {
+          recordHit: false,
+        });
+      } catch (error) {
+        if (error instanceof ImageNotCachedError) return null;
+        throw error;
+      }
+    });
+    if (found === null || found instanceof CacheHit) return found && hitResult('HIT', found);
+    const reader = new FillReader(found, null);
+    try {
+      await found.ready;
+    } catch (error) {
+      reader.destroy();
+      throw error;
+    }
+    reader.activate();
+    return { status: 'COALESCED', size: found.size, stream: reader, body: reader };
+  }
+
+  /**
    * A byte range of the image, never starting a fill itself (RFC 9110 ranges; Glance bypasses the cache for
    * them, bug 1664709): from the cached file (`HIT`), from a running fill's file once those bytes are on disk
    * (`COALESCED`), else from the origin (`BYPASS`) without disturbing a running fill. A `BYPASS` of an image that

@@ -5,10 +5,8 @@ import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
 import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
 import { type ClientTls, tlsAgent } from '../http-client.js';
-import { openFromPeers } from './peer.js';
-
-/** How long a miss waits to learn which peers hold the image before it goes to the origin instead. */
-const PEER_LOOKUP_TIMEOUT_MS = 2000;
+import { PeerSlots, type PeerServing } from './peer-slots.js';
+import { SingleFlight } from './single-flight.js';
 
 export interface ClusterOptions {
   cache: ImageCache;
@@ -23,6 +21,10 @@ export interface ClusterOptions {
   onDropped?: (imageId: string) => void;
   /** How https peers are verified, and the client certificate shown to them. @default Node's roots, verified */
   peerTls?: ClientTls;
+  /** `peer_max_readers`: peer streams of one image this node sends at once. @default 2 */
+  peerMaxReaders?: number;
+  /** A peer silent this long mid-stream is replaced (half of `image_cache_fill_idle_timeout`). @default 30 s */
+  peerStallMs?: number;
 }
 
 /**
@@ -36,13 +38,26 @@ export class Cluster {
   /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
   readonly #agent: Agent | null;
   #stopListening: (() => Promise<void>) | null = null;
-  /** Images whose fill is reading a peer's copy right now (for the dashboard). */
-  readonly #fromPeer = new Set<string>();
+  /** The misses' side of peer fetch; null without it. */
+  readonly #singleFlight: SingleFlight | null;
+  /** The serving side: this node's fan-out limit, taken by the intra-cluster API. */
+  readonly peerSlots: PeerSlots;
 
   private constructor(store: PostgresStore, options: ClusterOptions) {
     this.store = store;
     this.#options = options;
     this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
+    this.peerSlots = new PeerSlots(options.peerMaxReaders ?? 2);
+    this.#singleFlight =
+      options.peerFetch && options.secret
+        ? new SingleFlight({
+            fills: store.fills,
+            client: { secret: options.secret, logger: options.logger, dispatcher: this.#agent },
+            stats: options.cache.stats,
+            logger: options.logger,
+            peerStallMs: options.peerStallMs ?? 30_000,
+          })
+        : null;
   }
 
   /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
@@ -69,7 +84,12 @@ export class Cluster {
 
   /** Whether the running fill of this image is reading bytes from a peer (not the origin). */
   fillsFromPeer(imageId: string): boolean {
-    return this.#fromPeer.has(imageId);
+    return typeof this.#singleFlight?.sourceOf(imageId) === 'string';
+  }
+
+  /** What this node sends to its peers. */
+  get serving(): PeerServing {
+    return this.peerSlots;
   }
 
   /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
@@ -78,6 +98,7 @@ export class Cluster {
   }
 
   async stop(): Promise<void> {
+    this.#singleFlight?.stop();
     await this.#stopListening?.();
     this.#stopListening = null;
     await this.#agent?.close();
@@ -90,57 +111,18 @@ export class Cluster {
   }
 
   /**
-   * Opens a miss: from a live peer that holds the image when peer fetch is on, else (or when every peer fails
-   * or is slow) from the origin. `openOrigin(offset)` continues from a byte offset after a peer died mid-stream.
-   * When the central DB cannot say which peers hold the image (down, or slower than
-   * {@link PEER_LOOKUP_TIMEOUT_MS}), the miss goes to the origin: the cluster is an optimisation, the origin
-   * still serves (logged, counted in `peerLookupFailures`).
+   * Opens a miss. With peer fetch: cluster-wide single flight ({@link SingleFlight}): from a node that holds or
+   * is receiving the image, else this node claims the fill and fetches from the origin; when the central DB
+   * cannot answer, from the origin (the cluster is an optimisation, the origin still serves: logged, counted in
+   * `peerLookupFailures`). `openOrigin(offset)` continues from a byte offset after a peer died mid-stream.
    */
-  async open(
+  open(
     imageId: string,
     openOrigin: (offset: number, signal: AbortSignal) => Promise<Readable>,
     signal: AbortSignal,
   ): Promise<Readable> {
-    const { secret, peerFetch, selfUrl, logger, cache } = this.#options;
-    if (!peerFetch || !secret) return openOrigin(0, signal);
-    const self = selfUrl?.replace(/\/+$/, '');
-    let holders: string[];
-    try {
-      holders = await this.#cachedNodes(imageId);
-    } catch (error) {
-      cache.stats.peerLookupFailures += 1;
-      logger.warn({ imageId, err: error }, 'cannot look up peers in the central DB; fetching the miss from the origin');
-      return openOrigin(0, signal);
-    }
-    const peers = holders.filter((url) => url.replace(/\/+$/, '') !== self);
-    // A random order spreads peer load; sorted URLs would send every node to the same peer first.
-    for (let i = peers.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      [peers[i], peers[j]] = [peers[j] as string, peers[i] as string];
-    }
-    const onPeerBytes = (bytes: number) => {
-      cache.stats.bytesFromPeer += bytes;
-      this.#fromPeer.add(imageId);
-    };
-    const stream = await openFromPeers(
-      imageId,
-      { peers, secret, openOrigin, logger, onPeerBytes, dispatcher: this.#agent },
-      signal,
-    );
-    stream.once('close', () => this.#fromPeer.delete(imageId));
-    return stream;
-  }
-
-  /** {@link PostgresStore.cachedNodes}, rejecting after {@link PEER_LOOKUP_TIMEOUT_MS} (the query may go on). */
-  #cachedNodes(imageId: string): Promise<string[]> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`the central DB did not answer within ${PEER_LOOKUP_TIMEOUT_MS} ms`)),
-        PEER_LOOKUP_TIMEOUT_MS,
-      );
-    });
-    return Promise.race([this.store.cachedNodes(imageId), timeout]).finally(() => clearTimeout(timer));
+    if (!this.#singleFlight) return openOrigin(0, signal);
+    return this.#singleFlight.open(imageId, openOrigin, signal);
   }
 
   async #drop(imageId: string): Promise<void> {

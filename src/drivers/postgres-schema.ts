@@ -12,8 +12,10 @@ import { BadDriverConfigurationError } from '../errors.js';
  * 1: Glance's `node_reference` and `cached_images` (alembic `2024_1_expand01`, spec §7.1) with timestamptz
  *    times, `node_reference.last_seen`, `cached_images.os_hash_algo`/`os_hash_value`, ON DELETE CASCADE, an LRU
  *    index, and `image_invalidations`.
+ * 2: `cluster_fills`, the fills running in the cluster: who fetches an image from the origin (at most one live
+ *    row per image) and who reads it from which peer (cluster-wide single flight, fan-out).
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** A safely quoted SQL identifier (`"a""b"`): schema names are never spliced into SQL unquoted. */
 export function quoteIdent(name: string): string {
@@ -32,6 +34,7 @@ export function tablesOf(schema: string) {
     nodes: `${q}.node_reference`,
     images: `${q}.cached_images`,
     invalidations: `${q}.image_invalidations`,
+    fills: `${q}.cluster_fills`,
     version: `${q}.imgcache_schema_version`,
   };
 }
@@ -64,7 +67,7 @@ function createStatements(t: Tables): string[] {
   ];
 }
 
-/** Everything version 1 adds on top of Glance's tables; each statement is a no-op when already applied. */
+/** Everything versions 1 and 2 add on top of Glance's tables; each statement is a no-op when already applied. */
 function upgradeStatements(t: Tables): string[] {
   return [
     `ALTER TABLE ${t.nodes} ADD COLUMN IF NOT EXISTS last_seen timestamptz NOT NULL DEFAULT now()`,
@@ -80,6 +83,18 @@ function upgradeStatements(t: Tables): string[] {
       invalidated_at timestamptz NOT NULL
     )`,
     `CREATE TABLE IF NOT EXISTS ${t.version} (version integer NOT NULL)`,
+    // Version 2. source_url NULL: this node fetches the image from the origin (the fill's claim); else the peer
+    // it reads from. A row lives while its heartbeat_at is recent; the partial index makes the claim unique.
+    `CREATE TABLE IF NOT EXISTS ${t.fills} (
+      image_id varchar(255) NOT NULL,
+      node_reference_id bigint NOT NULL REFERENCES ${t.nodes} (node_reference_id) ON DELETE CASCADE,
+      source_url varchar(255),
+      started_at timestamptz NOT NULL DEFAULT now(),
+      heartbeat_at timestamptz NOT NULL DEFAULT now(),
+      bytes bigint NOT NULL DEFAULT 0,
+      PRIMARY KEY (image_id, node_reference_id)
+    )`,
+    `CREATE UNIQUE INDEX IF NOT EXISTS cluster_fills_one_claim ON ${t.fills} (image_id) WHERE source_url IS NULL`,
   ];
 }
 

@@ -6,6 +6,7 @@ import type { CachedImage, Driver } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
 import { inTransaction, withClient } from './postgres-client.js';
+import { fillRowDoneSql, PostgresFills } from './postgres-fills.js';
 import { INVALIDATE_CHANNEL, InvalidationListener } from './postgres-listener.js';
 import { CONNECT_TIMEOUT_MS, connectCentralDb, type PgModule } from './postgres-connect.js';
 import { connectionOf, type Tables, tablesOf, upsertNode } from './postgres-schema.js';
@@ -97,6 +98,8 @@ export class PostgresStore implements MetadataStore {
   #nodeId: string | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #beating = false;
+  /** The cluster's running fills (cluster-wide single flight). */
+  readonly fills: PostgresFills;
 
   constructor(options: DriverOptions & Pick<SqliteDriverOptions, 'sqliteDb'> & PostgresDriverOptions) {
     const sqlite = new SqliteStore(options.cacheDir, options);
@@ -107,6 +110,12 @@ export class PostgresStore implements MetadataStore {
     this.#tables = tablesOf(this.schema);
     this.#logger = options.logger ?? pino({ level: 'silent' });
     this.#livenessWindow = options.livenessWindow ?? DEFAULT_LIVENESS_WINDOW;
+    this.fills = new PostgresFills({
+      pool: () => this.#pool$(),
+      nodeId: () => this.#nodeId,
+      tables: this.#tables,
+      livenessWindow: this.#livenessWindow,
+    });
   }
 
   /** This node's URL (`worker_self_reference_url`). */
@@ -144,7 +153,8 @@ export class PostgresStore implements MetadataStore {
   async recordCommit(entry: NewEntry): Promise<void> {
     // Glance ignores the duplicate and keeps the stale row (§9.2); we keep hits and update the rest, as sqlite.
     await this.#query(
-      `INSERT INTO ${this.#tables.images} (node_reference_id, image_id, last_accessed, last_modified, size, hits,
+      `${fillRowDoneSql(this.#tables)}
+       INSERT INTO ${this.#tables.images} (node_reference_id, image_id, last_accessed, last_modified, size, hits,
          checksum, os_hash_algo, os_hash_value)
        VALUES ($1, $2, ${AT_MS('$3')}, ${AT_MS('$3')}, $4, 0, $5, $6, $7)
        ON CONFLICT (image_id, node_reference_id) DO UPDATE SET last_accessed = excluded.last_accessed,
@@ -154,8 +164,16 @@ export class PostgresStore implements MetadataStore {
     );
   }
 
-  /** Rows are written only at commit, so a failed fill has none to drop; an older cached copy keeps its row. */
-  async afterRollback(): Promise<void> {}
+  /**
+   * Image rows are written only at commit, so a failed fill has none to drop (an older cached copy keeps its
+   * row); its row of the cluster's running fills goes, so another node can take the fill over at once.
+   */
+  async afterRollback(imageId: string): Promise<void> {
+    // Best effort: with the central DB down the row expires by itself, and the rollback must still finish.
+    await this.fills.release(imageId).catch((error: unknown) => {
+      this.#logger.warn({ imageId, err: error }, 'cannot drop the fill row of a rolled-back fill; it expires by itself');
+    });
+  }
 
   async recordHit(imageId: string, atMs: number): Promise<void> {
     await this.#query(

@@ -9,6 +9,8 @@ const ENTRY_COUNT_TTL_MS = 10_000;
 export interface MetricSources {
   /** The prefetcher, for the number of queued images with a failure. @default none (the gauge reads 0) */
   prefetcher?: { readonly errorCount: number };
+  /** What this node sends to its cluster peers. @default none (the gauges read 0) */
+  peers?: { readonly active: number; readonly peak: number; readonly copies: number };
 }
 
 /**
@@ -115,6 +117,26 @@ export class Metrics {
         this.set(prefetcher?.errorCount ?? 0);
       },
     });
+    const { peers } = sources;
+    new Gauge({
+      name: 'imgcache_peer_streams',
+      help: 'Image streams this node sends to cluster peers now',
+      registers: [registry],
+      collect() {
+        this.set(peers?.active ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'imgcache_peer_streams_peak',
+      help: 'The most streams of one image this node sent to peers at once (at most peer_max_readers)',
+      registers: [registry],
+      collect() {
+        this.set(peers?.peak ?? 0);
+      },
+    });
+    mirror('imgcache_peer_copies_total', 'Image streams this node started sending to cluster peers', [], () => [
+      [{}, peers?.copies ?? 0],
+    ]);
     this.staleServed = new Counter({
       name: 'imgcache_stale_served_total',
       help: 'Image requests served from the cache while the glance origin was unreachable (stale_if_error)',

@@ -60,6 +60,11 @@ export interface ServerOptions {
   /** Shared secret of the intra-cluster API (peer fetch); without it that API does not exist. */
   cluster_secret: string | undefined;
   /**
+   * Peer streams of one image this node sends at once; further nodes read from a node that is itself receiving
+   * the image (a tree, not a star: no uplink carries more than this many copies). @default 2
+   */
+  peer_max_readers: number;
+  /**
    * Seconds (edge-site mode, `glance:` origins): while the upstream Glance is unreachable (no connection, a
    * timeout, a 5xx; never a 401, 403 or 404), a caller imgcache authenticated itself (`tokens`, `keystone`)
    * may get a cached image the upstream showed as active to their project (or as public) within this window.
@@ -164,6 +169,7 @@ export const SERVER_OPTIONS = {
   shutdown_timeout: at('imgcache', 'IMGCACHE_SHUTDOWN_TIMEOUT', wholeSeconds('shutdown_timeout', 0)),
   peer_fetch: at('imgcache', 'IMGCACHE_PEER_FETCH', flag('peer_fetch')),
   cluster_secret: at('imgcache', 'IMGCACHE_CLUSTER_SECRET', text('cluster_secret')),
+  peer_max_readers: at('imgcache', 'IMGCACHE_PEER_MAX_READERS', positive('peer_max_readers')),
   stale_if_error: at('imgcache', 'IMGCACHE_STALE_IF_ERROR', wholeSeconds('stale_if_error', 0)),
   log_level: at('imgcache', 'IMGCACHE_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])),
   log_format: at('imgcache', 'IMGCACHE_LOG_FORMAT', z.enum(LOG_FORMATS, { error: 'log_format must be auto, json or text' })),
@@ -206,6 +212,7 @@ export const SERVER_DEFAULTS: ServerOptions = {
   log_format: 'auto',
   peer_fetch: false,
   cluster_secret: undefined,
+  peer_max_readers: 2,
   stale_if_error: 0,
   auth_url: undefined,
   username: undefined,

@@ -120,8 +120,11 @@ export async function startServer(
       logger,
       onDropped: (imageId) => prefetcher.forget(imageId),
       peerTls: tls.peer,
+      peerMaxReaders: server.peer_max_readers,
+      // Below the fill's own idle timeout, so a fill whose peer went silent survives the switch to another source.
+      peerStallMs: (config.cache.image_cache_fill_idle_timeout * 1000) / 2,
     });
-    const metrics = new Metrics(cache, { prefetcher });
+    const metrics = new Metrics(cache, { prefetcher, ...(cluster ? { peers: cluster.serving } : {}) });
     app = await buildApp({
       cache,
       origin,

@@ -184,7 +184,7 @@ describe('postgres driver: configuration and startup (spec §7.4, §8 K)', { ski
     );
     for (const driver of drivers) t.after(() => driver.close());
     await Promise.all(drivers.map((driver) => driver.configure()));
-    assert.deepEqual(await pgQuery(`SELECT version FROM "${schema}".imgcache_schema_version`), [{ version: 1 }]);
+    assert.deepEqual(await pgQuery(`SELECT version FROM "${schema}".imgcache_schema_version`), [{ version: 2 }]);
     const nodes = await pgQuery<{ url: string }>(
       `SELECT node_reference_url AS url FROM "${schema}".node_reference ORDER BY 1`,
     );
@@ -249,7 +249,7 @@ describe('postgres driver: configuration and startup (spec §7.4, §8 K)', { ski
       [{ id: 1 }],
       "the node keeps Glance's id",
     );
-    assert.deepEqual(await pgQuery(`SELECT version FROM "${schema}".imgcache_schema_version`), [{ version: 1 }]);
+    assert.deepEqual(await pgQuery(`SELECT version FROM "${schema}".imgcache_schema_version`), [{ version: 2 }]);
     // A Glance node's own insert (naive UTC, none of our columns) still works on the upgraded table.
     await pgQuery(
       `INSERT INTO "${schema}".cached_images (image_id, last_accessed, last_modified, size, hits, node_reference_id)

@@ -32,5 +32,5 @@ export async function startPostgresNode(options: {
       ...options.values,
     },
   });
-  return startServer(config, pino({ level: 'silent' }));
+  return startServer(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
 }

@@ -1,6 +1,7 @@
 import Table from 'cli-table3';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { ClusterFill } from '../../drivers/fill-directory.js';
 import type { ClusterEntry, LiveNode } from '../../drivers/postgres.js';
 import type { ClientTls } from '../../http-client.js';
 import { withClusterStore } from '../cluster-store.js';
@@ -49,12 +50,20 @@ export function registerCluster(program: Command, ctx: CliContext): void {
 
   cluster
     .command('list')
-    .description('list which node caches which image, with sizes, hits and when each node was last seen')
-    .option('--json', 'print {"nodes": [{url, last_seen, live}], "images": [{image_id, node, size, hits, ...}]}')
+    .description(
+      'list which node caches which image (sizes, hits, when each node was last seen), and the fills in flight: ' +
+        'which node reads which image from the origin or from which peer',
+    )
+    .option(
+      '--json',
+      'print {"nodes": [{url, last_seen, live}], "images": [{image_id, node, size, hits, ...}], ' +
+        '"fills": [{image_id, node, source, bytes, started_at}]}',
+    )
     .action(async (options: JsonOption, command: Command) => {
       ctx.exitCode = await withClusterStore(ctx, command, async ({ store }) => {
         const entries = await store.clusterListing();
         const nodes = nodesOf(entries, await store.liveNodes());
+        const fills = await store.fills.list();
         if (options.json) {
           const images = entries.map((e) => ({
             image_id: e.imageId,
@@ -63,9 +72,10 @@ export function registerCluster(program: Command, ctx: CliContext): void {
             hits: e.hits,
             last_accessed: e.lastAccessed,
           }));
-          ctx.out(JSON.stringify({ nodes, images }));
+          ctx.out(JSON.stringify({ nodes, images, fills: fills.map(fillJson) }));
         } else {
           ctx.out(renderClusterTable(entries, nodes));
+          if (fills.length > 0) ctx.out(renderFillsTable(fills));
         }
         return EXIT.ok;
       });
@@ -127,6 +137,27 @@ function renderClusterTable(entries: readonly ClusterEntry[], nodes: readonly No
   for (const node of nodes) {
     if (!holding.has(node.url)) table.push(['-', node.url, 'yes', 0, 0, 'N/A', formatTimestamp(node.last_seen)]);
   }
+  return table.toString();
+}
+
+/** Column headers of the fills in flight under `imgcache cluster list`. */
+export const FILL_COLUMNS = ['Filling Image', 'Node', 'Reads From', 'Received', 'Started (UTC)'] as const;
+
+/** `origin` for the node that fetches the image itself, else the peer it reads from. */
+const sourceName = (fill: ClusterFill): string => fill.sourceUrl ?? 'origin';
+
+function fillJson(fill: ClusterFill) {
+  return { image_id: fill.imageId, node: fill.nodeUrl, source: sourceName(fill), bytes: fill.bytes, started_at: fill.startedAt };
+}
+
+/** Who reads which image from whom: the cluster-wide single flight and its fan-out tree, live rows only. */
+function renderFillsTable(fills: readonly ClusterFill[]): string {
+  const table = new Table({
+    head: [...FILL_COLUMNS],
+    colAligns: ['left', 'left', 'left', 'right', 'left'],
+    style: { head: [], border: [] },
+  });
+  for (const f of fills) table.push([f.imageId, f.nodeUrl, sourceName(f), formatBytes(f.bytes), formatTimestamp(f.startedAt)]);
   return table.toString();
 }
 

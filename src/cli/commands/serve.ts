@@ -18,6 +18,7 @@ interface ServeFlags {
   insecureNoauthBind?: boolean;
   peerFetch?: boolean;
   clusterSecret?: string;
+  peerMaxReaders?: string;
   workers?: string;
   demo?: boolean;
 }
@@ -39,6 +40,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
     .option('--insecure-noauth-bind', 'allow noauth on a non-loopback address (every caller is an admin)')
     .option('--peer-fetch', 'fetch misses from peer nodes that hold the image (postgres driver, needs a cluster secret)')
     .option('--cluster-secret <secret>', 'shared secret of the intra-cluster API (or IMGCACHE_CLUSTER_SECRET)')
+    .option('--peer-max-readers <n>', 'peer streams of one image this node sends at once (fan-out; default 2)')
     .option('--workers <n>', 'processes answering on the port (workers); 0 or 1: one process; default the number of cores')
     .option('--demo', 'serve a generated demo image from ./var (what `npm start` runs)')
     .action(async (flags: ServeFlags, command: Command) => {
@@ -71,6 +73,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         allow_noauth_non_loopback: flags.insecureNoauthBind,
         peer_fetch: flags.peerFetch,
         cluster_secret: flags.clusterSecret,
+        peer_max_readers: flags.peerMaxReaders,
         workers: flags.workers,
       };
       const names: Record<string, string> = {
@@ -86,6 +89,7 @@ export function registerServe(program: Command, ctx: CliContext): void {
         auth_strategy: '--auth',
         auth_tokens_file: '--tokens-file',
         cluster_secret: '--cluster-secret',
+        peer_max_readers: '--peer-max-readers',
         workers: '--workers',
       };
       const layer: ConfigLayer = { source: 'the command line', values, sources: names };
