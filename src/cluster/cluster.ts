@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
-import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import type { ClusterDirectory } from '../drivers/cluster-directory.js';
 import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
 import { type ClientTls, tlsAgent } from '../http-client.js';
@@ -31,7 +31,8 @@ export interface ClusterOptions {
  * catch-up scan after every reconnect, and peer fetch of misses from nodes that hold the image.
  */
 export class Cluster {
-  readonly store: PostgresStore;
+  /** The driver's cluster capability: live nodes, who holds what, invalidations. */
+  readonly directory: ClusterDirectory;
   readonly #options: ClusterOptions;
   /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
   readonly #agent: Agent | null;
@@ -39,23 +40,23 @@ export class Cluster {
   /** Images whose fill is reading a peer's copy right now (for the dashboard). */
   readonly #fromPeer = new Set<string>();
 
-  private constructor(store: PostgresStore, options: ClusterOptions) {
-    this.store = store;
+  private constructor(directory: ClusterDirectory, options: ClusterOptions) {
+    this.directory = directory;
     this.#options = options;
     this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
   }
 
-  /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
+  /** A cluster when the cache's driver offers one (the postgres driver); null for a standalone node. */
   static of(options: ClusterOptions): Cluster | null {
-    const store = postgresStoreOf(options.cache.driver);
-    if (!store) {
+    const directory = options.cache.driver.cluster;
+    if (!directory) {
       if (options.peerFetch) throw new ConfigError('peer_fetch needs image_cache_driver = postgres (a shared database)');
       return null;
     }
     if (options.peerFetch && !options.secret) {
       throw new ConfigError('peer_fetch needs cluster_secret (--cluster-secret or IMGCACHE_CLUSTER_SECRET)');
     }
-    return new Cluster(store, options);
+    return new Cluster(directory, options);
   }
 
   /** The secret peers must present, when the intra-cluster API is on. */
@@ -74,7 +75,7 @@ export class Cluster {
 
   /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
   async start(): Promise<void> {
-    this.#stopListening = await this.store.listen((imageId) => void this.#drop(imageId));
+    this.#stopListening = await this.directory.listen((imageId) => void this.#drop(imageId));
   }
 
   async stop(): Promise<void> {
@@ -86,7 +87,7 @@ export class Cluster {
   /** Drops the image here and tells every other node to drop its copy and queue entry. */
   async invalidate(imageId: string): Promise<void> {
     await this.#drop(imageId);
-    await this.store.recordInvalidation(imageId);
+    await this.directory.recordInvalidation(imageId);
   }
 
   /**
@@ -131,7 +132,7 @@ export class Cluster {
     return stream;
   }
 
-  /** {@link PostgresStore.cachedNodes}, rejecting after {@link PEER_LOOKUP_TIMEOUT_MS} (the query may go on). */
+  /** {@link ClusterDirectory.cachedNodes}, rejecting after {@link PEER_LOOKUP_TIMEOUT_MS} (the query may go on). */
   #cachedNodes(imageId: string): Promise<string[]> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
@@ -140,7 +141,7 @@ export class Cluster {
         PEER_LOOKUP_TIMEOUT_MS,
       );
     });
-    return Promise.race([this.store.cachedNodes(imageId), timeout]).finally(() => clearTimeout(timer));
+    return Promise.race([this.directory.cachedNodes(imageId), timeout]).finally(() => clearTimeout(timer));
   }
 
   async #drop(imageId: string): Promise<void> {
