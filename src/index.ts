@@ -10,6 +10,7 @@ export * from './cache/stats.js';
 export * from './cache/verify.js';
 export type { OriginOpener } from './cache/fill.js';
 export type * from './drivers/driver.js';
+export type * from './drivers/cluster-directory.js';
 export type { MetadataStore, NewEntry } from './drivers/metadata-store.js';
 export { FileDriver, DEFAULT_STALL_TIME, type DriverOptions } from './drivers/file-driver.js';
 export { SqliteStore, createSqliteDriver, DEFAULT_SQLITE_DB, type SqliteDriverOptions } from './drivers/sqlite.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { CacheConfig } from '../config.js';
-import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import type { ClusterDirectory } from '../drivers/cluster-directory.js';
 import { openCache } from '../open-cache.js';
 import { checkPostgresOptions, type CliContext, type GlobalOptions, POSTGRES_DRIVERS, URL_ENV } from './context.js';
 import { CliUsageError, type ExitCode } from './exit.js';
@@ -13,9 +13,9 @@ export const CLUSTER_NEEDS_POSTGRES =
   'cluster commands need image_cache_driver = postgres and [database] connection ' +
   '(--driver postgres --database-url URL --self-url URL, or the same options in the --config file)';
 
-/** What a cluster command gets: the central database, and the token to send to the nodes' APIs. */
+/** What a cluster command gets: the central database's cluster directory, and the token for the nodes' APIs. */
 export interface ClusterTarget {
-  store: PostgresStore;
+  directory: ClusterDirectory;
   config: CacheConfig;
   /** `--token` or `$IMGCACHE_TOKEN`, for the nodes' v2 Cache API; never logged. */
   token: string | undefined;
@@ -55,10 +55,11 @@ export async function withClusterStore(
     const config: CacheConfig = { ...resolved, image_cache_dir: resolved.image_cache_dir ?? scratch ?? undefined };
     const cache = await openCache(config, { logger });
     try {
-      const store = postgresStoreOf(cache.driver);
-      if (!store) throw new CliUsageError(CLUSTER_NEEDS_POSTGRES);
-      logger.info({ command: command.name(), schema: store.schema, node: store.nodeUrl }, 'opened the central DB');
-      return await body({ store, config, token: ctx.token(globals) });
+      const directory = cache.driver.cluster;
+      if (!directory) throw new CliUsageError(CLUSTER_NEEDS_POSTGRES);
+      const { schema, nodeUrl } = directory;
+      logger.info({ command: command.name(), schema, node: nodeUrl }, 'opened the central DB');
+      return await body({ directory, config, token: ctx.token(globals) });
     } finally {
       await cache.close();
     }

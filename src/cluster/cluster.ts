@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
-import { type PostgresStore, postgresStoreOf } from '../drivers/postgres.js';
+import type { ClusterDirectory } from '../drivers/cluster-directory.js';
 import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
 import { type ClientTls, tlsAgent } from '../http-client.js';
@@ -33,7 +33,8 @@ export interface ClusterOptions {
  * catch-up scan after every reconnect, and peer fetch of misses from nodes that hold the image.
  */
 export class Cluster {
-  readonly store: PostgresStore;
+  /** The driver's cluster capability: live nodes, who holds what, invalidations. */
+  readonly directory: ClusterDirectory;
   readonly #options: ClusterOptions;
   /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
   readonly #agent: Agent | null;
@@ -43,15 +44,15 @@ export class Cluster {
   /** The serving side: this node's fan-out limit, taken by the intra-cluster API. */
   readonly peerSlots: PeerSlots;
 
-  private constructor(store: PostgresStore, options: ClusterOptions) {
-    this.store = store;
+  private constructor(directory: ClusterDirectory, options: ClusterOptions) {
+    this.directory = directory;
     this.#options = options;
     this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
     this.peerSlots = new PeerSlots(options.peerMaxReaders ?? 2);
     this.#singleFlight =
       options.peerFetch && options.secret
         ? new SingleFlight({
-            fills: store.fills,
+            fills: directory.fills,
             client: { secret: options.secret, logger: options.logger, dispatcher: this.#agent },
             stats: options.cache.stats,
             logger: options.logger,
@@ -60,17 +61,17 @@ export class Cluster {
         : null;
   }
 
-  /** A cluster when the cache runs on the postgres driver; null for a standalone node. */
+  /** A cluster when the cache's driver offers one (the postgres driver); null for a standalone node. */
   static of(options: ClusterOptions): Cluster | null {
-    const store = postgresStoreOf(options.cache.driver);
-    if (!store) {
+    const directory = options.cache.driver.cluster;
+    if (!directory) {
       if (options.peerFetch) throw new ConfigError('peer_fetch needs image_cache_driver = postgres (a shared database)');
       return null;
     }
     if (options.peerFetch && !options.secret) {
       throw new ConfigError('peer_fetch needs cluster_secret (--cluster-secret or IMGCACHE_CLUSTER_SECRET)');
     }
-    return new Cluster(store, options);
+    return new Cluster(directory, options);
   }
 
   /** The secret peers must present, when the intra-cluster API is on. */
@@ -94,7 +95,7 @@ export class Cluster {
 
   /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
   async start(): Promise<void> {
-    this.#stopListening = await this.store.listen((imageId) => void this.#drop(imageId));
+    this.#stopListening = await this.directory.listen((imageId) => void this.#drop(imageId));
   }
 
   async stop(): Promise<void> {
@@ -107,7 +108,7 @@ export class Cluster {
   /** Drops the image here and tells every other node to drop its copy and queue entry. */
   async invalidate(imageId: string): Promise<void> {
     await this.#drop(imageId);
-    await this.store.recordInvalidation(imageId);
+    await this.directory.recordInvalidation(imageId);
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import type { ClusterDirectory } from './cluster-directory.js';
 import type { ImageState } from './layout.js';
 
 /**
@@ -11,6 +12,13 @@ export interface Driver {
   readonly name: string;
   /** Optional abilities; callers test these instead of asking which driver they hold. */
   readonly capabilities: DriverCapabilities;
+  /**
+   * The cluster of nodes this driver's metadata is shared with (heartbeats, live nodes, who holds which image,
+   * cluster-wide invalidations), or `null` for a standalone driver (sqlite, xattr). Ours: Glance has no such
+   * capability (other nodes' copies stay until they are pruned, spec §7.3); src/cluster/ and the cluster commands
+   * test this instead of asking which driver they hold. Usable between {@link configure} and {@link close}.
+   */
+  readonly cluster: ClusterDirectory | null;
 
   /**
    * Prepares storage: creates the directories (`setPaths`) and opens the metadata store. Idempotent.

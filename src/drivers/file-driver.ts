@@ -18,6 +18,7 @@ import type {
   ImageWriter,
   ReconcileResult,
 } from './driver.js';
+import type { ClusterDirectory } from './cluster-directory.js';
 import { commitCallbacks } from './commit.js';
 import { FileImageReader, FileImageWriter } from './file-handles.js';
 import {
@@ -63,6 +64,7 @@ const STAT_BATCH = 256;
 export class FileDriver implements Driver {
   readonly name: string;
   readonly capabilities: DriverCapabilities;
+  readonly cluster: ClusterDirectory | null;
   readonly #options: DriverOptions;
   readonly #store: MetadataStore;
   readonly #logger: Logger;
@@ -77,6 +79,7 @@ export class FileDriver implements Driver {
   constructor(store: MetadataStore, options: DriverOptions) {
     this.name = store.name;
     this.capabilities = store.capabilities;
+    this.cluster = store.cluster ?? null;
     this.#store = store;
     this.#options = options;
     this.#logger = options.logger ?? pino({ level: 'silent' });
@@ -365,10 +368,10 @@ export class FileDriver implements Driver {
 
   async getCachedNodes(imageId: string): Promise<string[]> {
     this.layout.validate(imageId);
-    if (!this.#store.cachedNodes) {
+    if (!this.cluster) {
       throw new CapabilityNotSupportedError(this.name, 'listing the nodes that cache an image');
     }
-    return this.#store.cachedNodes(imageId);
+    return this.cluster.cachedNodes(imageId);
   }
 
   /** Regular files in a state directory whose names are image ids (stray files are never images). */

@@ -1,4 +1,5 @@
 import type { CacheLayout } from './layout.js';
+import type { ClusterDirectory } from './cluster-directory.js';
 import type { CachedImage, DriverCapabilities, ImageDigests } from './driver.js';
 
 /**
@@ -11,6 +12,11 @@ export interface MetadataStore {
   readonly capabilities: DriverCapabilities;
   /** File names in the cache dir that belong to the store (e.g. `cache.db`, `cache.db-wal`): never images. */
   readonly reservedNames: readonly string[];
+  /**
+   * The cluster this store's database is shared with (centralized stores only: `capabilities.cachedNodes`); the
+   * driver offers it as `Driver.cluster`.
+   */
+  readonly cluster?: ClusterDirectory;
 
   /** Creates or upgrades the schema, probes the filesystem. @throws BadDriverConfigurationError */
   open(layout: CacheLayout): Promise<void>;
@@ -38,8 +44,6 @@ export interface MetadataStore {
   remove(imageIds: readonly string[]): Promise<void>;
   /** Records images found on disk without metadata (no hits, last access = `mtimeMs`). Existing entries win. */
   adopt(files: ReadonlyArray<{ imageId: string; size: number; mtimeMs: number }>): Promise<void>;
-  /** URLs of the live nodes holding the image (centralized stores only: `capabilities.cachedNodes`). */
-  cachedNodes?(imageId: string): Promise<string[]>;
   /** Drops all metadata. */
   removeAll(): Promise<void>;
 }

@@ -1,17 +1,8 @@
-import type { Pool, QueryResultRow } from 'pg';
+import type { QueryResultRow } from 'pg';
 import { type ClusterFill, FILL_ROW_TTL_SECONDS, type FillDirectory, type FillLookup } from './fill-directory.js';
 import { inTransaction } from './postgres-client.js';
+import type { PostgresNode } from './postgres-node.js';
 import type { Tables } from './postgres-schema.js';
-
-/** What the fill directory needs of the node's connection to the central DB. */
-export interface PostgresFillsAccess {
-  pool: () => Pool;
-  /** This node's `node_reference_id` (it changes when the heartbeat re-creates the row). */
-  nodeId: () => string | undefined;
-  tables: Tables;
-  /** `node_liveness_window` in seconds: a holder must be live to count. */
-  livenessWindow: number;
-}
 
 const live = (column: string, secondsParam: string) => `${column} > now() - make_interval(secs => ${secondsParam})`;
 
@@ -23,16 +14,16 @@ const live = (column: string, secondsParam: string) => `${column} > now() - make
  * claimed nor held by the node that fetched it.
  */
 export class PostgresFills implements FillDirectory {
-  readonly #access: PostgresFillsAccess;
+  readonly #node: PostgresNode;
 
-  constructor(access: PostgresFillsAccess) {
-    this.#access = access;
+  constructor(node: PostgresNode) {
+    this.#node = node;
   }
 
   async claimOrFind(imageId: string): Promise<FillLookup> {
-    const { tables: t, livenessWindow } = this.#access;
+    const { tables: t, livenessWindow } = this.#node;
     const nodeId = this.#nodeId();
-    return inTransaction(this.#access.pool(), async (client) => {
+    return inTransaction(this.#node.pool, async (client) => {
       await client.query(
         `DELETE FROM ${t.fills} WHERE image_id = $2
             AND (node_reference_id = $1 OR NOT ${live('heartbeat_at', '$3')})`,
@@ -64,7 +55,7 @@ export class PostgresFills implements FillDirectory {
 
   async joined(imageId: string, sourceUrl: string): Promise<void> {
     await this.#query(
-      `INSERT INTO ${this.#access.tables.fills} (image_id, node_reference_id, source_url) VALUES ($2, $1, $3)
+      `INSERT INTO ${this.#node.tables.fills} (image_id, node_reference_id, source_url) VALUES ($2, $1, $3)
        ON CONFLICT (image_id, node_reference_id) DO UPDATE SET source_url = excluded.source_url,
          started_at = now(), heartbeat_at = now(), bytes = 0`,
       [imageId, sourceUrl],
@@ -72,8 +63,8 @@ export class PostgresFills implements FillDirectory {
   }
 
   async forget(imageId: string, nodeUrl: string): Promise<void> {
-    const t = this.#access.tables;
-    await this.#access.pool().query(
+    const t = this.#node.tables;
+    await this.#node.pool.query(
       `DELETE FROM ${t.fills} f USING ${t.nodes} n
         WHERE f.node_reference_id = n.node_reference_id AND f.image_id = $1 AND n.node_reference_url = $2`,
       [imageId, nodeUrl],
@@ -83,7 +74,7 @@ export class PostgresFills implements FillDirectory {
   async heartbeat(progress: ReadonlyArray<{ imageId: string; bytes: number }>): Promise<void> {
     if (progress.length === 0) return;
     await this.#query(
-      `UPDATE ${this.#access.tables.fills} f SET heartbeat_at = now(), bytes = p.bytes
+      `UPDATE ${this.#node.tables.fills} f SET heartbeat_at = now(), bytes = p.bytes
          FROM unnest($2::text[], $3::bigint[]) AS p(id, bytes)
         WHERE f.image_id = p.id AND f.node_reference_id = $1`,
       [progress.map((p) => p.imageId), progress.map((p) => p.bytes)],
@@ -91,14 +82,14 @@ export class PostgresFills implements FillDirectory {
   }
 
   async release(imageId: string): Promise<void> {
-    await this.#query(`DELETE FROM ${this.#access.tables.fills} WHERE image_id = $2 AND node_reference_id = $1`, [
+    await this.#query(`DELETE FROM ${this.#node.tables.fills} WHERE image_id = $2 AND node_reference_id = $1`, [
       imageId,
     ]);
   }
 
   async list(): Promise<ClusterFill[]> {
-    const t = this.#access.tables;
-    const { rows } = await this.#access.pool().query<ClusterFill & QueryResultRow>(
+    const t = this.#node.tables;
+    const { rows } = await this.#node.pool.query<ClusterFill & QueryResultRow>(
       `SELECT f.image_id AS "imageId", n.node_reference_url AS "nodeUrl", f.source_url AS "sourceUrl",
               f.bytes::float8 AS bytes, EXTRACT(EPOCH FROM f.started_at)::float8 AS "startedAt"
          FROM ${t.fills} f JOIN ${t.nodes} n USING (node_reference_id)
@@ -110,11 +101,11 @@ export class PostgresFills implements FillDirectory {
   }
 
   #query(sql: string, params: unknown[]): Promise<unknown> {
-    return this.#access.pool().query(sql, [this.#nodeId(), ...params]);
+    return this.#node.pool.query(sql, [this.#nodeId(), ...params]);
   }
 
   #nodeId(): string {
-    const id = this.#access.nodeId();
+    const id = this.#node.nodeId;
     if (id === undefined) throw new Error('this node is not registered in the central DB yet');
     return id;
   }

@@ -1,15 +1,13 @@
-import type { Pool, QueryResult, QueryResultRow } from 'pg';
-import { pino, type Logger } from 'pino';
+import type { QueryResult, QueryResultRow } from 'pg';
+import { pino } from 'pino';
 import type { CacheLayout } from './layout.js';
-import { BadDriverConfigurationError } from '../errors.js';
-import type { CachedImage, Driver } from './driver.js';
+import type { CachedImage } from './driver.js';
 import { type DriverOptions, FileDriver } from './file-driver.js';
 import type { MetadataStore, NewEntry } from './metadata-store.js';
-import { inTransaction, withClient } from './postgres-client.js';
-import { fillRowDoneSql, PostgresFills } from './postgres-fills.js';
-import { INVALIDATE_CHANNEL, InvalidationListener } from './postgres-listener.js';
-import { CONNECT_TIMEOUT_MS, connectCentralDb, type PgModule } from './postgres-connect.js';
-import { connectionOf, type Tables, tablesOf, upsertNode } from './postgres-schema.js';
+import { PostgresClusterDirectory } from './postgres-directory.js';
+import { fillRowDoneSql } from './postgres-fills.js';
+import { epoch, PostgresNode } from './postgres-node.js';
+import type { Tables } from './postgres-schema.js';
 import { SqliteStore, type SqliteDriverOptions } from './sqlite.js';
 
 /** Options of the `postgres` (Glance: `centralized_db`) driver. */
@@ -27,38 +25,7 @@ export interface PostgresDriverOptions {
 }
 
 export const DEFAULT_DATABASE_SCHEMA = 'public';
-export const DEFAULT_LIVENESS_WINDOW = 30;
 
-/** One (node, image) pair of the whole cluster, as {@link PostgresStore.clusterListing} returns it. */
-export interface ClusterEntry {
-  nodeUrl: string;
-  /** Epoch seconds of the node's last heartbeat. */
-  lastSeen: number;
-  /** The heartbeat is within the liveness window. */
-  live: boolean;
-  imageId: string;
-  size: number;
-  hits: number;
-  /** Epoch seconds. */
-  lastAccessed: number;
-}
-
-/** A node that sent a heartbeat within the liveness window. */
-export interface LiveNode {
-  url: string;
-  /** Epoch seconds of its last heartbeat. */
-  lastSeen: number;
-}
-
-export interface ListenOptions {
-  /**
-   * Run after every (re)connect, once LISTEN is active, to catch up on notices missed while disconnected.
-   * @default calls `onInvalidate` for each of {@link PostgresStore.pendingInvalidations}
-   */
-  onCatchUp?: () => void | Promise<void>;
-}
-
-const epoch = (column: string) => `EXTRACT(EPOCH FROM ${column})::float8`;
 const IMAGE_COLUMNS = `image_id, hits, ${epoch('last_accessed')} AS last_accessed,
   ${epoch('last_modified')} AS last_modified, size::float8 AS size, checksum, os_hash_algo, os_hash_value`;
 /** Epoch milliseconds in; the column keeps microseconds, so whole milliseconds come back exactly. */
@@ -80,74 +47,44 @@ interface ImageRow {
  * Every call is scoped to this node's `node_reference` row. Unlike Glance: timestamps are timestamptz (right
  * in any host timezone, §9.2), the LRU query returns nothing rather than `(None, 0)` when empty (so prune cannot
  * spin), `cachedNodes` lists only nodes with a recent heartbeat, and a re-commit updates size, times and digests.
+ * The cluster half (heartbeat, live nodes, invalidations) is `cluster`; both share one {@link PostgresNode}.
  */
 export class PostgresStore implements MetadataStore {
   readonly name = 'postgres';
   readonly capabilities = { cachedNodes: true };
   /** The sqlite DB stays in the cache dir after migration (Glance skips `*.db` there): never an image. */
   readonly reservedNames: readonly string[];
-  readonly schema: string;
-  readonly #options: PostgresDriverOptions;
-  readonly #sqlitePath: string;
+  /** Who else shares the central DB: the node's heartbeat, live nodes, who holds what, invalidations. */
+  readonly cluster: PostgresClusterDirectory;
+  readonly #node: PostgresNode;
   readonly #tables: Tables;
-  readonly #logger: Logger;
-  readonly #livenessWindow: number;
-  readonly #listeners = new Set<InvalidationListener>();
-  #pg: PgModule | undefined;
-  #pool: Pool | undefined;
-  #nodeId: string | undefined;
-  #heartbeat: NodeJS.Timeout | undefined;
-  #beating = false;
-  /** The cluster's running fills (cluster-wide single flight). */
-  readonly fills: PostgresFills;
 
   constructor(options: DriverOptions & Pick<SqliteDriverOptions, 'sqliteDb'> & PostgresDriverOptions) {
     const sqlite = new SqliteStore(options.cacheDir, options);
     this.reservedNames = sqlite.reservedNames;
-    this.#sqlitePath = sqlite.dbPath;
-    this.#options = options;
-    this.schema = options.databaseSchema ?? DEFAULT_DATABASE_SCHEMA;
-    this.#tables = tablesOf(this.schema);
-    this.#logger = options.logger ?? pino({ level: 'silent' });
-    this.#livenessWindow = options.livenessWindow ?? DEFAULT_LIVENESS_WINDOW;
-    this.fills = new PostgresFills({
-      pool: () => this.#pool$(),
-      nodeId: () => this.#nodeId,
-      tables: this.#tables,
-      livenessWindow: this.#livenessWindow,
+    this.#node = new PostgresNode({
+      databaseUrl: options.databaseUrl,
+      schema: options.databaseSchema ?? DEFAULT_DATABASE_SCHEMA,
+      nodeUrl: options.nodeUrl,
+      livenessWindow: options.livenessWindow,
+      heartbeatInterval: options.heartbeatInterval,
+      sqlitePath: sqlite.dbPath,
+      logger: options.logger ?? pino({ level: 'silent' }),
     });
+    this.#tables = this.#node.tables;
+    this.cluster = new PostgresClusterDirectory(this.#node);
   }
 
-  /** This node's URL (`worker_self_reference_url`). */
-  get nodeUrl(): string | undefined {
-    return this.#options.nodeUrl;
-  }
-
+  /** Connects the node to the central DB (schema, registration, sqlite migration) and starts its heartbeat. */
   async open(_layout: CacheLayout): Promise<void> {
-    if (this.#pool) return;
-    const db = await connectCentralDb({
-      databaseUrl: this.#options.databaseUrl,
-      schema: this.schema,
-      tables: this.#tables,
-      nodeUrl: this.#options.nodeUrl,
-      sqlitePath: this.#sqlitePath,
-      logger: this.#logger,
-    });
-    this.#pg = db.pg;
-    this.#pool = db.pool;
-    this.#nodeId = db.nodeId;
-    const interval = this.#options.heartbeatInterval ?? this.#livenessWindow / 3;
-    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(interval * 1000, 10)); // #beat never rejects
-    this.#heartbeat.unref();
+    await this.#node.open();
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-    await Promise.all([...this.#listeners].map((listener) => listener.stop()));
-    const pool = this.#pool;
-    this.#pool = undefined;
-    await pool?.end();
+    // No heartbeat while the listeners' connections close; the pool ends last (their catch-ups query it).
+    this.#node.stopHeartbeat();
+    await this.cluster.close();
+    await this.#node.close();
   }
 
   async recordCommit(entry: NewEntry): Promise<void> {
@@ -170,8 +107,8 @@ export class PostgresStore implements MetadataStore {
    */
   async afterRollback(imageId: string): Promise<void> {
     // Best effort: with the central DB down the row expires by itself, and the rollback must still finish.
-    await this.fills.release(imageId).catch((error: unknown) => {
-      this.#logger.warn({ imageId, err: error }, 'cannot drop the fill row of a rolled-back fill; it expires by itself');
+    await this.cluster.fills.release(imageId).catch((error: unknown) => {
+      this.#node.logger.warn({ imageId, err: error }, 'cannot drop the fill row of a rolled-back fill; it expires by itself');
     });
   }
 
@@ -237,123 +174,9 @@ export class PostgresStore implements MetadataStore {
     await this.#query(`DELETE FROM ${this.#tables.images} WHERE node_reference_id = $1`);
   }
 
-  /** URLs of the live nodes (heartbeat within the liveness window) with a row for the image, sorted. */
-  async cachedNodes(imageId: string): Promise<string[]> {
-    const { rows } = await this.#pool$().query<{ url: string }>(
-      `SELECT n.node_reference_url AS url FROM ${this.#tables.images} c
-         JOIN ${this.#tables.nodes} n USING (node_reference_id)
-        WHERE c.image_id = $1 AND n.last_seen > now() - make_interval(secs => $2)
-        ORDER BY n.node_reference_url COLLATE "C"`,
-      [imageId, this.#livenessWindow],
-    );
-    return rows.map((row) => row.url);
-  }
-
-  /** Every (node, image) row of the cluster, live nodes or not, sorted by image then node. */
-  async clusterListing(): Promise<ClusterEntry[]> {
-    const { rows } = await this.#pool$().query<ClusterEntry>(
-      `SELECT n.node_reference_url AS "nodeUrl", ${epoch('n.last_seen')} AS "lastSeen",
-              n.last_seen > now() - make_interval(secs => $1) AS live, c.image_id AS "imageId",
-              c.size::float8 AS size, c.hits, ${epoch('c.last_accessed')} AS "lastAccessed"
-         FROM ${this.#tables.images} c JOIN ${this.#tables.nodes} n USING (node_reference_id)
-        ORDER BY c.image_id COLLATE "C", n.node_reference_url COLLATE "C"`,
-      [this.#livenessWindow],
-    );
-    return rows;
-  }
-
-  /** Nodes whose heartbeat is within the liveness window, sorted by URL. */
-  async liveNodes(): Promise<LiveNode[]> {
-    const { rows } = await this.#pool$().query<LiveNode>(
-      `SELECT node_reference_url AS url, ${epoch('last_seen')} AS "lastSeen" FROM ${this.#tables.nodes}
-        WHERE last_seen > now() - make_interval(secs => $1) ORDER BY node_reference_url COLLATE "C"`,
-      [this.#livenessWindow],
-    );
-    return rows;
-  }
-
-  /**
-   * Records that the image changed upstream and every node's copy is stale: upserts `image_invalidations` and
-   * notifies {@link INVALIDATE_CHANNEL} in the same transaction (the notice is sent only if the row commits).
-   */
-  async recordInvalidation(imageId: string): Promise<void> {
-    await inTransaction(this.#pool$(), async (client) => {
-      await client.query(
-        `INSERT INTO ${this.#tables.invalidations} (image_id, invalidated_at) VALUES ($1, now())
-         ON CONFLICT (image_id) DO UPDATE SET invalidated_at = excluded.invalidated_at`,
-        [imageId],
-      );
-      await client.query('SELECT pg_notify($1, $2)', [INVALIDATE_CHANNEL, `${this.schema}:${imageId}`]);
-    });
-  }
-
-  /** Ids this node caches that were invalidated after this node committed them, sorted. */
-  async pendingInvalidations(): Promise<string[]> {
-    const { rows } = await this.#query<{ image_id: string }>(
-      `SELECT c.image_id FROM ${this.#tables.images} c
-         JOIN ${this.#tables.invalidations} i ON i.image_id = c.image_id
-        WHERE c.node_reference_id = $1 AND i.invalidated_at > c.last_modified
-        ORDER BY c.image_id COLLATE "C"`,
-    );
-    return rows.map((row) => row.image_id);
-  }
-
-  /**
-   * Listens for invalidation notices of this schema on a dedicated connection, reconnecting with backoff when
-   * it drops; after every (re)connect runs the catch-up ({@link ListenOptions.onCatchUp}). Resolves once the
-   * first attempt is over (a failed one keeps retrying in the background) with a function that stops listening.
-   */
-  async listen(onInvalidate: (imageId: string) => void, options: ListenOptions = {}): Promise<() => Promise<void>> {
-    const pg = this.#pg;
-    this.#pool$();
-    if (!pg) throw new BadDriverConfigurationError('the postgres driver is not configured (call configure())');
-    const catchUp =
-      options.onCatchUp ??
-      (async () => {
-        for (const id of await this.pendingInvalidations()) onInvalidate(id);
-      });
-    const listener = new InvalidationListener({
-      connect: () =>
-        new pg.Client({
-          connectionString: connectionOf(this.#options.databaseUrl).connectionString,
-          application_name: `imgcache-listener:${this.schema}`.slice(0, 63),
-          connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-          keepAlive: true,
-        }),
-      prefix: `${this.schema}:`,
-      onInvalidate,
-      catchUp,
-      logger: this.#logger,
-      onStop: () => this.#listeners.delete(listener),
-    });
-    this.#listeners.add(listener);
-    await listener.start();
-    return () => listener.stop();
-  }
-
-  async #beat(): Promise<void> {
-    if (this.#beating || !this.#pool || !this.nodeUrl) return;
-    this.#beating = true;
-    const nodeUrl = this.nodeUrl;
-    try {
-      // An upsert, not an UPDATE: if an operator deleted the node row (dropping its cached rows with it) the node
-      // comes back instead of heart-beating into the void.
-      this.#nodeId = await withClient(this.#pool, (client) => upsertNode(client, this.#tables, nodeUrl));
-    } catch (error) {
-      this.#logger.warn({ err: error }, 'heartbeat failed: no answer from the central DB');
-    } finally {
-      this.#beating = false;
-    }
-  }
-
   /** Runs `sql` with `$1` bound to this node's id and `params` as `$2...`. */
   #query<R extends QueryResultRow>(sql: string, params: unknown[] = []): Promise<QueryResult<R>> {
-    return this.#pool$().query<R>(sql, [this.#nodeId, ...params]);
-  }
-
-  #pool$(): Pool {
-    if (!this.#pool) throw new BadDriverConfigurationError('the postgres driver is not configured (call configure())');
-    return this.#pool;
+    return this.#node.query<R>(sql, params);
   }
 }
 
@@ -370,17 +193,10 @@ function toCachedImage(row: ImageRow): CachedImage {
   };
 }
 
-const stores = new WeakMap<Driver, PostgresStore>();
-
-/** The central-database driver (`postgres`, Glance's `centralized_db`): the shared file half + {@link PostgresStore}. */
+/**
+ * The central-database driver (`postgres`, Glance's `centralized_db`): the shared file half + {@link PostgresStore},
+ * with its {@link PostgresClusterDirectory} as the driver's `cluster`.
+ */
 export function createPostgresDriver(options: DriverOptions & SqliteDriverOptions & PostgresDriverOptions): FileDriver {
-  const store = new PostgresStore(options);
-  const driver = new FileDriver(store, options);
-  stores.set(driver, store);
-  return driver;
-}
-
-/** The store behind a driver made by {@link createPostgresDriver}, for the cluster features; else undefined. */
-export function postgresStoreOf(driver: Driver): PostgresStore | undefined {
-  return stores.get(driver);
+  return new FileDriver(new PostgresStore(options), options);
 }

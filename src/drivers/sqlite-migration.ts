@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import type { Pool } from 'pg';
 import type { Logger } from 'pino';
 import { inTransaction } from './postgres-client.js';
-import { LOCK_MIGRATE, type Tables } from './postgres-schema.js';
+import { LOCK_MIGRATE, LOCK_SCHEMA, type Tables } from './postgres-schema.js';
 
 /** What {@link migrateSqliteToPostgres} did. */
 export interface SqliteMigrationResult {
@@ -60,6 +60,10 @@ export async function migrateSqliteToPostgres(options: {
     const candidates = rows.filter((row) => row.image_id.length <= MAX_ID_LENGTH);
 
     const inserted = await inTransaction(pool, async (client) => {
+      // Shared with other migrations, exclusive of a schema upgrade (upgradeSchema holds it exclusively): an
+      // upgrade's ALTER TABLE waiting on this INSERT while this waits on the upgrade was a deadlock (seen with
+      // three nodes starting at once on one schema).
+      await client.query('SELECT pg_advisory_xact_lock_shared($1, hashtext($2))', [LOCK_SCHEMA, options.schema]);
       await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [
         LOCK_MIGRATE,
         `${options.schema}:${options.nodeUrl}`,

@@ -198,7 +198,7 @@ export class DashboardStateSource {
 
 /** Live nodes with the count and bytes of the images each holds (one query each, not one per node). */
 async function readNodes(cluster: Cluster): Promise<NodeState[]> {
-  const [live, entries] = await Promise.all([cluster.store.liveNodes(), cluster.store.clusterListing()]);
+  const [live, entries] = await Promise.all([cluster.directory.liveNodes(), cluster.directory.clusterListing()]);
   const nodes = new Map<string, NodeState>(live.map((node) => [node.url, { ...node, images: 0, bytes: 0 }]));
   for (const entry of entries) {
     const node = nodes.get(entry.nodeUrl);

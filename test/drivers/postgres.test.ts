@@ -6,14 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { ImageCache } from '../../src/cache/image-cache.js';
 import type { Driver } from '../../src/drivers/driver.js';
-import {
-  createPostgresDriver,
-  type PostgresDriverOptions,
-  type PostgresStore,
-  postgresStoreOf,
-} from '../../src/drivers/postgres.js';
+import type { ClusterDirectory } from '../../src/drivers/cluster-directory.js';
+import { createPostgresDriver, type PostgresDriverOptions } from '../../src/drivers/postgres.js';
 import { createDriver } from '../../src/drivers/registry.js';
 import { createSqliteDriver } from '../../src/drivers/sqlite.js';
+import { createXattrDriver } from '../../src/drivers/xattr.js';
 import { BadDriverConfigurationError } from '../../src/errors.js';
 import { dropSchemas, newSchemaName, PG_SKIP, PG_URL, pgQuery, pgSchema } from '../helpers/postgres.js';
 import { sqliteImageIds, writeGlanceSqlite } from '../helpers/glance-sqlite.js';
@@ -40,7 +37,7 @@ function inTimeZone(zone: string): string {
 
 interface Node {
   driver: Driver;
-  store: PostgresStore;
+  directory: ClusterDirectory;
   dir: string;
 }
 
@@ -60,9 +57,9 @@ async function openNode(
   });
   await driver.configure();
   t.after(() => driver.close());
-  const store = postgresStoreOf(driver);
-  assert.ok(store);
-  return { driver, store, dir };
+  const directory = driver.cluster;
+  assert.ok(directory);
+  return { driver, directory, dir };
 }
 
 /** Resolves when `check` holds, polling; fails after `timeoutMs`. */
@@ -168,9 +165,10 @@ describe('postgres driver: configuration and startup (spec §7.4, §8 K)', { ski
       t.after(() => driver.close());
       assert.equal(driver.name, 'postgres');
       assert.deepEqual(driver.capabilities, { cachedNodes: true });
-      assert.ok(postgresStoreOf(driver));
+      assert.ok(driver.cluster);
     }
-    assert.equal(postgresStoreOf(createSqliteDriver({ cacheDir: '/nonexistent' })), undefined);
+    assert.equal(createSqliteDriver({ cacheDir: '/nonexistent' }).cluster, null);
+    assert.equal(createXattrDriver({ cacheDir: '/nonexistent' }).cluster, null);
   });
 
   it('creates a missing schema, and N nodes starting at once create and upgrade it exactly once', async (t) => {
@@ -466,13 +464,13 @@ describe('postgres driver: several nodes in one database (spec §7.3)', { skip: 
       NODE_B,
     ]);
     assert.deepEqual(await a.driver.getCachedNodes('img'), [NODE_A]);
-    const live = await a.store.liveNodes();
+    const live = await a.directory.liveNodes();
     assert.deepEqual(
       live.map((n) => n.url),
       [NODE_A],
     );
     assert.ok(Math.abs((live[0]?.lastSeen ?? 0) - Date.now() / 1000) < 60);
-    const cluster = await a.store.clusterListing();
+    const cluster = await a.directory.clusterListing();
     assert.deepEqual(
       cluster.map(({ nodeUrl, live: isLive, imageId, size, hits }) => [nodeUrl, isLive, imageId, size, hits]),
       [
@@ -488,7 +486,7 @@ describe('postgres driver: several nodes in one database (spec §7.3)', { skip: 
     const a = await openNode(t, schema, { livenessWindow: 2, heartbeatInterval: 0.05 });
     const age = () => pgQuery(`UPDATE "${schema}".node_reference SET last_seen = now() - interval '1 hour'`);
     await age(); // as if the node had been silent for an hour
-    await eventually(async () => (await a.store.liveNodes()).length === 1, 2000, 'a heartbeat');
+    await eventually(async () => (await a.directory.liveNodes()).length === 1, 2000, 'a heartbeat');
     await a.driver.close();
     await age();
     await sleep(200);
@@ -508,15 +506,15 @@ describe('postgres driver: cluster-wide invalidation', { skip: PG_SKIP }, () => 
     const stranger = await openNode(t, otherSchema);
     const seen: string[] = [];
     const strangerSeen: string[] = [];
-    const stop = await b.store.listen((id) => seen.push(id), { onCatchUp: () => {} });
+    const stop = await b.directory.listen((id) => seen.push(id), { onCatchUp: () => {} });
     t.after(stop);
-    const stopStranger = await stranger.store.listen((id) => strangerSeen.push(id), { onCatchUp: () => {} });
+    const stopStranger = await stranger.directory.listen((id) => strangerSeen.push(id), { onCatchUp: () => {} });
     t.after(stopStranger);
     const sent = Date.now();
-    await a.store.recordInvalidation('img-1');
+    await a.directory.recordInvalidation('img-1');
     await eventually(() => seen.includes('img-1'), 1000, 'the notice');
     assert.ok(Date.now() - sent < 1000);
-    await a.store.recordInvalidation('img-1'); // an upsert: invalidating again is fine
+    await a.directory.recordInvalidation('img-1'); // an upsert: invalidating again is fine
     await eventually(() => seen.length === 2, 1000, 'the second notice');
     await sleep(100);
     assert.deepEqual(strangerSeen, []);
@@ -532,13 +530,13 @@ describe('postgres driver: cluster-wide invalidation', { skip: PG_SKIP }, () => 
     const b = await openNode(t, schema, { nodeUrl: NODE_B, now: Date.now });
     await put(a.driver, 'x', 'old');
     await put(a.driver, 'y', 'old');
-    await b.store.recordInvalidation('x');
-    await b.store.recordInvalidation('not-cached-here');
-    assert.deepEqual(await a.store.pendingInvalidations(), ['x']);
-    assert.deepEqual(await b.store.pendingInvalidations(), []);
+    await b.directory.recordInvalidation('x');
+    await b.directory.recordInvalidation('not-cached-here');
+    assert.deepEqual(await a.directory.pendingInvalidations(), ['x']);
+    assert.deepEqual(await b.directory.pendingInvalidations(), []);
     await sleep(5);
     await put(a.driver, 'x', 'new');
-    assert.deepEqual(await a.store.pendingInvalidations(), []);
+    assert.deepEqual(await a.directory.pendingInvalidations(), []);
   });
 
   it('reconnects after its connection is killed, runs the catch-up each time and hears new notices', async (t) => {
@@ -546,9 +544,9 @@ describe('postgres driver: cluster-wide invalidation', { skip: PG_SKIP }, () => 
     const a = await openNode(t, schema, { now: Date.now });
     const b = await openNode(t, schema, { nodeUrl: NODE_B, now: Date.now });
     await put(b.driver, 'missed', 'x');
-    await a.store.recordInvalidation('missed'); // before B listens: only the catch-up can tell it
+    await a.directory.recordInvalidation('missed'); // before B listens: only the catch-up can tell it
     const seen: string[] = [];
-    const stop = await b.store.listen((id) => seen.push(id));
+    const stop = await b.directory.listen((id) => seen.push(id));
     t.after(stop);
     assert.deepEqual(seen, ['missed'], 'the default catch-up replays pending invalidations');
 
@@ -564,7 +562,7 @@ describe('postgres driver: cluster-wide invalidation', { skip: PG_SKIP }, () => 
     await eventually(() => seen.length === 2, 3000, 'the catch-up after reconnecting');
     assert.deepEqual(seen, ['missed', 'missed']);
     assert.notEqual(await listenerPid(), pid, 'a new connection');
-    await a.store.recordInvalidation('fresh');
+    await a.directory.recordInvalidation('fresh');
     await eventually(() => seen.includes('fresh'), 1000, 'a notice after reconnecting');
 
     await stop();
@@ -574,7 +572,7 @@ describe('postgres driver: cluster-wide invalidation', { skip: PG_SKIP }, () => 
   it('closes its listeners when the driver is closed', async (t) => {
     const schema = await pgSchema(t);
     const b = await openNode(t, schema, { nodeUrl: NODE_B });
-    await b.store.listen(() => {});
+    await b.directory.listen(() => {});
     await b.driver.close();
     await eventually(
       async () =>

@@ -1,8 +1,8 @@
 import Table from 'cli-table3';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { ClusterEntry, LiveNode } from '../../drivers/cluster-directory.js';
 import type { ClusterFill } from '../../drivers/fill-directory.js';
-import type { ClusterEntry, LiveNode } from '../../drivers/postgres.js';
 import type { ClientTls } from '../../http-client.js';
 import { withClusterStore } from '../cluster-store.js';
 import type { CliContext, GlobalOptions } from '../context.js';
@@ -60,10 +60,10 @@ export function registerCluster(program: Command, ctx: CliContext): void {
         '"fills": [{image_id, node, source, bytes, started_at}]}',
     )
     .action(async (options: JsonOption, command: Command) => {
-      ctx.exitCode = await withClusterStore(ctx, command, async ({ store }) => {
-        const entries = await store.clusterListing();
-        const nodes = nodesOf(entries, await store.liveNodes());
-        const fills = await store.fills.list();
+      ctx.exitCode = await withClusterStore(ctx, command, async ({ directory }) => {
+        const entries = await directory.clusterListing();
+        const nodes = nodesOf(entries, await directory.liveNodes());
+        const fills = await directory.fills.list();
         if (options.json) {
           const images = entries.map((e) => ({
             image_id: e.imageId,
@@ -86,11 +86,11 @@ export function registerCluster(program: Command, ctx: CliContext): void {
     .description("ask every live node to prune its cache to its own image_cache_max_size (POST /v2/cache/prune)")
     .option('--json', 'print {"nodes": [{url, ok, total_files_pruned, total_bytes_pruned} or {url, ok, error}]}')
     .action(async (options: JsonOption, command: Command) => {
-      ctx.exitCode = await withClusterStore(ctx, command, async ({ store, token }) => {
+      ctx.exitCode = await withClusterStore(ctx, command, async ({ directory, token }) => {
         const globals = command.optsWithGlobals<GlobalOptions>();
         const logger = ctx.logger(globals);
         const tls = ctx.clientTls(globals);
-        const live = await store.liveNodes();
+        const live = await directory.liveNodes();
         // All at once: a node that does not answer must not hold up the others for the whole request timeout.
         const outcomes = await Promise.all(live.map((node) => pruneNode(node.url, token, logger, tls)));
         if (options.json) {

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import type { ImageCache } from '../../cache/image-cache.js';
-import { postgresStoreOf } from '../../drivers/postgres.js';
 import { type CliContext, POSTGRES_DRIVERS } from '../context.js';
 import { CliUsageError, EXIT, type ExitCode } from '../exit.js';
 import type { RemoteCache } from '../remote.js';
@@ -42,9 +41,9 @@ export function registerDelete(program: Command, ctx: CliContext): void {
 }
 
 async function deleteLocal(ctx: CliContext, cache: ImageCache, ids: readonly string[], cluster: boolean) {
-  const store = cluster ? postgresStoreOf(cache.driver) : undefined;
+  const directory = cluster ? cache.driver.cluster : null;
   // `check` refused every other driver before the cache was opened; this only guards against a new factory.
-  if (cluster && !store) throw new CliUsageError(NEEDS_POSTGRES);
+  if (cluster && !directory) throw new CliUsageError(NEEDS_POSTGRES);
   for (const id of ids) {
     const wasCached = await cache.driver.isCached(id);
     const wasQueued = await cache.driver.isQueued(id);
@@ -53,10 +52,10 @@ async function deleteLocal(ctx: CliContext, cache: ImageCache, ids: readonly str
     const what = [wasCached ? 'cached image' : null, wasQueued ? 'queue entry' : null].filter(Boolean);
     if (what.length === 0) ctx.out(`nothing to delete for ${id}: it is neither cached nor queued`);
     else ctx.out(`deleted ${id} (${what.join(' and ')})`);
-    if (store) {
+    if (directory) {
       // Recorded even when this node had nothing: other nodes may hold a copy. Their listeners (and the catch-up
       // scan of a node that is down) drop it.
-      await store.recordInvalidation(id);
+      await directory.recordInvalidation(id);
       ctx.out(`invalidated ${id} cluster-wide: every node drops its copy and queue entry`);
     }
   }
