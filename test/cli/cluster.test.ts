@@ -13,6 +13,7 @@ import { makePki, OPENSSL_SKIP } from '../helpers/tls.js';
 
 const IMG_A = '1a2b3c4d-0000-4000-8000-00000000000a';
 const IMG_B = '1a2b3c4d-0000-4000-8000-00000000000b';
+const IMG_C = '1a2b3c4d-0000-4000-8000-00000000000c';
 
 /** The flags that put the CLI on `schema` as the node `self`. */
 const pgFlags = (schema: string, self: string) => [
@@ -96,6 +97,42 @@ describe('imgcache cluster (postgres driver)', { concurrency: 4, skip: PG_SKIP }
     );
     assert.match(table.stdout, new RegExp(`│ ${IMG_A} │ http://a +│ yes +│ +3000 │ +0 │ \\d{4}-\\d\\d-\\d\\dT`));
     assert.match(table.stdout, new RegExp(`│ ${IMG_B} │ http://b +│ yes +│ +1500 │ +0 │`));
+  });
+
+  test('cluster list shows the fills in flight: who reads which image from the origin or from which peer (issue 12)', async (t) => {
+    const schema = await pgSchema(t);
+    const root = await tempDir(t);
+    await importAs(t, schema, 'http://a', join(root, 'a'), IMG_A, 1000);
+    await importAs(t, schema, 'http://b', join(root, 'b'), IMG_B, 1000);
+    await importAs(t, schema, 'http://c', join(root, 'c'), IMG_A, 1000);
+    const node = async (url: string) =>
+      (await pgQuery<{ id: string }>(`SELECT node_reference_id AS id FROM "${schema}".node_reference WHERE node_reference_url = $1`, [url]))[0]?.id;
+    const fill = (image: string, id: string | undefined, source: string | null, bytes: number, age: string) =>
+      pgQuery(
+        `INSERT INTO "${schema}".cluster_fills (image_id, node_reference_id, source_url, bytes, heartbeat_at)
+         VALUES ($1, $2, $3, $4, now() - $5::interval)`,
+        [image, id, source, bytes, age],
+      );
+    const [a, b, c] = [await node('http://a'), await node('http://b'), await node('http://c')];
+    await fill(IMG_C, a, null, 5 << 20, '0 s');
+    await fill(IMG_C, b, 'http://a', 3 << 20, '0 s');
+    await fill(IMG_C, c, 'http://b', 1 << 20, '1 minute'); // no heartbeat for a minute: expired, not listed
+
+    const json = await runCli(['cluster', 'list', '--json', ...pgFlags(schema, 'http://a')]);
+    assert.equal(json.code, 0, json.stderr);
+    const { fills } = JSON.parse(json.stdout) as { fills: Array<{ image_id: string; node: string; source: string; bytes: number }> };
+    assert.deepEqual(
+      fills.map(({ image_id, node, source, bytes }) => ({ image_id, node, source, bytes })),
+      [
+        { image_id: IMG_C, node: 'http://a', source: 'origin', bytes: 5 << 20 },
+        { image_id: IMG_C, node: 'http://b', source: 'http://a', bytes: 3 << 20 },
+      ],
+    );
+    const table = await runCli(['cluster', 'list', ...pgFlags(schema, 'http://a')]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /│ Filling Image +│ Node +│ Reads From +│ +Received │ Started \(UTC\) +│/);
+    assert.match(table.stdout, new RegExp(`│ ${IMG_C} │ http://a +│ origin +│ .*\\(5\\.0 MiB\\) │`));
+    assert.match(table.stdout, new RegExp(`│ ${IMG_C} │ http://b +│ http://a +│ .*\\(3\\.0 MiB\\) │`));
   });
 
   test('delete --cluster removes the local copy and records the invalidation', async (t) => {

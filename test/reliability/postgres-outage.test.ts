@@ -89,5 +89,11 @@ describe('PostgreSQL outage (a private server, stopped and started again mid-tes
     assert.deepEqual((await request(`${node.url}/v2/cache/nodes/${CACHED}`)).json(), [node.url]);
     assert.equal((await file(CACHED)).headers.get('x-cache-status'), 'HIT');
     assert.equal(await hitsOf(node.url, CACHED), 2, 'hits are recorded again (the one during the outage is lost)');
+    // Rejoined: a miss claims its fill in the central DB again (issue 12) and commits, with no lookup failure.
+    const again = await file(MISSED);
+    assert.equal(again.status, 200);
+    assert.ok(again.body.equals(missedData));
+    await until(() => node.cache.driver.isCached(MISSED), 'the miss after the outage to commit');
+    assert.equal(node.cache.stats.peerLookupFailures, 1, 'no claim failed once the DB was back');
   });
 });
