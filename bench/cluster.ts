@@ -12,7 +12,7 @@
  * every body, compete with the nodes for the cores). The origin is test/helpers/storm-origin.ts: an `http:` store
  * whose bodies share one `--rate-mib` MiB/s token bucket (an origin link), honouring ranges, counting every body
  * byte and request. Every row uses fresh images, cold on every node; every body is checked while it streams
- * (length and MD5, never buffered). The bench talks HTTP only, so it measures whatever the CLI does.
+ * (length and SHA-256, on worker threads: bench/lib/download-pool.ts; never buffered). The bench talks HTTP only, so it measures whatever the CLI does.
  *   a) lone: one client, node 0, one `--size-mib` image: the seconds of one cold download (the reference);
  *   b) storm: one `--size-mib` image, `--per-node` clients on every node, all started together: origin bytes /
  *      image size, the slowest client's seconds and their ratio to a); PASS when 1.00x and <= 1.3x lone;
@@ -29,6 +29,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,7 @@ import { createDriver, type Driver } from '../src/index.js';
 import { PG_URL } from '../test/helpers/postgres.js';
 import { type ServeNode, startServeCluster } from '../test/helpers/serve-cluster.js';
 import { StormOrigin } from '../test/helpers/storm-origin.js';
+import { DownloadPool } from './lib/download-pool.js';
 import { imagesRow, loneRow, peakStreams, type StormRow, stormRow } from './lib/storm-rows.js';
 
 const MIB = 1 << 20;
@@ -156,26 +158,37 @@ async function originPart(summary: Record<string, unknown>): Promise<boolean> {
         args: ['--workers', String(opts.workers)],
         startTimeoutMs: 60_000,
       });
+      // One client thread per core: the checks of the bodies run beside the origin, not on its thread.
+      const pool = new DownloadPool(cpus().length);
       try {
         /** A row may take 5x the time of every node fetching its bytes at the origin's rate, plus a minute. */
-        type Run = (signal: AbortSignal) => Promise<StormRow>;
-        const ran = async (name: string, skip: boolean | undefined, bytes: number, run: Run) => {
+        const ran = async (name: string, skip: boolean | undefined, bytes: number, run: () => Promise<StormRow>) => {
           if (skip) return undefined;
           process.stderr.write(`  row ${name} ...\n`);
-          return run(AbortSignal.timeout(60_000 + (5_000 * bytes * opts.nodes) / (opts.rateMiB * MIB)));
+          const limitMs = 60_000 + (5_000 * bytes * opts.nodes) / (opts.rateMiB * MIB);
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_resolve, reject) => {
+            timer = setTimeout(() => reject(new Error(`row ${name} did not finish within ${limitMs} ms`)), limitMs);
+          });
+          const cpu = cpuNow(nodes);
+          const row = await Promise.race([run(), timeout]).finally(() => clearTimeout(timer));
+          const after = cpuNow(nodes);
+          cpuByRow.set(row, { nodes: after.nodes - cpu.nodes, bench: after.bench - cpu.bench });
+          return row;
         };
-        const lone = await ran('a (lone)', values['skip-lone'], opts.size, (signal) =>
-          loneRow(nodes, origin, opts.size, opts.seed * 100, signal),
+        const lone = await ran('a (lone)', values['skip-lone'], opts.size, () =>
+          loneRow(pool, nodes, origin, opts.size, opts.seed * 100),
         );
-        const storm = await ran('b (storm)', values['skip-storm'], opts.size, (signal) =>
-          stormRow(nodes, origin, opts.size, opts.perNode, opts.seed * 100 + 1, signal),
+        const storm = await ran('b (storm)', values['skip-storm'], opts.size, () =>
+          stormRow(pool, nodes, origin, opts.size, opts.perNode, opts.seed * 100 + 1),
         );
-        const many = await ran('c (images)', values['skip-images'], opts.images * opts.imageSize, (signal) =>
-          imagesRow(nodes, origin, opts.images, opts.imageSize, opts.clients, opts.seed * 100 + 10, signal),
+        const many = await ran('c (images)', values['skip-images'], opts.images * opts.imageSize, () =>
+          imagesRow(pool, nodes, origin, opts.images, opts.imageSize, opts.clients, opts.seed * 100 + 10),
         );
         const peak = await peakStreams(nodes);
         failed = report(summary, lone, storm, many, peak);
       } finally {
+        await pool.close();
         await Promise.all(nodes.map((node) => node.stop(15_000)));
       }
     });
@@ -184,6 +197,32 @@ async function originPart(summary: Record<string, unknown>): Promise<boolean> {
     await rm(root, { recursive: true, force: true });
   }
   return failed;
+}
+
+/** CPU seconds a row cost: the node processes together, and this process (the origin and the clients' checks). */
+const cpuByRow = new Map<StormRow, { nodes: number; bench: number }>();
+
+/** CPU seconds so far of the nodes (utime + stime of /proc/PID/stat, every thread) and of this process. */
+function cpuNow(nodes: readonly ServeNode[]): { nodes: number; bench: number } {
+  const ticks = 100; // USER_HZ on Linux
+  let total = 0;
+  for (const node of nodes) {
+    try {
+      const fields = readFileSync(`/proc/${node.child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      total += (Number(fields[11]) + Number(fields[12])) / ticks;
+    } catch {
+      // A node that exited counts nothing more.
+    }
+  }
+  const own = process.cpuUsage();
+  return { nodes: total, bench: (own.user + own.system) / 1e6 };
+}
+
+/** The slowest client of each node, e.g. "node0 17.2, node1 27.9". */
+function slowestByNode(row: StormRow): string {
+  const slowest = new Map<string, number>();
+  for (const d of row.downloads) slowest.set(d.node, Math.max(slowest.get(d.node) ?? 0, d.ms));
+  return [...slowest].sort().map(([node, ms]) => `${node} ${fmt(ms / 1000, 1)}`).join(', ');
 }
 
 /** Prints Part 1's table and goal lines; returns whether a goal failed. */
@@ -223,6 +262,16 @@ function report(
       new Set(['downloads', 'origin GETs', 'origin MiB', 'origin / size', 'slowest s', 'slowest / lone']),
     ),
   );
+  console.log('');
+  for (const [name, row] of [['a', lone], ['b', storm], ['c', many]] as const) {
+    const cpu = row && cpuByRow.get(row);
+    if (row && cpu) {
+      console.log(
+        `row ${name}: CPU s, the ${opts.nodes} nodes ${fmt(cpu.nodes, 1)}, this process (origin + client checks) ` +
+          `${fmt(cpu.bench, 1)}; slowest client per node: ${slowestByNode(row)}`,
+      );
+    }
+  }
   console.log('');
   if (storm) {
     const times = slowdown === undefined ? 'not judged (row a skipped)' : `${fmt(slowdown, 2)}x`;

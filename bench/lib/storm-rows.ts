@@ -2,12 +2,12 @@
  * The rows of bench/cluster.ts Part 1, against real `imgcache serve` child processes (test/helpers/serve-
  * cluster.ts) in front of one rate-limited counting origin (test/helpers/storm-origin.ts). Each row uses images
  * of its own, cold everywhere, so the origin's per-image counters are the row's: nothing is reset between rows.
- * `signal` bounds a row: a cluster that hangs fails the bench instead of keeping it running.
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { seededRandom } from '../../test/helpers/random.js';
-import { type Download, downloadChecked, metricMax, type ServeNode } from '../../test/helpers/serve-cluster.js';
+import { type Download, metricMax, type ServeNode } from '../../test/helpers/serve-cluster.js';
+import type { DownloadPool } from './download-pool.js';
 import type { StormImage, StormOrigin } from '../../test/helpers/storm-origin.js';
 
 export interface StormRow {
@@ -51,31 +51,33 @@ function rowOf(origin: StormOrigin, images: StormImage[], downloads: Download[])
 
 /** a) One client, one node, one fresh image: the reference time of a cold download. */
 export async function loneRow(
+  pool: DownloadPool,
   nodes: readonly ServeNode[],
   origin: StormOrigin,
   size: number,
   seed: number,
-  signal?: AbortSignal,
+
 ) {
   const image = origin.addImage(randomUUID(), size, seed);
   const startedAt = performance.now();
-  const download = await downloadChecked(nodes[0] as ServeNode, image, startedAt, signal);
+  const download = await pool.download(nodes[0] as ServeNode, image, startedAt);
   return rowOf(origin, [image], [download]);
 }
 
 /** b) One fresh image, `perNode` clients on every node, all started together. */
 export async function stormRow(
+  pool: DownloadPool,
   nodes: readonly ServeNode[],
   origin: StormOrigin,
   size: number,
   perNode: number,
   seed: number,
-  signal?: AbortSignal,
+
 ) {
   const image = origin.addImage(randomUUID(), size, seed);
   const startedAt = performance.now();
   const downloads = await Promise.all(
-    nodes.flatMap((node) => Array.from({ length: perNode }, () => downloadChecked(node, image, startedAt, signal))),
+    nodes.flatMap((node) => Array.from({ length: perNode }, () => pool.download(node, image, startedAt))),
   );
   return rowOf(origin, [image], downloads);
 }
@@ -85,13 +87,14 @@ export async function stormRow(
  * other, in its own order drawn from `seed`.
  */
 export async function imagesRow(
+  pool: DownloadPool,
   nodes: readonly ServeNode[],
   origin: StormOrigin,
   count: number,
   size: number,
   clients: number,
   seed: number,
-  signal?: AbortSignal,
+
 ) {
   const images = Array.from({ length: count }, (_, i) => origin.addImage(randomUUID(), size, seed + i));
   const random = seededRandom(seed);
@@ -101,7 +104,7 @@ export async function imagesRow(
     plans.map(async (plan, client) => {
       const node = nodes[client % nodes.length] as ServeNode;
       const got: Download[] = [];
-      for (const image of plan) got.push(await downloadChecked(node, image, startedAt, signal));
+      for (const image of plan) got.push(await pool.download(node, image, startedAt));
       return got;
     }),
   );
