@@ -5,13 +5,11 @@ import type { ClusterDirectory } from '../drivers/cluster-directory.js';
 import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
 import { type ClientTls, tlsAgent } from '../http-client.js';
-import { PeerSlots, type PeerServing } from './peer-slots.js';
+import { PeerSlots } from './peer-slots.js';
 import { SingleFlight } from './single-flight.js';
 
 export interface ClusterOptions {
   cache: ImageCache;
-  /** This node's URL (`worker_self_reference_url`): never fetched from as a peer. */
-  selfUrl: string | undefined;
   /** Shared secret of the intra-cluster API; without it there is no peer fetch and no peer endpoint. */
   secret: string | undefined;
   /** Fetch misses from live peers before the origin. */
@@ -88,10 +86,6 @@ export class Cluster {
     return typeof this.#singleFlight?.sourceOf(imageId) === 'string';
   }
 
-  /** What this node sends to its peers. */
-  get serving(): PeerServing {
-    return this.peerSlots;
-  }
 
   /** Starts listening for invalidations (and catches up on the ones missed while this node was down). */
   async start(): Promise<void> {

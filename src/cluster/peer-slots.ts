@@ -1,19 +1,9 @@
-/** What a node's serving side of the cluster shows (`/metrics`, the dashboard). */
-export interface PeerServing {
-  /** Peer streams this node sends now, all images together. */
-  readonly active: number;
-  /** The most peer streams of one image this node sent at once (never above `peer_max_readers`). */
-  readonly peak: number;
-  /** Peer streams this node started, since it started. */
-  readonly copies: number;
-}
-
 /**
  * Fan-out, not a star: at most `limit` (`peer_max_readers`) peer streams of one image at a time from this node,
  * so no uplink carries more than that many copies; a node refused here reads from a node that is itself receiving
  * the image (src/cluster/single-flight.ts).
  */
-export class PeerSlots implements PeerServing {
+export class PeerSlots {
   readonly limit: number;
   readonly #byImage = new Map<string, number>();
   #active = 0;
@@ -24,14 +14,17 @@ export class PeerSlots implements PeerServing {
     this.limit = limit;
   }
 
+  /** Peer streams this node sends now, all images together. */
   get active(): number {
     return this.#active;
   }
 
+  /** The most peer streams of one image this node sent at once (never above `limit`). */
   get peak(): number {
     return this.#peak;
   }
 
+  /** Peer streams this node started, since it started. */
   get copies(): number {
     return this.#copies;
   }

@@ -3,7 +3,6 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { discard, httpRequest, isCertificateError } from '../http-client.js';
-import { resumableStream, type SourceOpener } from './resumable.js';
 
 /** Header carrying the shared cluster secret on intra-cluster requests. */
 export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
@@ -82,30 +81,4 @@ export async function openPeer(peer: string, imageId: string, client: PeerClient
     client.logger.warn({ imageId, peer, err: error }, 'peer failed or was slow; trying the next source');
     return null;
   }
-}
-
-export interface PeerSource extends PeerClient {
-  /** Peer base URLs that hold the image (live, not this node), best first. */
-  peers: string[];
-  /** Opens the origin from byte `offset` (0: the whole image). */
-  openOrigin: (offset: number, signal: AbortSignal) => Promise<Readable>;
-  /** Counts bytes that came from a peer (the rest came from the origin). */
-  onPeerBytes: (bytes: number) => void;
-}
-
-/**
- * The image from the first of `peers` that serves it, else from the origin. A peer that fails mid-stream is
- * replaced by the origin from the byte where it stopped, so the fill (which verifies every byte) never notices.
- */
-export function openFromPeers(imageId: string, source: PeerSource, signal: AbortSignal): Promise<Readable> {
-  const next: SourceOpener = async (offset, failedPeer) => {
-    if (failedPeer === null) {
-      for (const peer of source.peers) {
-        const answer = await openPeer(peer, imageId, source, signal);
-        if (answer !== null && answer !== 'busy') return { stream: answer, peer, from: 0 };
-      }
-    }
-    return { stream: await source.openOrigin(offset, signal), peer: null, from: offset };
-  };
-  return resumableStream(imageId, next, { onPeerBytes: source.onPeerBytes, logger: source.logger }, signal);
 }

@@ -114,7 +114,6 @@ export async function startServer(
     const prefetcher = new Prefetcher({ cache, origin, logger, concurrency: server.prefetch_concurrency });
     cluster = Cluster.of({
       cache,
-      selfUrl: config.cache.worker_self_reference_url,
       secret: server.cluster_secret,
       peerFetch: server.peer_fetch,
       logger,
@@ -124,7 +123,7 @@ export async function startServer(
       // Below the fill's own idle timeout, so a fill whose peer went silent survives the switch to another source.
       peerStallMs: (config.cache.image_cache_fill_idle_timeout * 1000) / 2,
     });
-    const metrics = new Metrics(cache, { prefetcher, ...(cluster ? { peers: cluster.serving } : {}) });
+    const metrics = new Metrics(cache, { prefetcher, ...(cluster ? { peers: cluster.peerSlots } : {}) });
     app = await buildApp({
       cache,
       origin,

@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
-import { dropSchemas, newSchemaName, PG_SKIP, pgQuery } from '../helpers/postgres.js';
-import { downloadChecked, type ServeNode, startServeCluster } from '../helpers/serve-cluster.js';
-import { StormOrigin } from '../helpers/storm-origin.js';
+import { describe, it } from 'node:test';
+import { PG_SKIP, pgQuery } from '../helpers/postgres.js';
+import { downloadChecked, type ServeNode, testCluster } from '../helpers/serve-cluster.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -21,30 +17,12 @@ const MIB = 1 << 20;
 const SIZE = 32 * MIB;
 const RATE_MIB = 16;
 
-async function cluster(t: TestContext) {
-  const cleanups: Array<() => Promise<unknown>> = [];
-  t.after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
-  const root = await mkdtemp(join(tmpdir(), 'imgcache-takeover-'));
-  cleanups.push(() => rm(root, { recursive: true, force: true }));
-  const schema = newSchemaName();
-  await pgQuery(`CREATE SCHEMA "${schema}"`);
-  cleanups.push(() => dropSchemas([schema]));
-  const origin = new StormOrigin(RATE_MIB);
-  const originSpec = await origin.start();
-  cleanups.push(() => origin.close());
-  const nodes = await startServeCluster({ count: 3, root, origin: originSpec, schema, secret: SECRET, args: ['--workers', '1'] });
-  cleanups.push(() => Promise.all(nodes.map((node) => node.stop())));
-  return { origin, nodes, schema };
-}
-
 const readersOf = async (schema: string, node: ServeNode) =>
   (await pgQuery<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".cluster_fills WHERE source_url = $1`, [node.url]))[0]?.n ?? 0;
 
 describe('a fill whose claimant dies', { skip: PG_SKIP }, () => {
   it('is taken over by a node that read it, from the byte it holds, and every other client completes', { timeout: 120_000 }, async (t) => {
-    const { origin, nodes, schema } = await cluster(t);
+    const { origin, nodes, schema } = await testCluster(t, { count: 3, rateMiB: RATE_MIB, secret: SECRET });
     const [claimant, b, c] = nodes as [ServeNode, ServeNode, ServeNode];
     const image = origin.addImage(randomUUID(), SIZE, 21);
     const abort = AbortSignal.timeout(60_000);

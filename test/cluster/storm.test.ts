@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
-import { dropSchemas, newSchemaName, PG_SKIP, pgQuery } from '../helpers/postgres.js';
-import { type Download, downloadChecked, metricMax, type ServeNode, startServeCluster } from '../helpers/serve-cluster.js';
-import { StormOrigin } from '../helpers/storm-origin.js';
+import { PG_SKIP } from '../helpers/postgres.js';
+import { type Download, downloadChecked, metricMax, type ServeNode, testCluster } from '../helpers/serve-cluster.js';
+import type { StormOrigin } from '../helpers/storm-origin.js';
 
 /**
  * The boot storm of issue 12, with three real `imgcache serve` processes on one PostgreSQL schema and peer fetch
@@ -34,31 +31,8 @@ interface Storm {
 
 /** Origin, schema, three nodes (extra `env`), the storm; everything is undone by `t.after`, last-in first-out. */
 async function storm(t: TestContext, env: Record<string, string>): Promise<Storm> {
-  const cleanups: Array<() => Promise<unknown>> = [];
-  t.after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
-  const root = await mkdtemp(join(tmpdir(), 'imgcache-storm-'));
-  cleanups.push(() => rm(root, { recursive: true, force: true }));
-  const schema = newSchemaName();
-  await pgQuery(`CREATE SCHEMA "${schema}"`);
-  cleanups.push(() => dropSchemas([schema]));
-  const origin = new StormOrigin(RATE_MIB);
-  const originSpec = await origin.start();
-  cleanups.push(() => origin.close());
+  const { origin, nodes } = await testCluster(t, { count: 3, rateMiB: RATE_MIB, secret: SECRET, env });
   const image = origin.addImage(randomUUID(), SIZE, 12);
-
-  // One process per node: 3 nodes x (owner + workers) on a 2-core CI machine would measure the scheduler.
-  const nodes = await startServeCluster({
-    count: 3,
-    root,
-    origin: originSpec,
-    schema,
-    secret: SECRET,
-    env,
-    args: ['--workers', '1'],
-  });
-  cleanups.push(() => Promise.all(nodes.map((node) => node.stop())));
 
   const abort = AbortSignal.timeout(STORM_TIMEOUT_MS);
   const startedAt = performance.now();

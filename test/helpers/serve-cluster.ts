@@ -2,8 +2,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { CLI_BIN } from './cli.js';
-import { PG_URL } from './postgres.js';
+import { dropSchemas, newSchemaName, PG_URL, pgQuery } from './postgres.js';
+import { StormOrigin } from './storm-origin.js';
 import { freePort } from './server-extra.js';
 
 /**
@@ -183,4 +188,38 @@ export async function metricMax(node: ServeNode, name: string): Promise<number |
     if (!Number.isNaN(value)) max = max === undefined ? value : Math.max(max, value);
   }
   return max;
+}
+
+/**
+ * For a test: a fresh PostgreSQL schema, a {@link StormOrigin} limited to `rateMiB`, and `count` nodes with
+ * `--workers 1` (one process per node: 3 owners plus workers on a 2-core CI machine would measure the
+ * scheduler) and `env`; everything is undone by `t.after`, last-in first-out (nodes stop before the schema goes).
+ */
+export async function testCluster(
+  t: TestContext,
+  options: { count: number; rateMiB: number; secret: string; env?: Record<string, string> },
+): Promise<{ origin: StormOrigin; nodes: ServeNode[]; schema: string }> {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  t.after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  });
+  const root = await mkdtemp(join(tmpdir(), 'imgcache-cluster-'));
+  cleanups.push(() => rm(root, { recursive: true, force: true }));
+  const schema = newSchemaName();
+  await pgQuery(`CREATE SCHEMA "${schema}"`);
+  cleanups.push(() => dropSchemas([schema]));
+  const origin = new StormOrigin(options.rateMiB);
+  const originSpec = await origin.start();
+  cleanups.push(() => origin.close());
+  const nodes = await startServeCluster({
+    count: options.count,
+    root,
+    origin: originSpec,
+    schema,
+    secret: options.secret,
+    env: options.env ?? {},
+    args: ['--workers', '1'],
+  });
+  cleanups.push(() => Promise.all(nodes.map((node) => node.stop())));
+  return { origin, nodes, schema };
 }

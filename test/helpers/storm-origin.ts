@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { drainedOrClosed } from '../../src/streams/drained.js';
 
 /**
  * A rate-limited, counting image store for cluster storms (test/cluster/storm.test.ts, bench/cluster.ts): an
@@ -58,19 +59,6 @@ function keystream(seed: number, offset: number, length: number): Buffer {
   const skip = offset - block * 16;
   const out = cipher.update(Buffer.alloc(skip + length));
   return out.subarray(skip);
-}
-
-/** Resolves on 'drain' or 'close', whichever comes first, leaving no listener behind. */
-function drained(response: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      response.off('drain', done);
-      response.off('close', done);
-      resolve();
-    };
-    response.on('drain', done);
-    response.on('close', done);
-  });
 }
 
 /** A token bucket shared by every response: `take(n)` resolves when `n` bytes may go out. FIFO by reservation. */
@@ -246,7 +234,7 @@ export class StormOrigin {
         const more = response.write(keystream(image.seed, offset, length));
         entry.bytes += length;
         this.bytesById.set(image.id, (this.bytesById.get(image.id) ?? 0) + length);
-        if (!more) await drained(response);
+        if (!more) await drainedOrClosed(response);
       }
       if (!gone && !response.destroyed) response.end();
     } finally {
