@@ -49,10 +49,15 @@ export interface SendfileSocket {
 
 /**
  * The socket under `out` when the kernel can write to it directly: a plain TCP socket (TLS encrypts in user
- * space) whose fd libuv exposes. Null when there is none: the caller writes through the stream instead.
+ * space) whose fd libuv exposes, under a response whose head is sent and whose body is not chunked (a body of
+ * unknown size goes out in chunks, and bytes written past the framing would corrupt it: the client reads image
+ * bytes where it expects a chunk size). Null when there is none: the caller writes through the stream instead.
  */
 export function plainSocketOf(out: Writable): SendfileSocket | null {
-  const socket = (out as Writable & { socket?: Socket | null }).socket;
+  // node:http's OutgoingMessage: `chunkedEncoding` is decided when the head is stored, so only a sent head tells.
+  const response = out as Writable & { socket?: Socket | null; headersSent?: boolean; chunkedEncoding?: boolean };
+  if (response.headersSent === false || response.chunkedEncoding === true) return null;
+  const socket = response.socket;
   if (!binding || !socket || 'encrypted' in socket) return null;
   const fd = plainFd(socket);
   return fd === null ? null : { socket, fd };
