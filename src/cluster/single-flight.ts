@@ -77,11 +77,13 @@ export class SingleFlight {
       this.#sources.set(imageId, null);
       return { stream, peer: null, from: offset };
     };
+    /** A peer that failed this miss: never asked again by it, and its rows go (its claim can be taken over). */
+    const forget = async (peer: string) => {
+      failed.add(peer);
+      await this.#quietly(fills.forget(imageId, peer), 'forgetting a failed peer', imageId);
+    };
     const next: SourceOpener = async (offset, failedPeer) => {
-      if (failedPeer !== null) {
-        failed.add(failedPeer);
-        await this.#quietly(fills.forget(imageId, failedPeer), 'forgetting a failed peer', imageId);
-      }
+      if (failedPeer !== null) await forget(failedPeer);
       for (let round = 0; round < MAX_ROUNDS; round++) {
         let lookup: FillLookup;
         try {
@@ -109,8 +111,7 @@ export class SingleFlight {
           if (answer === 'busy') {
             busy = true;
           } else if (answer === null) {
-            failed.add(peer);
-            await this.#quietly(fills.forget(imageId, peer), 'forgetting a failed peer', imageId);
+            await forget(peer);
           } else {
             await this.#quietly(fills.joined(imageId, peer), 'recording a peer read', imageId);
             this.#track(imageId, progress);

@@ -1,10 +1,14 @@
 import type { QueryResultRow } from 'pg';
 import { type ClusterFill, FILL_ROW_TTL_SECONDS, type FillDirectory, type FillLookup } from './fill-directory.js';
 import { inTransaction } from './postgres-client.js';
-import type { PostgresNode } from './postgres-node.js';
+import { epoch, type PostgresNode } from './postgres-node.js';
 import type { Tables } from './postgres-schema.js';
 
 const live = (column: string, secondsParam: string) => `${column} > now() - make_interval(secs => ${secondsParam})`;
+
+/** Rows of live nodes other than `$1` holding image `$2` (liveness window `$3`): the claim's bar and the holders. */
+const liveHolders = (t: Tables) => `${t.images} c JOIN ${t.nodes} n USING (node_reference_id)
+  WHERE c.image_id = $2::text AND c.node_reference_id <> $1 AND ${live('n.last_seen', '$3')}`;
 
 /**
  * {@link FillDirectory} in the `cluster_fills` table (schema version 2). The claim is a row with a NULL
@@ -31,16 +35,13 @@ export class PostgresFills implements FillDirectory {
       );
       const claim = await client.query(
         `INSERT INTO ${t.fills} (image_id, node_reference_id, source_url)
-         SELECT $2::text, $1::bigint, NULL WHERE NOT EXISTS (
-           SELECT 1 FROM ${t.images} c JOIN ${t.nodes} n USING (node_reference_id)
-            WHERE c.image_id = $2::text AND c.node_reference_id <> $1 AND ${live('n.last_seen', '$3')})
+         SELECT $2::text, $1::bigint, NULL WHERE NOT EXISTS (SELECT 1 FROM ${liveHolders(t)})
          ON CONFLICT DO NOTHING RETURNING 1`,
         [nodeId, imageId, livenessWindow],
       );
       if (claim.rowCount === 1) return { claimed: true };
       const holders = await client.query<{ url: string }>(
-        `SELECT n.node_reference_url AS url FROM ${t.images} c JOIN ${t.nodes} n USING (node_reference_id)
-          WHERE c.image_id = $2 AND c.node_reference_id <> $1 AND ${live('n.last_seen', '$3')}`,
+        `SELECT n.node_reference_url AS url FROM ${liveHolders(t)}`,
         [nodeId, imageId, livenessWindow],
       );
       const filling = await client.query<{ url: string }>(
@@ -54,7 +55,7 @@ export class PostgresFills implements FillDirectory {
   }
 
   async joined(imageId: string, sourceUrl: string): Promise<void> {
-    await this.#query(
+    await this.#node.query(
       `INSERT INTO ${this.#node.tables.fills} (image_id, node_reference_id, source_url) VALUES ($2, $1, $3)
        ON CONFLICT (image_id, node_reference_id) DO UPDATE SET source_url = excluded.source_url,
          started_at = now(), heartbeat_at = now(), bytes = 0`,
@@ -73,7 +74,7 @@ export class PostgresFills implements FillDirectory {
 
   async heartbeat(progress: ReadonlyArray<{ imageId: string; bytes: number }>): Promise<void> {
     if (progress.length === 0) return;
-    await this.#query(
+    await this.#node.query(
       `UPDATE ${this.#node.tables.fills} f SET heartbeat_at = now(), bytes = p.bytes
          FROM unnest($2::text[], $3::bigint[]) AS p(id, bytes)
         WHERE f.image_id = p.id AND f.node_reference_id = $1`,
@@ -82,7 +83,7 @@ export class PostgresFills implements FillDirectory {
   }
 
   async release(imageId: string): Promise<void> {
-    await this.#query(`DELETE FROM ${this.#node.tables.fills} WHERE image_id = $2 AND node_reference_id = $1`, [
+    await this.#node.query(`DELETE FROM ${this.#node.tables.fills} WHERE image_id = $2 AND node_reference_id = $1`, [
       imageId,
     ]);
   }
@@ -91,17 +92,13 @@ export class PostgresFills implements FillDirectory {
     const t = this.#node.tables;
     const { rows } = await this.#node.pool.query<ClusterFill & QueryResultRow>(
       `SELECT f.image_id AS "imageId", n.node_reference_url AS "nodeUrl", f.source_url AS "sourceUrl",
-              f.bytes::float8 AS bytes, EXTRACT(EPOCH FROM f.started_at)::float8 AS "startedAt"
+              f.bytes::float8 AS bytes, ${epoch('f.started_at')} AS "startedAt"
          FROM ${t.fills} f JOIN ${t.nodes} n USING (node_reference_id)
         WHERE ${live('f.heartbeat_at', '$1')}
         ORDER BY f.image_id COLLATE "C", f.source_url IS NULL DESC, f.started_at, n.node_reference_url COLLATE "C"`,
       [FILL_ROW_TTL_SECONDS],
     );
     return rows;
-  }
-
-  #query(sql: string, params: unknown[]): Promise<unknown> {
-    return this.#node.pool.query(sql, [this.#nodeId(), ...params]);
   }
 
   #nodeId(): string {
