@@ -51,15 +51,19 @@ export async function resumableStream(
 
   const pump = async ({ stream, peer, from }: OpenedSource): Promise<void> => {
     let skip = offset - from;
-    let stall: NodeJS.Timeout | undefined;
-    const arm = () => {
-      const ms = options.peerStallMs;
-      if (peer !== null && ms !== undefined) stall = setTimeout(() => stream.destroy(new PeerStalledError(peer, ms)), ms);
-    };
+    const ms = options.peerStallMs;
+    // One timer per source, refreshed per chunk (no timer allocated per chunk); it does not count the time spent
+    // waiting for our own reader to drain.
+    let waitingForReader = false;
+    const stall =
+      peer !== null && ms !== undefined
+        ? setTimeout(function onStall(this: NodeJS.Timeout) {
+            if (waitingForReader) this.refresh();
+            else stream.destroy(new PeerStalledError(peer, ms));
+          }, ms)
+        : undefined;
     try {
-      arm();
       for await (const chunk of stream) {
-        clearTimeout(stall);
         let buffer = chunk as Buffer;
         if (skip > 0) {
           const dropped = Math.min(skip, buffer.length);
@@ -72,10 +76,14 @@ export async function resumableStream(
           options.onBytes?.(buffer.length);
           if (out.destroyed) return;
           // 'close' too: a reader that goes away never drains, and the loop (and the source's socket) would wait forever.
-          if (!out.write(buffer)) await drainedOrClosed(out);
+          if (!out.write(buffer)) {
+            waitingForReader = true;
+            await drainedOrClosed(out);
+            waitingForReader = false;
+          }
           if (out.destroyed) return;
         }
-        arm();
+        stall?.refresh();
       }
     } finally {
       clearTimeout(stall);
