@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { CLI_BIN } from '../helpers/cli.js';
+import { type ServeNode, startServeNode } from '../helpers/serve-cluster.js';
 import { FakeGlance } from '../helpers/glance-server.js';
 import { GLANCE_SQLITE_DDL, sqliteImageIds } from '../helpers/glance-sqlite.js';
 import { imageBytes } from '../helpers/origin.js';
-import { dropSchemas, newSchemaName, PG_SKIP, PG_URL, pgQuery } from '../helpers/postgres.js';
+import { dropSchemas, newSchemaName, PG_SKIP, pgQuery } from '../helpers/postgres.js';
 import { request } from '../helpers/server.js';
 import { freePort, until } from '../helpers/server-extra.js';
 
@@ -31,17 +30,6 @@ const ID2 = '8b2e4d3f-6c5e-4f70-9bac-1d2e3f4a5b6c';
 const MIGRATED = '9c3f5e40-7d6f-4081-acbd-2e3f4a5b6c7d';
 
 
-interface NodeProcess {
-  name: string;
-  url: string;
-  port: number;
-  dir: string;
-  child: ChildProcess;
-  /** Exit code or signal name, once the process has exited. */
-  exited: Promise<number | string>;
-  output: () => string;
-}
-
 interface ClusterEnv {
   glanceUrl: string;
   schema: string;
@@ -49,67 +37,27 @@ interface ClusterEnv {
   cleanups: Array<() => Promise<unknown>>;
 }
 
-const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
-
 /**
  * `imgcache serve` on `port` with its own cache dir, the postgres driver and peer fetch, in a clean environment
- * (no inherited `IMGCACHE_*`). Resolves once the child printed "serving on"; the child is always killed at
- * cleanup (SIGTERM, then SIGKILL when it has not exited within 5 s).
+ * (no inherited `IMGCACHE_*`; test/helpers/serve-cluster.ts). The child is always stopped at cleanup (SIGTERM,
+ * then SIGKILL when it has not exited within 5 s).
  */
-async function startNode(env: ClusterEnv, name: string, port: number, dir: string): Promise<NodeProcess> {
-  const url = `http://127.0.0.1:${port}`;
-  const args = [
-    'serve',
-    '--cache-dir', dir,
-    '--driver', 'postgres',
-    '--origin', `glance:${env.glanceUrl}`,
-    '--port', String(port),
-    '--peer-fetch',
-    '--cluster-secret', SECRET,
-  ];
-  const childEnv = {
-    ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('IMGCACHE_'))),
-    IMGCACHE_DATABASE_URL: PG_URL,
-    IMGCACHE_DATABASE_SCHEMA: env.schema,
-    IMGCACHE_SELF_URL: url,
-    IMGCACHE_NODE_LIVENESS_WINDOW: String(LIVENESS_WINDOW),
-    IMGCACHE_LOG_LEVEL: 'warn',
-  };
-  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | string>((resolve) =>
-    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
-  );
-  env.cleanups.push(async () => {
-    if (!running(child)) return;
-    child.kill('SIGTERM');
-    const gone = await Promise.race([exited.then(() => true), sleep(5_000, false, { ref: false })]);
-    if (!gone && running(child)) {
-      child.kill('SIGKILL');
-      await exited;
-    }
+async function startNode(env: ClusterEnv, name: string, port: number, dir: string): Promise<ServeNode> {
+  const node = await startServeNode({
+    name,
+    port,
+    dir,
+    origin: `glance:${env.glanceUrl}`,
+    schema: env.schema,
+    secret: SECRET,
+    env: { IMGCACHE_NODE_LIVENESS_WINDOW: String(LIVENESS_WINDOW) },
   });
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output += chunk.toString('utf8');
-    if (output.length > 64_000) output = output.slice(-32_000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-
-  // Generous: three nodes start at once on shared, busy CI machines.
-  const deadline = Date.now() + 30_000;
-  while (!/serving on http:\/\/\S+/.test(output)) {
-    if (!running(child)) throw new Error(`node ${name} exited (${await exited}) before serving:\n${output}`);
-    if (Date.now() > deadline) throw new Error(`node ${name} did not start within 30 s:\n${output}`);
-    await sleep(20);
-  }
-  const served = /serving on (http:\/\/\S+)/.exec(output)?.[1];
-  assert.equal(served, url, `node ${name} serves on another URL than its IMGCACHE_SELF_URL`);
-  return { name, url, port, dir, child, exited, output: () => output };
+  env.cleanups.push(() => node.stop());
+  return node;
 }
 
 /** SIGTERM and wait (bounded) for a graceful exit with code 0. */
-async function stopNode(node: NodeProcess): Promise<void> {
+async function stopNode(node: ServeNode): Promise<void> {
   node.child.kill('SIGTERM');
   const code = await Promise.race([node.exited, sleep(10_000, 'still running after 10 s', { ref: false })]);
   assert.equal(code, 0, `node ${node.name} did not stop cleanly:\n${node.output()}`);
@@ -121,7 +69,7 @@ const exists = (path: string) =>
     () => false,
   );
 
-async function nodesOf(via: NodeProcess, imageId: string): Promise<unknown> {
+async function nodesOf(via: ServeNode, imageId: string): Promise<unknown> {
   const response = await request(`${via.url}/v2/cache/nodes/${imageId}`);
   assert.equal(response.status, 200, `GET /v2/cache/nodes/${imageId} on ${via.name}: ${response.text}`);
   return response.json();
@@ -131,7 +79,7 @@ interface CacheListing {
   cached_images: Array<{ image_id: string; hits: number; size: number; last_modified: number }>;
 }
 
-async function listingOf(node: NodeProcess): Promise<CacheListing> {
+async function listingOf(node: ServeNode): Promise<CacheListing> {
   const response = await request(`${node.url}/v2/cache`);
   assert.equal(response.status, 200, response.text);
   return response.json() as CacheListing;

@@ -14,8 +14,8 @@ import { freePort } from './server-extra.js';
 /**
  * A cluster of real `imgcache serve` child processes, as an operator runs one: the postgres driver on one schema,
  * peer fetch with a shared secret, each node its own cache dir and port, a clean environment (no inherited
- * `IMGCACHE_*`). Shared by test/cluster/storm.test.ts and bench/cluster.ts, which talk to the nodes over HTTP
- * only, so they measure whatever the built CLI does.
+ * `IMGCACHE_*`). Shared by test/cluster/storm*.test.ts, test/cluster/processes.test.ts and bench/cluster.ts,
+ * which talk to the nodes over HTTP only, so they measure whatever the built CLI does.
  */
 
 export interface ServeNode {
@@ -32,10 +32,8 @@ export interface ServeNode {
   stop: (graceMs?: number) => Promise<number | string>;
 }
 
-export interface ServeClusterOptions {
-  count: number;
-  /** Node i caches in `${root}/node${i}`. */
-  root: string;
+/** What every node of a cluster shares: origin, schema, secret, extra environment and arguments. */
+export interface ServeNodeCommon {
   /** The `--origin` value. */
   origin: string;
   schema: string;
@@ -48,13 +46,28 @@ export interface ServeClusterOptions {
   startTimeoutMs?: number;
 }
 
+export interface ServeClusterOptions extends ServeNodeCommon {
+  count: number;
+  /** Node i caches in `${root}/node${i}`. */
+  root: string;
+}
+
+/** One node: its name (for messages), its port (a restart reuses it) and its cache dir. */
+export interface ServeNodeOptions extends ServeNodeCommon {
+  name: string;
+  port: number;
+  dir: string;
+}
+
 const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 
-async function startNode(options: ServeClusterOptions, index: number): Promise<ServeNode> {
-  const name = `node${index}`;
-  const port = await freePort();
+/**
+ * Starts one node on `port` (http://127.0.0.1:PORT is also its IMGCACHE_SELF_URL) and resolves once it printed
+ * "serving on" that URL; a node that exits, or does not serve within `startTimeoutMs`, is stopped and rejects.
+ */
+export async function startServeNode(options: ServeNodeOptions): Promise<ServeNode> {
+  const { name, port, dir } = options;
   const url = `http://127.0.0.1:${port}`;
-  const dir = `${options.root}/${name}`;
   const args = [
     'serve',
     '--cache-dir', dir,
@@ -113,7 +126,9 @@ async function startNode(options: ServeClusterOptions, index: number): Promise<S
 
 /** Starts `count` nodes at once; if one fails, the others are stopped and the error is thrown. */
 export async function startServeCluster(options: ServeClusterOptions): Promise<ServeNode[]> {
-  const started = await Promise.allSettled(Array.from({ length: options.count }, (_, i) => startNode(options, i)));
+  const start = async (index: number) =>
+    startServeNode({ ...options, name: `node${index}`, port: await freePort(), dir: `${options.root}/node${index}` });
+  const started = await Promise.allSettled(Array.from({ length: options.count }, (_, i) => start(i)));
   const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const failed = started.find((s) => s.status === 'rejected');
   if (failed) {
