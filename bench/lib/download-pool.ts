@@ -33,6 +33,9 @@ parentPort.on('message', ({ id, url, idleMs }) => {
 });
 `;
 
+/** What one checked download saw: `Download` of test/helpers/serve-cluster.ts, checked by SHA-256 here. */
+export type BenchDownload = Omit<Download, 'md5'> & { sha256: string };
+
 interface Answer {
   id: number;
   error?: string;
@@ -61,10 +64,10 @@ export class DownloadPool {
   /** `downloadChecked` of test/helpers/serve-cluster.ts, on a worker thread. Rejects on a status, length or digest. */
   async download(
     node: ServeNode,
-    image: { id: string; size: number; md5: string; sha256: string },
+    image: { id: string; size: number; sha256: string },
     startedAt = performance.now(),
     idleMs = 60_000,
-  ): Promise<Download> {
+  ): Promise<BenchDownload> {
     const id = this.#next++;
     const worker = this.#workers[id % this.#workers.length] as Worker;
     const answer = await new Promise<Answer>((resolve) => {
@@ -79,8 +82,7 @@ export class DownloadPool {
           `not ${image.size} B (sha256 ${image.sha256})`,
       );
     }
-    // The image's MD5 stands for the SHA-256 that matched (Download's field; the check itself was SHA-256).
-    return { node: node.name, id: image.id, bytes: answer.bytes, md5: image.md5, status: answer.status ?? 'none', ms };
+    return { node: node.name, id: image.id, bytes: answer.bytes, sha256: answer.sha256, status: answer.status ?? 'none', ms };
   }
 
   async close(): Promise<void> {

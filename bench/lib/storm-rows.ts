@@ -6,13 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { seededRandom } from '../../test/helpers/random.js';
-import { type Download, metricMax, type ServeNode } from '../../test/helpers/serve-cluster.js';
-import type { DownloadPool } from './download-pool.js';
+import { metricMax, type ServeNode } from '../../test/helpers/serve-cluster.js';
+import type { BenchDownload, DownloadPool } from './download-pool.js';
 import type { StormImage, StormOrigin } from '../../test/helpers/storm-origin.js';
 
 export interface StormRow {
-  /** Every download of the row, checked (length and MD5). */
-  downloads: Download[];
+  /** Every download of the row, checked (length and SHA-256). */
+  downloads: BenchDownload[];
   images: StormImage[];
   /** Origin body bytes for the row's images. */
   originBytes: number;
@@ -34,7 +34,7 @@ function shuffled<T>(items: readonly T[], random: () => number): T[] {
   return out;
 }
 
-function rowOf(origin: StormOrigin, images: StormImage[], downloads: Download[]): StormRow {
+function rowOf(origin: StormOrigin, images: StormImage[], downloads: BenchDownload[]): StormRow {
   const ids = images.map((image) => image.id);
   const counts = new Map<string, number>();
   for (const d of downloads) counts.set(d.status, (counts.get(d.status) ?? 0) + 1);
@@ -103,7 +103,7 @@ export async function imagesRow(
   const perClient = await Promise.all(
     plans.map(async (plan, client) => {
       const node = nodes[client % nodes.length] as ServeNode;
-      const got: Download[] = [];
+      const got: BenchDownload[] = [];
       for (const image of plan) got.push(await pool.download(node, image, startedAt));
       return got;
     }),
