@@ -66,12 +66,6 @@ export async function send(
 }
 
 /**
- * The error for a non-2xx answer about an image: 404 → {@link ImageNotFoundError}; 401 → {@link UnauthorizedError}
- * (or `ForbiddenError` where the origin's credentials are not the caller's); 403 → {@link ForbiddenError};
- * anything else → {@link OriginError} with `originStatus`. Reads a little of the body for the message, then
- * discards the rest so the socket is freed.
- */
-/**
  * The body of a ranged GET: a 206 as it is, a 200 (a store that ignores ranges) cut to the range, anything else
  * the status's error (see {@link statusError}).
  */
@@ -87,6 +81,12 @@ export async function rangedBody(
   throw await statusError(response, imageId, what, unauthorized);
 }
 
+/**
+ * The error for a non-2xx answer about an image: 404 → {@link ImageNotFoundError}; 401 → {@link UnauthorizedError}
+ * (or `ForbiddenError` where the origin's credentials are not the caller's); 403 → {@link ForbiddenError};
+ * anything else → {@link OriginError} with `originStatus`. Reads a little of the body for the message, then
+ * discards the rest so the socket is freed.
+ */
 export async function statusError(
   response: Dispatcher.ResponseData,
   imageId: string,
