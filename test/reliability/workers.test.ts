@@ -175,9 +175,15 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     const entry = listing.cached_images.find((image) => image.image_id === 'img-hits');
     assert.equal(entry?.hits, hits);
     assert.ok(entry.last_accessed >= entry.last_modified);
-    const metrics = (await httpGet(`${serve.url}/metrics`)).body.toString();
-    assert.equal(metric(metrics, 'imgcache_requests_total{status="HIT"}'), hits);
     const route = 'imgcache_http_request_duration_seconds_count{method="GET",route="/v2/images/:imageId/file",status="200"}';
+    // A worker reports a hit's request duration to the owner when the response has ended, so the last one may
+    // reach the owner just after the client has its body: wait for it (bounded), then check every figure.
+    let metrics = '';
+    await until(
+      async () => metric((metrics = (await httpGet(`${serve.url}/metrics`)).body.toString()), route) >= hits + 1,
+      'the last hit to be reported to the owner',
+    );
+    assert.equal(metric(metrics, 'imgcache_requests_total{status="HIT"}'), hits);
     assert.equal(metric(metrics, route), hits + 1);
     assert.equal(metric(metrics, 'imgcache_bytes_served_total{source="cache"}'), hits * image.length);
     assert.equal(origin.gets(), 1);
