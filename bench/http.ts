@@ -33,16 +33,17 @@
  * is utime + stime from /proc. Prints one table, the limits, and PASS/FAIL per goal of issue 11. Not in `npm test`.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash, randomFillSync, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { chmod, link, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { makeImage } from './lib/image.js';
 import { startImgcache } from './lib/imgcache.js';
 import { measureLimits, type Limits } from './lib/limits.js';
-import { type Digests, type RunningServer, originConf, proxyConf, startNginx } from './lib/nginx.js';
+import { type RunningServer, originConf, proxyConf, startNginx } from './lib/nginx.js';
 import { cpuByThread } from './lib/proc.js';
 import { summarizeProfiles } from './lib/profile.js';
 import { report, SYSTEMS, type SystemName } from './lib/report.js';
@@ -79,25 +80,6 @@ const profileDir = values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined;
 const imgcacheArgs = values['imgcache-arg'] ?? [];
 const size = sizeMib * MIB;
 const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
-
-/** Writes the random image once, with the digests the origin will announce for every id linked to it. */
-async function makeImage(file: string): Promise<Digests> {
-  const md5 = createHash('md5');
-  const sha512 = createHash('sha512');
-  const out = await open(file, 'w', 0o644);
-  try {
-    const buffer = Buffer.allocUnsafe(MIB);
-    for (let written = 0; written < size; written += MIB) {
-      randomFillSync(buffer);
-      md5.update(buffer);
-      sha512.update(buffer);
-      await out.write(buffer);
-    }
-  } finally {
-    await out.close();
-  }
-  return { md5: md5.digest('hex'), sha512: sha512.digest('hex') };
-}
 
 /** A running system for one turn. */
 type Running = Target & { stop(): Promise<void>; describe?: () => string };
@@ -150,7 +132,7 @@ async function main(): Promise<void> {
     await mkdir(originDir);
     const imageFile = join(dir, 'image.bin');
     log(`preparing a ${sizeMib} MiB random image, its md5 and sha512 in ${dir}...`);
-    const digests = await makeImage(imageFile);
+    const digests = await makeImage(imageFile, size);
     const ids: Array<Record<SystemName, TurnIds>> = [];
     for (let run = 0; run < runs; run++) {
       const perSystem = {} as Record<SystemName, TurnIds>;

@@ -102,6 +102,49 @@ export function cpuByThread(pid: number): { main: number; others: number } {
   return { main: statCpu(`/proc/${pid}/task/${pid}/stat`), others };
 }
 
+/** User and system CPU seconds of one group of threads. */
+export interface UserSystem {
+  user: number;
+  system: number;
+}
+/** CPU per thread name (`main` for each process's main thread), summed over processes. */
+export type ThreadCpu = Map<string, UserSystem>;
+
+/**
+ * CPU seconds by thread name (comm: libuv-worker, V8Worker, a worker thread's name, …) over `pids`, or the change
+ * since `before`: shows whether a miss's time went to the main thread, the hash threads, the fs pool or GC.
+ */
+export function cpuByThreadName(pids: number[], before?: ThreadCpu): ThreadCpu {
+  const out: ThreadCpu = new Map();
+  for (const pid of pids) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tids) {
+      try {
+        const name = Number(tid) === pid ? 'main' : readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() + (process.env.BENCH_TID ? `+${Number(tid) - pid}` : '');
+        const fields = statFields(`/proc/${pid}/task/${tid}/stat`);
+        const sum = out.get(name) ?? { user: 0, system: 0 };
+        sum.user += Number(fields[11]) / TICKS;
+        sum.system += Number(fields[12]) / TICKS;
+        out.set(name, sum);
+      } catch {
+        // a thread that ended while we looked
+      }
+    }
+  }
+  if (before) {
+    for (const [name, sum] of out) {
+      const was = before.get(name);
+      if (was) out.set(name, { user: sum.user - was.user, system: sum.system - was.system });
+    }
+  }
+  return out;
+}
+
 type VmField = 'VmHWM' | 'VmRSS' | 'RssAnon';
 
 /** `Vm...:  N kB` lines of /proc/PID/status, in bytes; all 0 for a process that is gone. */
