@@ -114,8 +114,9 @@ describe('imgcache cluster (postgres driver)', { concurrency: 4, skip: PG_SKIP }
         [image, id, source, bytes, age],
       );
     const [a, b, c] = [await node('http://a'), await node('http://b'), await node('http://c')];
-    await fill(IMG_C, a, null, 5 << 20, '0 s');
-    await fill(IMG_C, b, 'http://a', 3 << 20, '0 s');
+    // Live for the whole test (a heartbeat an hour ahead): two slow CLI runs under load outlast the 5 s TTL.
+    await fill(IMG_C, a, null, 5 << 20, '-1 hour');
+    await fill(IMG_C, b, 'http://a', 3 << 20, '-1 hour');
     await fill(IMG_C, c, 'http://b', 1 << 20, '1 minute'); // no heartbeat for a minute: expired, not listed
 
     const json = await runCli(['cluster', 'list', '--json', ...pgFlags(schema, 'http://a')]);
