@@ -50,7 +50,7 @@ export async function startTestServer(t: TestContext, options: TestServerOptions
     },
   });
   Object.assign(config.policy, options.policy);
-  const started = await startServer(config, pino({ level: 'silent' }));
+  const started = await startServer(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
   server = started;
   return { ...started, dir, glance };
 }
