@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { Agent, buildConnector, type Dispatcher, request } from 'undici';
 
 /**
@@ -203,13 +204,13 @@ export function requestFailure(error: unknown): RequestFailure {
  * Drops a response body without reading it. The socket is closed unless the body had already ended (a HEAD):
  * for a multi-GB GET that beats draining it. undici reports the early end as an error, which nobody needs here.
  */
-export function discard(body: HttpBody): void {
+export function discard(body: Readable): void {
   body.on('error', () => {});
   body.destroy();
 }
 
 /** The first value of a response header (undici gives an array for a repeated header). */
-export function header(headers: HttpResponse['headers'], name: string): string | undefined {
+export function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
 }

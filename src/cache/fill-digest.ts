@@ -7,7 +7,7 @@ import {
   recordedDigests,
   verifyDigests,
 } from './digest.js';
-import { type HashPool, inlineHasher, type StreamHasher } from './hash-pool.js';
+import { type HashPool, inlineHasher, type SlotTee, type StreamHasher } from './hash-pool.js';
 
 /**
  * A fill's digests: the ones it computes over the origin's bytes ({@link planDigests}: by default only the
@@ -47,6 +47,11 @@ export class DigestSession {
     const hashing = this.#hasher.update(chunk);
     if (hashing) hashing.catch(() => {});
     this.#pending = hashing ?? null;
+  }
+
+  /** The hash ring's slots as the file's write buffers, when the session hashes on threads (else null). */
+  get tee(): SlotTee | null {
+    return this.#hasher.tee;
   }
 
   /** True when the hash threads still owe room for the last chunk (the caller may stop its idle clock). */

@@ -1,3 +1,5 @@
+import type { SlotTee } from './hash-pool.js';
+
 /** In-memory bytes a fill may hold for consumers when it cannot spool to disk, before it pauses the origin. */
 const MEMORY_HIGH_WATER = 8 << 20;
 /**
@@ -19,10 +21,16 @@ interface Chunk {
 export class FillMemory {
   readonly #chunks: Chunk[] = [];
   #bytes = 0;
+  #end: number | undefined;
 
   /** Offset of the oldest byte still in memory; undefined when memory is empty. */
   get firstOffset(): number | undefined {
     return this.#chunks[0]?.offset;
+  }
+
+  /** Offset just past the newest byte ever pushed (trimming does not move it); undefined before the first push. */
+  get end(): number | undefined {
+    return this.#end;
   }
 
   /** Holding more than a fill may for its consumers when it has no file to spool to. */
@@ -34,6 +42,18 @@ export class FillMemory {
   push(offset: number, buf: Buffer): void {
     this.#chunks.push({ offset, buf });
     this.#bytes += buf.length;
+    this.#end = offset + buf.length;
+  }
+
+  /**
+   * A direct fill's file stopped: memory takes what the file lacks from the hash ring (whose slots waited for the
+   * file, so they still hold it) and the ring stops waiting for the file. Returns where memory now ends.
+   */
+  takeFromRing(tee: SlotTee, fileLimit: number): number {
+    const copied = tee.copied;
+    if (copied > fileLimit) this.push(fileLimit, tee.copy(fileLimit, copied));
+    tee.stop();
+    return Math.max(fileLimit, copied);
   }
 
   /** Up to `length` bytes at `position` when memory holds that byte (no copy); null otherwise. */

@@ -2,6 +2,7 @@ import type { Driver, ImageDigests, ImageWriter } from '../drivers/driver.js';
 import { NotCachedError } from '../errors.js';
 import { drainedOrClosed } from '../streams/drained.js';
 import type { Admission } from './admission.js';
+import type { SlotTee } from './hash-pool.js';
 import { Reservation } from './reservation.js';
 import type { FillFailureReason } from './stats.js';
 
@@ -19,6 +20,14 @@ export interface SpoolHooks {
   onError(error: Error): void;
 }
 
+/** What {@link Spool.teeFrom} tells its fill. */
+export interface TeeHooks {
+  /** A slot's write must stop the spool (the reservation could not cover it); later slots are not written. */
+  onStop(stop: SpoolStop): Promise<void>;
+  /** Stopping failed. */
+  onFault(error: Error): void;
+}
+
 /**
  * A fill's copy of the origin's bytes in `incomplete/<id>`: the reservation that covers it (taken for the declared
  * size, grown while the origin sends more), the writes with the file's back-pressure, and the end of it all,
@@ -29,6 +38,8 @@ export class Spool {
   readonly #reservation: Reservation;
   /** Commit is ending the file: a write error now is commit's to report (and roll back), not the hooks'. */
   #committing = false;
+  /** Discarded: slots still queued by {@link teeFrom} are not written. */
+  #discarded = false;
 
   private constructor(writer: ImageWriter, reservation: Reservation, hooks: SpoolHooks) {
     this.#writer = writer;
@@ -89,6 +100,29 @@ export class Spool {
   }
 
   /**
+   * Writes the ring's slots as they fill ({@link SlotTee}), in order, each covered by the reservation first; the
+   * file's progress (`onWritten`) is what frees them. A write that must stop calls `onStop` (later slots are not
+   * written); a failure of that is `onFault`'s.
+   */
+  teeFrom(tee: SlotTee, imageId: string, hooks: TeeHooks): void {
+    let handed = 0;
+    let writes = Promise.resolve();
+    let stopped = false;
+    tee.start((slot) => {
+      handed += slot.length;
+      const through = handed;
+      writes = writes
+        .then(() => (stopped || this.#discarded ? null : this.write(imageId, slot, through, () => {})))
+        .then((stop) => {
+          if (!stop) return undefined;
+          stopped = true;
+          return hooks.onStop(stop);
+        })
+        .catch((error: unknown) => hooks.onFault(error as Error));
+    });
+  }
+
+  /**
    * Ends the file (fsync), publishes it with `digests` through admission. On failure the writer has already rolled
    * the file back and the reservation is given back; the error is re-thrown.
    */
@@ -112,6 +146,7 @@ export class Spool {
    * point is to give the space back (`keepFile: false`). Never rejects; readers keep their fd.
    */
   async discard(error: Error, options: { keepFile?: boolean } = {}): Promise<void> {
+    this.#discarded = true;
     this.#reservation.release();
     await this.#writer.rollback(error, options).catch(() => {});
   }

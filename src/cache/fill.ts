@@ -1,15 +1,16 @@
-import { type FileHandle, open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Driver } from '../drivers/driver.js';
 import { FillAbortedError, FillIdleTimeoutError, HashWorkerError, NotCachedError } from '../errors.js';
+import { type DirectBody, directBodyOf } from '../streams/direct-body.js';
 import type { Admission } from './admission.js';
 import type { ComputedDigests, DigestPolicy, ExpectedImage } from './digest.js';
 import { DigestSession } from './fill-digest.js';
+import { FillFile } from './fill-file.js';
 import { FillMemory } from './fill-memory.js';
 import { FillState } from './fill-state.js';
 import { Spool } from './fill-spool.js';
-import type { HashPool } from './hash-pool.js';
+import type { HashPool, SlotTee } from './hash-pool.js';
 import type { Reservation } from './reservation.js';
 import { IdleTimer } from './idle-timer.js';
 import type { CacheStats, FillFailureReason } from './stats.js';
@@ -42,14 +43,13 @@ export interface FillConsumer {
 
 /**
  * One origin fetch of one image, teed to any number of consumers and (unless bypassing) to `incomplete/<id>`.
+ * Bytes below `fileLimit` are read from the file (a shared fd: a late joiner starts at byte 0, a slow consumer
+ * never holds the origin back), the rest from `#memory` ({@link FillMemory}): a stream fill's chunks not written
+ * yet, or without a file (bypass, a full disk, the size cap) every chunk until all consumers have read it. A
+ * direct fill ({@link Fill.#pumpDirect}) keeps nothing in memory while its file takes every byte.
  *
- * Bytes live in two places: `[0, fileLimit)` in the incomplete file (read through a shared fd with positional
- * reads, so a late joiner starts at byte 0 and a slow consumer never holds the origin back), and the rest in
- * `#memory` ({@link FillMemory}): chunks handed to the file but not written yet, or, when the cache cannot take
- * the image (bypass, a full disk, the size cap), the only copy, kept until every consumer has read it.
- *
- * Consumers may read up to `released`, which trails `received` by the newest chunk until the origin has ended
- * and the digests were verified: a consumer never receives a complete body that failed verification.
+ * Consumers read up to `released`, which trails `received` by the newest read until the origin has ended and
+ * the digests were verified: a consumer never receives a complete body that failed verification.
  */
 export class Fill extends FillState {
   readonly #options: FillOptions;
@@ -57,13 +57,17 @@ export class Fill extends FillState {
   readonly #consumers = new Set<FillConsumer>();
   readonly #abort = new AbortController();
   #spool: Spool | null = null;
-  #readFile: FileHandle | null = null;
+  readonly #readFile = new FillFile();
   #origin: Readable | null = null;
   #digests: DigestSession | null = null;
   readonly #idle: IdleTimer;
   #prefetch: boolean;
   /** The cache will not get this image (bypass, or spooling stopped): only consumers give the fill a purpose. */
   #uncacheable = false;
+  /** Reading the origin directly into the hash ring, which the file is written from ({@link #pumpDirect}). */
+  #tee: SlotTee | null = null;
+  /** Bytes of the newest origin read: held back from consumers until verified. */
+  #newest = 0;
 
   constructor(options: FillOptions) {
     super(options.imageId, options.expected);
@@ -82,7 +86,8 @@ export class Fill extends FillState {
   get joinable(): boolean {
     if (this.settled || this.error) return false;
     const first = this.#memory.firstOffset;
-    return first === undefined ? this.fileLimit === this.received : first <= this.fileLimit;
+    if (first === undefined) return this.fileLimit === this.received || this.#tee !== null;
+    return first <= this.fileLimit;
   }
 
   /**
@@ -186,7 +191,7 @@ export class Fill extends FillState {
    * fill has no file (a bypass, or it failed to open one). Bytes below `fileLimit` are in it.
    */
   get readFd(): number | null {
-    return this.#readFile?.fd ?? null;
+    return this.#readFile.fd;
   }
 
   /** The fill still writes its file: `fileLimit` grows with `received`. */
@@ -198,13 +203,9 @@ export class Fill extends FillState {
   async readAt(position: number, length: number): Promise<Buffer> {
     const inMemory = this.#memory.readAt(position, length);
     if (inMemory) return inMemory;
-    if (position < this.progress.fileLimit && this.#readFile) {
-      const size = Math.min(length, this.progress.fileLimit - position);
-      // A new buffer per read: it is pushed into the consumer's stream, which owns it from then on.
-      const buffer = Buffer.allocUnsafe(size);
-      const { bytesRead } = await this.#readFile.read(buffer, 0, size, position);
-      if (bytesRead > 0) return buffer.subarray(0, bytesRead);
-    }
+    const onDisk = position < this.progress.fileLimit;
+    const read = onDisk ? await this.#readFile.read(position, Math.min(length, this.progress.fileLimit - position)) : null;
+    if (read) return read;
     throw new Error(`fill of ${this.imageId}: byte ${position} is neither on disk nor in memory`);
   }
 
@@ -222,7 +223,7 @@ export class Fill extends FillState {
           this.#stopSpooling(error, 'cache_fault').catch((fault: unknown) => this.#fail(fault as Error, 'cache_fault'));
         },
       });
-      this.#readFile = await open(this.#spool.path, 'r');
+      await this.#readFile.open(this.#spool.path);
     } catch (error) {
       this.#options.logger.warn({ imageId: this.imageId, err: error }, 'cache cannot take this fill; serving from the origin');
       await this.#stopSpooling(error as Error, 'cache_fault');
@@ -239,16 +240,21 @@ export class Fill extends FillState {
       this.#fail(error as Error, 'origin');
       return;
     }
+    const tee = digests.tee;
+    const direct = this.#spool && tee ? directBodyOf(origin) : null;
     try {
       this.#idle.arm();
-      for await (const data of origin) {
+      if (direct && tee) await this.#pumpDirect(direct, digests, tee);
+      else for await (const data of origin) {
         const chunk = typeof data === 'string' ? Buffer.from(data) : (data as Buffer);
         if (this.progress.settled) break;
         digests.update(chunk); // awaited below, after the spool
         stats.bytesFromOrigin += chunk.length;
         this.#memory.push(this.progress.received, chunk);
         this.progress.received += chunk.length;
-        if (this.#spool) await this.#write(this.#spool, chunk);
+        const spool = this.#spool;
+        const stop = spool && (await spool.write(this.imageId, chunk, this.progress.received, () => this.#idle.clear()));
+        if (stop) await this.#stopSpooling(stop.error, stop.reason);
         this.#release(this.progress.received - chunk.length);
         await this.#waitForConsumers();
         if (digests.busy) this.#idle.clear(); // waiting for our own hash threads is not the origin being idle
@@ -270,9 +276,45 @@ export class Fill extends FillState {
     }
   }
 
-  async #write(spool: Spool, chunk: Buffer): Promise<void> {
-    const stop = await spool.write(this.imageId, chunk, this.progress.received, () => this.#idle.clear());
-    if (stop) await this.#stopSpooling(stop.error, stop.reason);
+  /**
+   * The origin's bytes as views of its connection's read buffer, copied once, into the hash ring, whose slots are
+   * written to the file ({@link SlotTee}); consumers read the file. If the file stops (a disk fault), memory takes
+   * what it lacks from the ring and the fill goes on as a stream fill without a file does.
+   */
+  async #pumpDirect(body: DirectBody, digests: DigestSession, tee: SlotTee): Promise<void> {
+    const { stats } = this.#options;
+    stats.fillsDirect += 1;
+    this.#tee = tee;
+    this.#spool!.teeFrom(tee, this.imageId, {
+      onStop: (stop) => (this.#spool ? this.#stopSpooling(stop.error, stop.reason) : Promise.resolve()),
+      onFault: (error) => this.#fail(error, 'cache_fault'),
+    });
+    /** Without a file (it stopped), memory keeps the part of `view` it lacks. */
+    const keep = (view: Buffer, offset: number) => {
+      const from = this.#memory.end ?? this.progress.fileLimit;
+      if (this.#spool || from >= offset + view.length) return;
+      this.#memory.push(from, Buffer.from(view.subarray(from - offset)));
+      this.#release(offset);
+    };
+    const waits = async (view: Buffer, offset: number): Promise<void> => {
+      this.#idle.clear(); // our own hash threads, disk or consumers are not the origin being idle
+      await digests.settle();
+      keep(view, offset); // the file may have stopped while this view waited for room in the ring
+      await this.#waitForConsumers();
+      this.#idle.arm();
+    };
+    await body.pipeTo((view) => {
+      if (this.progress.settled) throw this.progress.error ?? new FillAbortedError(this.imageId);
+      this.#idle.arm();
+      stats.bytesFromOrigin += view.length;
+      const offset = this.progress.received;
+      this.progress.received += view.length;
+      this.#newest = view.length;
+      digests.update(view);
+      if (digests.busy || this.#memory.overHighWater) return waits(view, offset);
+      keep(view, offset);
+      return undefined;
+    });
   }
 
   /** Stop writing to the cache; the consumers keep getting the origin's bytes from memory. */
@@ -283,6 +325,13 @@ export class Fill extends FillState {
     this.#options.stats.fillFailures[reason] += 1;
     if (!spool || alreadyRolledBack) return;
     this.progress.fileLimit = Math.min(this.progress.fileLimit, spool.bytesWritten);
+    const tee = this.#tee;
+    if (tee && !this.progress.done) {
+      // What the file lacks is still in the ring (its slots wait for the file): memory holds it now. A read still
+      // waiting for room in the ring adds its rest when it is in (see #pumpDirect).
+      const end = this.#memory.takeFromRing(tee, this.progress.fileLimit);
+      this.#release(Math.min(end, this.progress.received - this.#newest));
+    }
     this.#options.logger.warn({ imageId: this.imageId, err: error, reason }, 'fill stops caching; download goes on');
     // The file is deleted, not kept in invalid/: the point is to give the space back. Open readers keep their fd.
     await spool.discard(error, { keepFile: false });
@@ -298,9 +347,9 @@ export class Fill extends FillState {
       this.#fail(error as Error, 'verification');
       return;
     }
+    // Nothing unverified is published: the stronger declared digest was checked; these are recorded as declared.
     const unchecked = digests.unchecked;
     if (unchecked.length > 0) {
-      // Nothing unverified is published: the stronger declared digest was checked; these are recorded as declared.
       this.#options.logger.debug({ imageId: this.imageId, unchecked }, 'declared digests recorded without a check');
     }
     // Verified: the consumers get the last chunk now, not after fsync and rename. Nothing unverified is released
@@ -361,6 +410,11 @@ export class Fill extends FillState {
     if (!this.#spool) return;
     this.progress.fileLimit = written;
     this.#trimMemory();
+    if (this.#tee) {
+      this.#tee.fileReached(written);
+      // Consumers read the file; the newest read waits for verification.
+      if (!this.progress.done) this.#release(Math.min(written, this.progress.received - this.#newest));
+    }
     this.emit('progress');
   }
 
@@ -386,10 +440,7 @@ export class Fill extends FillState {
   }
 
   async #closeReadFileIfUnused(): Promise<void> {
-    if (!this.progress.settled || this.#consumers.size > 0 || !this.#readFile) return;
-    const file = this.#readFile;
-    this.#readFile = null;
-    await file.close().catch(() => {});
+    if (this.progress.settled && this.#consumers.size === 0) await this.#readFile.close();
   }
 }
 

@@ -22,10 +22,31 @@ const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 /** Feeds bytes in order and returns the digests; `update` resolves when the caller may send more. */
 export interface StreamHasher {
+  /** Takes `chunk` (copied: the caller may reuse it once the returned promise, if any, has settled). */
   update(chunk: Buffer): Promise<void> | void;
   digests(): Promise<ComputedDigests>;
   /** Forget the session (the fill failed). */
   discard(): void;
+  /** The session's memory doubles as the file's write buffers ({@link SlotTee}); null when it has none to share. */
+  readonly tee: SlotTee | null;
+}
+
+/**
+ * A ring whose slots are also written to the fill's file: each slot, once full (the last one at the end), is
+ * handed to `write`, and is reused only after the file has been reported past it. One copy of every byte (from
+ * the socket's buffer into the slot) serves the hash threads and the disk; the writes are 1 MiB each.
+ */
+export interface SlotTee {
+  /** From now on, every published slot goes to `write` (in order; its bytes stay put until {@link fileReached}). */
+  start(write: (slot: Buffer) => void): void;
+  /** The file holds the session's first `bytes` bytes. */
+  fileReached(bytes: number): void;
+  /** The file stopped (a disk fault): slots no longer wait for it. */
+  stop(): void;
+  /** Bytes of the session in the ring so far (a chunk still waiting for room is counted once it is in). */
+  readonly copied: number;
+  /** A copy of bytes `[from, to)` of the session, which must not have reached the file (their slots are kept). */
+  copy(from: number, to: number): Buffer;
 }
 
 /** Options of a {@link HashPool}. */
@@ -96,7 +117,7 @@ export class HashPool {
 }
 
 /** One fill's hashing over a ring and its threads (thread `i` hashes `algorithms[i]`). */
-class RingSession implements StreamHasher {
+class RingSession implements StreamHasher, SlotTee {
   readonly #ring: Ring;
   readonly #replies: Array<Promise<string | null>>;
   readonly #plan: DigestPlan;
@@ -108,6 +129,13 @@ class RingSession implements StreamHasher {
   #failure: HashWorkerError | null = null;
   readonly #failed: Promise<never>;
   #ended = false;
+  /** The file's writer while teeing ({@link SlotTee}), the bytes published to it and those it reported written. */
+  #write: ((slot: Buffer) => void) | null = null;
+  #published = 0;
+  #fileBytes = 0;
+  #fileMoved: (() => void) | null = null;
+  /** Discarded while teeing: writes in flight may still read the ring, which is therefore not reused. */
+  #tainted = false;
 
   constructor(ring: Ring, threads: HashThread[], algorithms: string[], plan: DigestPlan, done: (clean: boolean) => void) {
     this.#ring = ring;
@@ -127,6 +155,41 @@ class RingSession implements StreamHasher {
     });
   }
 
+  get tee(): SlotTee {
+    return this;
+  }
+
+  start(write: (slot: Buffer) => void): void {
+    this.#write = write;
+  }
+
+  fileReached(bytes: number): void {
+    this.#fileBytes = bytes;
+    this.#wakeForFile();
+  }
+
+  stop(): void {
+    this.#write = null;
+    this.#wakeForFile();
+  }
+
+  get copied(): number {
+    return this.#published + this.#slotUsed;
+  }
+
+  copy(from: number, to: number): Buffer {
+    const out = Buffer.allocUnsafe(to - from);
+    for (let at = from; at < to; ) {
+      const slot = Math.floor(at / SLOT_SIZE);
+      const offset = at - slot * SLOT_SIZE;
+      const length = Math.min(SLOT_SIZE - offset, to - at);
+      const start = (slot % SLOTS) * SLOT_SIZE + offset;
+      this.#ring.bytes.copy(out, at - from, start, start + length);
+      at += length;
+    }
+    return out;
+  }
+
   update(chunk: Buffer): Promise<void> | void {
     if (this.#failure) throw this.#failure;
     this.#bytes += chunk.length;
@@ -141,8 +204,12 @@ class RingSession implements StreamHasher {
     let hexes: Array<string | null>;
     try {
       hexes = await Promise.all(this.#replies);
+      // Teeing: the ring is the file's write buffers until the file has every byte (or stopped).
+      while (this.#write && this.#fileBytes < this.#published) {
+        await new Promise<void>((resolve) => (this.#fileMoved = resolve));
+      }
     } finally {
-      this.#done(this.#failure === null);
+      this.#done(this.#failure === null && !this.#tainted);
     }
     const multihash = this.#plan.multihash;
     return {
@@ -154,6 +221,11 @@ class RingSession implements StreamHasher {
   }
 
   discard(): void {
+    // A teeing ring may still be read by file writes in flight: it is not reused. A `digests()` waiting for the
+    // file stops waiting.
+    if (this.#write) this.#tainted = true;
+    this.#write = null;
+    this.#wakeForFile();
     if (this.#ended) return;
     this.#end(2);
     // An update waiting for room (#rest) wakes up and sees the session ended.
@@ -161,9 +233,21 @@ class RingSession implements StreamHasher {
     // The threads are free once they answered `dropped` (their messages queue in order, so the next session may
     // already be handed to them); the ring is reused only when every thread is known to have left it.
     Promise.all(this.#replies).then(
-      () => this.#done(true),
+      () => this.#done(!this.#tainted),
       () => this.#done(false),
     );
+  }
+
+  #wakeForFile(): void {
+    const moved = this.#fileMoved;
+    this.#fileMoved = null;
+    moved?.();
+  }
+
+  /** Slots the file has: all of them when not teeing. */
+  #fileSlots(): number {
+    if (!this.#write) return Number.POSITIVE_INFINITY;
+    return this.#fileBytes >= this.#published ? this.#written : Math.floor(this.#fileBytes / SLOT_SIZE);
   }
 
   #end(code: 1 | 2): void {
@@ -179,7 +263,7 @@ class RingSession implements StreamHasher {
    * into the slot being filled (origins send 16-64 KiB chunks), which is handed to the threads once full.
    */
   #fill(chunk: Buffer, offset: number): number {
-    while (offset < chunk.length && this.#written - this.#slowest().hashed < SLOTS) {
+    while (offset < chunk.length && this.#written - Math.min(this.#slowest().hashed, this.#fileSlots()) < SLOTS) {
       const slot = this.#written % SLOTS;
       const length = Math.min(SLOT_SIZE - this.#slotUsed, chunk.length - offset);
       chunk.copy(this.#ring.bytes, slot * SLOT_SIZE + this.#slotUsed, offset, offset + length);
@@ -193,20 +277,29 @@ class RingSession implements StreamHasher {
   /** Hands the slot being filled to the threads. */
   #publish(): void {
     const { lengths, control } = this.#ring;
-    lengths[this.#written % SLOTS] = this.#slotUsed;
+    const slot = this.#written % SLOTS;
+    const length = this.#slotUsed;
+    lengths[slot] = length;
     this.#slotUsed = 0;
     this.#written += 1;
+    this.#published += length;
     Atomics.store(control, WRITTEN, this.#written);
     Atomics.add(control, SEQ, 1);
     Atomics.notify(control, SEQ);
+    this.#write?.(this.#ring.bytes.subarray(slot * SLOT_SIZE, slot * SLOT_SIZE + length));
   }
 
   /** The ring is full: wait for the slowest thread to free a slot, then go on copying. */
   async #rest(chunk: Buffer, offset: number): Promise<void> {
     while (offset < chunk.length) {
       const { index, hashed } = this.#slowest();
-      const wait = waitAsync(this.#ring.control, HASHED + index, hashed);
-      if (wait.async) await Promise.race([wait.value, this.#failed]);
+      if (this.#fileSlots() < hashed) {
+        // The file is the slowest reader of the ring.
+        await Promise.race([new Promise<void>((resolve) => (this.#fileMoved = resolve)), this.#failed]);
+      } else {
+        const wait = waitAsync(this.#ring.control, HASHED + index, hashed);
+        if (wait.async) await Promise.race([wait.value, this.#failed]);
+      }
       if (this.#failure) throw this.#failure;
       if (this.#ended) return; // discarded meanwhile: the threads left the ring
       offset = this.#fill(chunk, offset);
@@ -231,5 +324,6 @@ export function inlineHasher(plan: DigestPlan = { md5: true, multihash: DEFAULT_
     update: (chunk) => hasher.update(chunk),
     digests: async () => hasher.digests(),
     discard: () => {},
+    tee: null,
   };
 }

@@ -30,6 +30,8 @@ export class CacheStats {
   fills = 0;
   /** Fills that ended in a committed image. */
   fillsCommitted = 0;
+  /** Fills that read the origin's socket straight into the hash ring, the ring's slots being the file's writes. */
+  fillsDirect = 0;
   /** Images evicted to make room at admission or by prune. */
   evictions = 0;
   /** Batches of deletes (eviction, prune, an operator's delete) that failed part-way or entirely. */

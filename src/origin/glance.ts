@@ -1,10 +1,23 @@
 import type { Readable } from 'node:stream';
 import { type Agent, type Dispatcher, errors } from 'undici';
+import type { ClientTls } from '../http-client.js';
 import { BadRequestError, ConfigError, ImageStateError, OriginError } from '../errors.js';
 import type { ApiVersion, ImageRecord, Origin, OriginCaller, ProxyRequest, ProxyResponse } from './origin.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './proxy-headers.js';
 import { checkImageId, IMAGE_CHUNK_BYTES, isJsonObject, toImageRecord } from './record.js';
-import { createAgent, discard, rangedBody, readJson, redactUrl, send, statusError, type TransportOptions } from './transport.js';
+import {
+  createAgent,
+  discard,
+  rangedBody,
+  readJson,
+  REDIRECT,
+  redactUrl,
+  send,
+  sendDirect,
+  statusError,
+  timeoutOf,
+  type TransportOptions,
+} from './transport.js';
 
 /** Options of a {@link GlanceOrigin}. */
 export interface GlanceOriginOptions extends TransportOptions {
@@ -44,6 +57,8 @@ export class GlanceOrigin implements Origin {
   readonly description: string;
   readonly #origin: string;
   readonly #basePath: string;
+  readonly #timeoutMs: number;
+  readonly #tls: ClientTls;
   readonly #agent: Agent;
   readonly #serviceToken: string | undefined;
 
@@ -53,6 +68,8 @@ export class GlanceOrigin implements Origin {
     this.#basePath = url.pathname === '/' ? '' : url.pathname;
     this.description = `glance:${redactUrl(url).replace(/\/$/, '')}`;
     this.#agent = createAgent(options);
+    this.#timeoutMs = timeoutOf(options);
+    this.#tls = options.tls ?? {};
     this.#serviceToken = options.serviceToken;
   }
 
@@ -78,7 +95,13 @@ export class GlanceOrigin implements Origin {
     signal.throwIfAborted();
     const id = checkImageId(imageId);
     const what = `glance origin, GET image ${id} data`;
-    const response = await this.#request('GET', `/v2/images/${encodeURIComponent(id)}/file`, caller, what, signal);
+    const path = `/v2/images/${encodeURIComponent(id)}/file`;
+    // The direct client (its body is read without a copy per socket read); Glance does not redirect downloads.
+    const url = new URL(`${this.#origin}${this.#basePath}${path}`);
+    const headers = this.#headers('GET', path, caller);
+    const request = { url, headers, timeoutMs: this.#timeoutMs, tls: this.#tls, signal };
+    const response = await sendDirect(request, what);
+    if (response === REDIRECT) throw new OriginError(`${what}: unexpected redirect`); // not asked for: never
     if (response.statusCode === 204) {
       discard(response.body);
       throw new ImageStateError(id, 'queued', 'download it: it has no data');
@@ -194,11 +217,8 @@ export class GlanceOrigin implements Origin {
     signal?: AbortSignal,
     range?: string,
   ): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'imgcache' };
+    const headers = this.#headers(method, path, caller);
     if (range) headers.range = range;
-    const token = caller.token ?? (caller.service ? this.#serviceToken : undefined);
-    if (token !== undefined) headers['x-auth-token'] = token;
-    if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
     const options: Dispatcher.RequestOptions = {
       origin: this.#origin,
       path: `${this.#basePath}${path}`,
@@ -206,10 +226,16 @@ export class GlanceOrigin implements Origin {
       headers,
       signal,
     };
-    if (path.endsWith('/file')) {
-      options.highWaterMark = IMAGE_CHUNK_BYTES;
-      headers.accept = 'application/octet-stream';
-    }
+    if (path.endsWith('/file')) options.highWaterMark = IMAGE_CHUNK_BYTES;
     return send(this.#agent, options, what);
+  }
+
+  #headers(method: 'GET' | 'DELETE', path: string, caller: OriginCaller): Record<string, string> {
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'imgcache' };
+    const token = caller.token ?? (caller.service ? this.#serviceToken : undefined);
+    if (token !== undefined) headers['x-auth-token'] = token;
+    if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
+    if (method === 'GET' && path.endsWith('/file')) headers.accept = 'application/octet-stream';
+    return headers;
   }
 }

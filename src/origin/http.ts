@@ -8,10 +8,14 @@ import {
   createAgent,
   discard,
   header,
+  type OriginResponse,
   rangedBody,
+  REDIRECT,
   redactUrl,
   send,
+  sendDirect,
   statusError,
+  timeoutOf,
   type TransportOptions,
 } from './transport.js';
 
@@ -88,12 +92,18 @@ export class HttpOrigin implements Origin {
   readonly #template: HttpTemplate;
   readonly #agent: Agent;
   readonly #dispatcher: Dispatcher;
+  readonly #options: HttpOriginOptions;
+  readonly #followsRedirects: boolean;
+  /** The store answered an image GET with a redirect (signed URLs): image GETs go through undici, which follows. */
+  #redirects = false;
 
   constructor(template: string, options: HttpOriginOptions = {}) {
     this.#template = parseHttpTemplate(template);
     this.description = this.#template.description;
+    this.#options = options;
     this.#agent = createAgent(options);
     const maxRedirections = options.maxRedirections ?? 5;
+    this.#followsRedirects = maxRedirections > 0;
     this.#dispatcher =
       maxRedirections > 0 ? this.#agent.compose(interceptors.redirect({ maxRedirections })) : this.#agent;
   }
@@ -132,7 +142,7 @@ export class HttpOrigin implements Origin {
   ): Promise<{ record: ImageRecord; body: Readable }> {
     signal.throwIfAborted();
     const id = checkImageId(imageId);
-    const response = await this.#request('GET', id, caller, signal);
+    const response = await this.#imageGet(id, caller, signal);
     if (response.statusCode === 204) {
       discard(response.body);
       throw new ImageStateError(id, 'queued', 'download it: it has no data');
@@ -169,11 +179,39 @@ export class HttpOrigin implements Origin {
     return `http origin, image ${id}`;
   }
 
-  #request(method: 'GET' | 'HEAD', id: string, caller: OriginCaller, signal?: AbortSignal, range?: string) {
-    const url = new URL(this.#template.marked.replaceAll(ID_MARK, encodeURIComponent(id)));
+  /** The image's GET: through the direct client (no copy per read for the fill), unless the store redirects. */
+  async #imageGet(id: string, caller: OriginCaller, signal: AbortSignal): Promise<OriginResponse> {
+    if (!this.#redirects) {
+      const url = this.#url(id);
+      const request = {
+        url,
+        headers: this.#headers(caller),
+        timeoutMs: timeoutOf(this.#options),
+        tls: this.#options.tls ?? {},
+        signal,
+        leaveRedirects: this.#followsRedirects,
+      };
+      const response = await sendDirect(request, `GET ${redactUrl(url)}`);
+      if (response !== REDIRECT) return response;
+      this.#redirects = true;
+    }
+    return this.#request('GET', id, caller, signal);
+  }
+
+  #url(id: string): URL {
+    return new URL(this.#template.marked.replaceAll(ID_MARK, encodeURIComponent(id)));
+  }
+
+  #headers(caller: OriginCaller): Record<string, string> {
     const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'imgcache' };
     if (this.#template.authorization) headers.authorization = this.#template.authorization;
     if (caller.requestId) headers['x-openstack-request-id'] = caller.requestId;
+    return headers;
+  }
+
+  #request(method: 'GET' | 'HEAD', id: string, caller: OriginCaller, signal?: AbortSignal, range?: string) {
+    const url = this.#url(id);
+    const headers = this.#headers(caller);
     if (range) headers.range = range;
     return send(
       this.#dispatcher,
@@ -191,7 +229,7 @@ export class HttpOrigin implements Origin {
 }
 
 /** The record an HTTP store's headers describe. A `Content-MD5` that is no MD5 is a broken origin, not "none". */
-function recordFromHeaders(id: string, headers: Dispatcher.ResponseData['headers'], what: string): ImageRecord {
+function recordFromHeaders(id: string, headers: OriginResponse['headers'], what: string): ImageRecord {
   let checksum: string | null = null;
   const md5 = header(headers, 'content-md5') ?? header(headers, 'x-image-meta-checksum');
   if (md5 !== undefined) {

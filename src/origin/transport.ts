@@ -3,10 +3,12 @@ import { Agent, type Dispatcher } from 'undici';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError, UnauthorizedError } from '../errors.js';
 import { type ClientTls, header, isCertificateError, tlsConnect } from '../http-client.js';
 import { cutRange } from '../streams/slice.js';
+import { type DirectRequest, directGet, REDIRECT } from './direct-get.js';
 
 // The body and header helpers every undici caller shares live in the leaf http-client; the origins import them
 // from here with the rest of their transport.
 export { discard, header } from '../http-client.js';
+export { REDIRECT } from './direct-get.js';
 
 /**
  * What the HTTP-speaking origins (http.ts, glance.ts) share: one keep-alive agent per origin of the one HTTP
@@ -29,12 +31,25 @@ export interface TransportOptions {
   tls?: ClientTls;
 }
 
-/** One agent per origin: keep-alive sockets are reused across requests; `close()` ends them. */
-export function createAgent(options: TransportOptions): Agent {
+/** A response as the origins read it: undici's, or {@link sendDirect}'s (an image GET). */
+export interface OriginResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+}
+
+/** The configured timeout; throws {@link ConfigError} for one that is not a positive number. */
+export function timeoutOf(options: TransportOptions): number {
   const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (!(Number.isFinite(timeout) && timeout > 0)) {
     throw new ConfigError(`origin timeout must be a positive number of milliseconds, got ${timeout}`);
   }
+  return timeout;
+}
+
+/** One agent per origin: keep-alive sockets are reused across requests; `close()` ends them. */
+export function createAgent(options: TransportOptions): Agent {
+  const timeout = timeoutOf(options);
   return new Agent({
     connect: { timeout, ...tlsConnect(options.tls ?? {}) },
     headersTimeout: timeout,
@@ -55,14 +70,29 @@ export async function send(
   try {
     return await dispatcher.request(options);
   } catch (error) {
-    const signal = options.signal as AbortSignal | null | undefined;
-    if (signal?.aborted) throw signal.reason;
-    // An untrusted certificate is a configuration problem: say which option fixes it.
-    const hint = isCertificateError(error)
-      ? ' (the origin\'s TLS certificate is not trusted: set [imgcache] origin_ca_file to the CA that signed it, or origin_insecure = true)'
-      : '';
-    throw new OriginError(`${what} failed: ${(error as Error).message}${hint}`, null, { cause: error });
+    throw requestError(error, options.signal as AbortSignal | null | undefined, what);
   }
+}
+
+/**
+ * An image GET through the direct client (`direct-get.ts`: its body can be read without a copy per socket read),
+ * failures mapped as {@link send} maps them. {@link REDIRECT} when the answer is a redirect, which undici follows.
+ */
+export async function sendDirect(request: DirectRequest, what: string): Promise<OriginResponse | typeof REDIRECT> {
+  try {
+    return await directGet(request);
+  } catch (error) {
+    throw requestError(error, request.signal, what);
+  }
+}
+
+function requestError(error: unknown, signal: AbortSignal | null | undefined, what: string): unknown {
+  if (signal?.aborted) return signal.reason;
+  // An untrusted certificate is a configuration problem: say which option fixes it.
+  const hint = isCertificateError(error)
+    ? ' (the origin\'s TLS certificate is not trusted: set [imgcache] origin_ca_file to the CA that signed it, or origin_insecure = true)'
+    : '';
+  return new OriginError(`${what} failed: ${(error as Error).message}${hint}`, null, { cause: error });
 }
 
 /**
@@ -70,7 +100,7 @@ export async function send(
  * the status's error (see {@link statusError}).
  */
 export async function rangedBody(
-  response: Dispatcher.ResponseData,
+  response: OriginResponse,
   range: { start: number; end: number },
   imageId: string,
   what: string,
@@ -88,7 +118,7 @@ export async function rangedBody(
  * discards the rest so the socket is freed.
  */
 export async function statusError(
-  response: Dispatcher.ResponseData,
+  response: OriginResponse,
   imageId: string,
   what: string,
   unauthorized: 'unauthorized' | 'forbidden',
@@ -109,7 +139,7 @@ export async function statusError(
 const DETAIL_BYTES = 2048;
 
 /** A one-line summary of an error body (Glance's JSON `message`/`description`, or text without HTML tags). */
-async function errorDetail(body: Dispatcher.ResponseData['body']): Promise<string> {
+async function errorDetail(body: Readable): Promise<string> {
   const chunks: Buffer[] = [];
   let length = 0;
   try {
@@ -167,7 +197,7 @@ export async function readJson(
 }
 
 /** `Content-Length` as a number, or null when absent or not a plain decimal. */
-export function contentLength(headers: Dispatcher.ResponseData['headers']): number | null {
+export function contentLength(headers: OriginResponse['headers']): number | null {
   const value = header(headers, 'content-length')?.trim();
   if (value === undefined || !/^\d{1,16}$/.test(value)) return null;
   const length = Number(value);

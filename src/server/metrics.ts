@@ -62,6 +62,12 @@ export class Metrics {
       [{ outcome: 'started' }, stats.fills],
       [{ outcome: 'committed' }, stats.fillsCommitted],
     ]);
+    mirror(
+      'imgcache_fills_direct_total',
+      'Fills that read the origin straight into the hash ring (no copy per socket read); the rest took the stream path',
+      [],
+      () => [[{}, stats.fillsDirect]],
+    );
     mirror('imgcache_evictions_total', 'Images evicted by admission or prune', [], () => [[{}, stats.evictions]]);
     mirror(
       'imgcache_peer_lookup_failures_total',
