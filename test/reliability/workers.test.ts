@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { Agent, createServer, get, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -271,6 +271,9 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     const serve = await startServe(t, ['--workers', '2', '--cache-dir', cache, '--origin', origin.url], dir);
     const url = `${serve.url}/v2/images/img-kill/file`;
     assert.equal((await httpGet(url)).headers['x-cache-status'], 'MISS');
+    // The miss's client has every byte once they are verified, before the commit's fsync and rename: until the
+    // file is in place a GET goes to the owner (which waits for the commit), and no worker would stream it.
+    await until(() => stat(join(cache, 'img-kill')).then(() => true, () => false), 'the miss to be committed');
     const before = await workersOf(serve, 2);
     const download = await pausedGet(url);
     assert.equal(download.res.headers['x-cache-status'], 'HIT');
