@@ -9,6 +9,7 @@
  *   npm run bench:miss -- --size-mib 512 --runs 5 --imgcache-arg=--workers=1
  *   npm run bench:miss -- --root ../copy      # another checkout's dist/, side by side with this one's
  *   npm run bench:miss -- --cpu-prof prof/    # node --cpu-prof of imgcache, hot spots printed at the end
+ *   npm run bench:miss -- --by-thread         # CPU per thread (`node+N`: N is the thread id's offset), not per name
  */
 import { spawnSync } from 'node:child_process';
 import { chmod, link, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     root: { type: 'string', multiple: true, default: [] },
     'imgcache-arg': { type: 'string', multiple: true, default: [] },
     'cpu-prof': { type: 'string' },
+    'by-thread': { type: 'boolean', default: false },
   },
 });
 const positiveInt = (name: string, text: string | undefined): number => {
@@ -48,6 +50,7 @@ const size = sizeMib * MIB;
 const here = fileURLToPath(new URL('..', import.meta.url));
 /** imgcache checkouts to compare: this one first, then every --root. */
 const roots = [here, ...(values.root ?? []).map((r) => resolve(r))];
+const byThread = values['by-thread'] ?? false;
 const profileDir = values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined;
 const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 
@@ -101,10 +104,10 @@ async function main(): Promise<void> {
           const url = isImgcache ? `${(server as { base: string }).base}/v2/images/${ids[run]![s]}/file` : `http://127.0.0.1:${port}/${ids[run]![s]}`;
           const pids = server.pids();
           const cpu0 = cpuByPid(pids);
-          const threads0 = isImgcache ? cpuByThreadName(pids) : undefined;
+          const threads0 = isImgcache ? cpuByThreadName(pids, undefined, byThread) : undefined;
           const got = await parallel(url, 1, size);
           const cpu = cpuSince(cpu0, cpuByPid(server.pids()));
-          if (threads0) row.threads.push(cpuByThreadName(server.pids(), threads0));
+          if (threads0) row.threads.push(cpuByThreadName(server.pids(), threads0, byThread));
           const requests = (await originCounts(originPrefix, ids[run]![s]!)).requests;
           row.mibps.push(sizeMib / got.s);
           row.cpuPerGib.push(cpu / (size / (1 << 30)));

@@ -111,10 +111,12 @@ export interface UserSystem {
 export type ThreadCpu = Map<string, UserSystem>;
 
 /**
- * CPU seconds by thread name (comm: libuv-worker, V8Worker, a worker thread's name, …) over `pids`, or the change
- * since `before`: shows whether a miss's time went to the main thread, the hash threads, the fs pool or GC.
+ * CPU seconds by thread name (comm) over `pids`, or the change since `before`: whether a miss's time went to the
+ * main thread, the hash threads, the fs pool or GC. Node names all its other threads `node`; `byThread` tells
+ * them apart by their id's offset from the process's (V8's platform threads come first, then libuv's pool, then
+ * worker threads such as the hash threads).
  */
-export function cpuByThreadName(pids: number[], before?: ThreadCpu): ThreadCpu {
+export function cpuByThreadName(pids: number[], before?: ThreadCpu, byThread = false): ThreadCpu {
   const out: ThreadCpu = new Map();
   for (const pid of pids) {
     let tids: string[];
@@ -125,7 +127,8 @@ export function cpuByThreadName(pids: number[], before?: ThreadCpu): ThreadCpu {
     }
     for (const tid of tids) {
       try {
-        const name = Number(tid) === pid ? 'main' : readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() + (process.env.BENCH_TID ? `+${Number(tid) - pid}` : '');
+        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        const name = Number(tid) === pid ? 'main' : byThread ? `${comm}+${Number(tid) - pid}` : comm;
         const fields = statFields(`/proc/${pid}/task/${tid}/stat`);
         const sum = out.get(name) ?? { user: 0, system: 0 };
         sum.user += Number(fields[11]) / TICKS;
