@@ -314,7 +314,7 @@ export class Fill extends FillState {
       if (digests.busy || this.#memory.overHighWater) return waits(view, offset);
       keep(view, offset);
       return undefined;
-    });
+    }, () => tee.freeTail());
   }
 
   /** Stop writing to the cache; the consumers keep getting the origin's bytes from memory. */

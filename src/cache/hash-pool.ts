@@ -45,6 +45,11 @@ export interface SlotTee {
   stop(): void;
   /** Bytes of the session in the ring so far (a chunk still waiting for room is counted once it is in). */
   readonly copied: number;
+  /**
+   * Where the session's next bytes go, when there is room: a socket can read into it, and `update` with a view of
+   * exactly this memory takes the bytes where they are (no copy). Null when the ring is full.
+   */
+  freeTail(): Buffer | null;
   /** A copy of bytes `[from, to)` of the session, which must not have reached the file (their slots are kept). */
   copy(from: number, to: number): Buffer;
 }
@@ -173,6 +178,12 @@ class RingSession implements StreamHasher, SlotTee {
     this.#wakeForFile();
   }
 
+  freeTail(): Buffer | null {
+    if (this.#ended || this.#failure || !this.#hasRoom()) return null;
+    const start = (this.#written % SLOTS) * SLOT_SIZE + this.#slotUsed;
+    return this.#ring.bytes.subarray(start, start + SLOT_SIZE - this.#slotUsed);
+  }
+
   get copied(): number {
     return this.#published + this.#slotUsed;
   }
@@ -193,6 +204,7 @@ class RingSession implements StreamHasher, SlotTee {
   update(chunk: Buffer): Promise<void> | void {
     if (this.#failure) throw this.#failure;
     this.#bytes += chunk.length;
+    if (this.#inPlace(chunk)) return;
     const offset = this.#fill(chunk, 0);
     if (offset < chunk.length) return this.#rest(chunk, offset);
   }
@@ -262,8 +274,23 @@ class RingSession implements StreamHasher, SlotTee {
    * Copies as much of `chunk` from `offset` as there is free room for; returns where it stopped. Chunks are packed
    * into the slot being filled (origins send 16-64 KiB chunks), which is handed to the threads once full.
    */
+  /** `chunk` was read into {@link freeTail}: it is where it belongs; the slot is handed over once full. */
+  #inPlace(chunk: Buffer): boolean {
+    const start = (this.#written % SLOTS) * SLOT_SIZE + this.#slotUsed;
+    const inPlace = chunk.buffer === this.#ring.data && chunk.byteOffset === start && chunk.length <= SLOT_SIZE - this.#slotUsed;
+    if (!inPlace || !this.#hasRoom()) return false;
+    this.#slotUsed += chunk.length;
+    if (this.#slotUsed === SLOT_SIZE) this.#publish();
+    return true;
+  }
+
+  /** The slot being filled is free: every thread and the file (when teeing) are done with its last round. */
+  #hasRoom(): boolean {
+    return this.#written - Math.min(this.#slowest().hashed, this.#fileSlots()) < SLOTS;
+  }
+
   #fill(chunk: Buffer, offset: number): number {
-    while (offset < chunk.length && this.#written - Math.min(this.#slowest().hashed, this.#fileSlots()) < SLOTS) {
+    while (offset < chunk.length && this.#hasRoom()) {
       const slot = this.#written % SLOTS;
       const length = Math.min(SLOT_SIZE - this.#slotUsed, chunk.length - offset);
       chunk.copy(this.#ring.bytes, slot * SLOT_SIZE + this.#slotUsed, offset, offset + length);

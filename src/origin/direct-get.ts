@@ -84,6 +84,8 @@ class DirectConnection implements DirectBody {
   #framing: Framing = { kind: 'none' };
   #chunk: ChunkState = { at: 'size', line: '' };
   #onBytes: ((view: Buffer) => void | Promise<void>) | null = null;
+  /** The reader's memory for the next read (see {@link DirectBody.pipeTo}). */
+  #memory: (() => Buffer | null) | null = null;
   /**
    * Bytes read but not yet delivered, oldest first: body bytes that came with the head, the rest of a read the
    * reader paused in (a view of its read buffer), and copies of reads that arrive meanwhile (TLS).
@@ -145,9 +147,10 @@ class DirectConnection implements DirectBody {
     return head;
   }
 
-  pipeTo(onBytes: (view: Buffer) => void | Promise<void>): Promise<void> {
+  pipeTo(onBytes: (view: Buffer) => void | Promise<void>, memory?: () => Buffer | null): Promise<void> {
     if (this.#error) return Promise.reject(this.#error);
     this.#onBytes = onBytes;
+    this.#memory = memory ?? null;
     const done = new Promise<void>((resolve, reject) => {
       this.#bodyDone = resolve;
       this.#bodyFailed = reject;
@@ -172,8 +175,16 @@ class DirectConnection implements DirectBody {
     this.#signal?.removeEventListener('abort', this.#onAbort);
   }
 
-  /** Where the next socket read lands: a read buffer no waiting reader and no queued rest refers to. */
+  /**
+   * Where the next socket read lands: the reader's memory when it offers some and nothing is queued or waiting
+   * (the read is then the next delivery, exactly where the reader writes next), else a read buffer no waiting
+   * reader and no queued rest refers to.
+   */
   #freeBuffer(): Buffer {
+    if (this.#memory && !this.#waiting && this.#queue.length === 0 && !this.#error && !this.#ended) {
+      const memory = this.#memory();
+      if (memory && memory.length > 0) return memory;
+    }
     const [first, second] = this.#buffers;
     const busy = (buffer: Buffer) =>
       this.#heldBuffer === buffer.buffer || this.#queue.some((queued) => queued.buffer === buffer.buffer);

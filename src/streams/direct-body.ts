@@ -13,8 +13,11 @@ export interface DirectBody {
    * Delivers the body's bytes in order, each view valid only during the call. A returned promise pauses the
    * connection until it settles; a rejection ends the body with that error. Resolves once the last byte was
    * delivered; rejects when the connection fails, breaks off or is destroyed. Call once.
+   *
+   * With `memory`, the next socket read lands where it says (the free tail of the reader's own buffer, null when
+   * it has none now): the view `onBytes` then gets is already in place, and the reader skips its copy.
    */
-  pipeTo(onBytes: (view: Buffer) => void | Promise<void>): Promise<void>;
+  pipeTo(onBytes: (view: Buffer) => void | Promise<void>, memory?: () => Buffer | null): Promise<void>;
   /** Closes the connection; a running `pipeTo` rejects with `error` (or a generic one). */
   destroy(error?: Error): void;
 }

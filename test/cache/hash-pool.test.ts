@@ -52,6 +52,49 @@ describe('hash threads', () => {
     }
   });
 
+  it('tee: slots go to the file in order and wait for it; bytes read into freeTail are taken in place', async () => {
+    const pool = new HashPool();
+    try {
+      const data = imageBytes((9 << 20) + 512, 8);
+      const hasher = pool.open({ md5: false, multihash: 'sha512' });
+      const tee = hasher.tee;
+      assert.ok(tee, 'a ring session tees');
+      const file: Buffer[] = [];
+      let written = 0;
+      const writes: Buffer[] = [];
+      tee.start((slot) => writes.push(slot));
+      // The file is slow: one slot written every few ms. The ring (4 slots) must wait for it, never overwrite.
+      const disk = setInterval(() => {
+        const slot = writes.shift();
+        if (!slot) return;
+        file.push(Buffer.from(slot));
+        written += slot.length;
+        tee.fileReached(written);
+      }, 3);
+      let inPlace = 0;
+      for (let at = 0; at < data.length; ) {
+        const tail = tee.freeTail();
+        const n = Math.min(data.length - at, 300_000, tail?.length ?? 300_000);
+        // A socket reads into the free tail when there is one (then update takes it where it is), else elsewhere.
+        const view = tail ? tail.subarray(0, n) : Buffer.allocUnsafe(n);
+        data.copy(view, 0, at, at + n);
+        if (tail) inPlace += 1;
+        at += n;
+        await hasher.update(view);
+        if (!tail) view.fill(0xee); // a connection reuses its own buffer once update has settled
+      }
+      const digests = hasher.digests();
+      const expected = new ImageHasher('sha512', { md5: false, multihash: true });
+      expected.update(data);
+      assert.equal((await digests).osHashValue, expected.digests().osHashValue);
+      clearInterval(disk);
+      assert.ok(Buffer.concat(file).equals(data), 'the file got every slot, in order');
+      assert.ok(inPlace > 10, `most reads landed in the ring (${inPlace})`);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('run one thread per digest a fill computes, and reuse it for the next fill', async (t) => {
     const dir = await tempDir(t);
     const driver = createSqliteDriver({ cacheDir: dir });

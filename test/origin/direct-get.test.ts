@@ -72,6 +72,29 @@ describe('the direct image GET (origin/direct-get.ts)', () => {
     for (const pauseEvery of [1, 2, 5]) assert.equal(md5(await readDirect(await get(`${base}/x`), pauseEvery)), md5(DATA));
   });
 
+  it('reads into the reader\'s memory when it offers some, and into its own buffers when it has none', async (t) => {
+    const base = await http(t, (_req, res) => res.writeHead(200, { 'content-length': DATA.length }).end(DATA));
+    const body = directBodyOf((await get(`${base}/x`)).body);
+    assert.ok(body);
+    const memory = Buffer.alloc(DATA.length);
+    let end = 0;
+    let inPlace = 0;
+    let offered = 0;
+    await body.pipeTo(
+      (view) => {
+        if (view.buffer === memory.buffer && view.byteOffset === end) inPlace += 1;
+        else view.copy(memory, end);
+        end += view.length;
+        return end % 3 === 0 ? sleep(1) : undefined;
+      },
+      // Room every other read: the rest land in the connection's buffers and are copied.
+      () => (offered++ % 2 === 0 ? memory.subarray(end, Math.min(DATA.length, end + 100_000)) : null),
+    );
+    assert.equal(end, DATA.length);
+    assert.ok(memory.equals(DATA));
+    assert.ok(inPlace > 0, 'some reads landed in place');
+  });
+
   it('decodes a chunked body and reads a body that ends with the connection', async (t) => {
     const chunked = await http(t, (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
