@@ -40,6 +40,7 @@ import { createDriver, type Driver } from '../src/index.js';
 import { PG_URL } from '../test/helpers/postgres.js';
 import { type ServeNode, startServeCluster } from '../test/helpers/serve-cluster.js';
 import { StormOrigin } from '../test/helpers/storm-origin.js';
+import { positiveInt } from './lib/args.js';
 import { DownloadPool } from './lib/download-pool.js';
 import { imagesRow, loneRow, peakStreams, type StormRow, stormRow } from './lib/storm-rows.js';
 
@@ -75,12 +76,6 @@ const { values } = parseArgs({
   },
   allowPositionals: false,
 });
-
-function positiveInt(name: string, text: string | undefined): number {
-  const n = Number((text ?? '').replaceAll('_', ''));
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${text}`);
-  return n;
-}
 
 const opts = {
   nodes: positiveInt('nodes', values.nodes),

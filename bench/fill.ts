@@ -9,7 +9,6 @@
  * the consumer and to incomplete/, MD5 + SHA-512, fsync, commit), and 16 consumers coalesced on one fill. Not
  * part of `npm test`.
  */
-import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -18,13 +17,14 @@ import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { createSqliteDriver, ImageCache } from '../src/index.js';
+import { positiveInt } from './lib/args.js';
+import { makeImage } from './lib/image.js';
 
 const MIB = 1 << 20;
 const CHUNK = MIB;
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' } } });
-const sizeMib = Number(values['size-mib']);
-if (!Number.isInteger(sizeMib) || sizeMib <= 0) throw new Error('--size-mib must be a positive integer');
+const sizeMib = positiveInt('size-mib', values['size-mib']);
 const size = sizeMib * MIB;
 
 /** Samples RSS while `task` runs; returns its duration and the peak RSS seen. */
@@ -44,20 +44,6 @@ async function measure<T>(task: () => Promise<T>): Promise<{ ms: number; peakRss
 
 const sink = () => new Writable({ write: (_chunk, _encoding, callback) => callback() });
 
-async function makeSource(path: string): Promise<{ checksum: string; osHashValue: string }> {
-  const md5 = createHash('md5');
-  const sha512 = createHash('sha512');
-  const out = await open(path, 'w');
-  const buffer = Buffer.allocUnsafe(CHUNK);
-  for (let written = 0; written < size; written += CHUNK) {
-    randomFillSync(buffer);
-    md5.update(buffer);
-    sha512.update(buffer);
-    await out.write(buffer);
-  }
-  await out.close();
-  return { checksum: md5.digest('hex'), osHashValue: sha512.digest('hex') };
-}
 
 async function plainCopy(source: string, target: string): Promise<void> {
   await pipeline(createReadStream(source, { highWaterMark: CHUNK }), createWriteStream(target));
@@ -71,7 +57,8 @@ async function main(): Promise<void> {
   try {
     const source = join(dir, 'origin.img');
     process.stdout.write(`preparing a ${sizeMib} MiB origin file and its digests...\n`);
-    const digests = await makeSource(source);
+    const made = await makeImage(source, size);
+    const digests = { checksum: made.md5, osHashValue: made.sha512 };
     const expected = { size, ...digests, osHashAlgo: 'sha512' };
     let originBytes = 0;
     let originOpens = 0;

@@ -40,6 +40,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { positiveInt } from './lib/args.js';
 import { makeImage } from './lib/image.js';
 import { startImgcache } from './lib/imgcache.js';
 import { measureLimits, type Limits } from './lib/limits.js';
@@ -67,11 +68,6 @@ const { values } = parseArgs({
 });
 /** The imgcache checkout to build and run: this one, or another (a copy with a change to compare). */
 const ROOT = resolve(values.root ?? fileURLToPath(new URL('..', import.meta.url)));
-const positiveInt = (name: string, text: string | undefined): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`);
-  return n;
-};
 const sizeMib = positiveInt('size-mib', values['size-mib']);
 const runs = positiveInt('runs', values.runs);
 const clients = positiveInt('clients', values.clients);

@@ -18,6 +18,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { positiveInt } from './lib/args.js';
 import { parallel } from './lib/curl.js';
 import { startImgcache } from './lib/imgcache.js';
 import { summarizeProfiles } from './lib/profile.js';
@@ -39,11 +40,6 @@ const { values } = parseArgs({
     'by-thread': { type: 'boolean', default: false },
   },
 });
-const positiveInt = (name: string, text: string | undefined): number => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`);
-  return n;
-};
 const sizeMib = positiveInt('size-mib', values['size-mib']);
 const runs = positiveInt('runs', values.runs);
 const size = sizeMib * MIB;

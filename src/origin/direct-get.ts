@@ -6,13 +6,14 @@ import { parseHead, type ResponseHead } from './direct-head.js';
 
 /**
  * The image GET of the HTTP origins, on a socket of its own: HTTP/1.1, `Connection: close`, the body read with
- * `onread` into one buffer per connection and handed out as views ({@link DirectBody}). undici (the client for
+ * `onread` into the reader's memory (a fill's hash ring) or two reused buffers of the connection, and handed out
+ * as views ({@link DirectBody}). undici (the client for
  * everything else) allocates a buffer per socket read, copies it into its parser's memory and pushes it through
  * a stream: at 1 GiB per miss that was most of a miss's CPU and all of its garbage. Bodies framed by
  * `Content-Length`, chunked or by the end of the connection are read; a redirect is left to undici (`redirect`).
  */
 
-/** Bytes one socket read may land: a few syscalls per MiB, one buffer per connection. */
+/** Bytes of each of a connection's two read buffers: a few syscalls per MiB. */
 const READ_BYTES = 256 << 10;
 
 /** What to send. Header names are lowercase; values are checked here (no CR, LF or NUL). */
