@@ -12,9 +12,6 @@ import { Agent, buildConnector, type Dispatcher, request } from 'undici';
 /** A response: status, headers and a streaming body that must be read, dumped or destroyed. */
 export type HttpResponse = Dispatcher.ResponseData;
 
-/** The streaming body of an {@link HttpResponse}. */
-export type HttpBody = HttpResponse['body'];
-
 /** A request for {@link httpRequest}: the timeouts are required, so undici's defaults (300 s each) never apply unseen. */
 export interface HttpRequestOptions {
   method: Dispatcher.HttpMethod;

@@ -10,7 +10,8 @@ import { parseHead, type ResponseHead } from './direct-head.js';
  * as views ({@link DirectBody}). undici (the client for
  * everything else) allocates a buffer per socket read, copies it into its parser's memory and pushes it through
  * a stream: at 1 GiB per miss that was most of a miss's CPU and all of its garbage. Bodies framed by
- * `Content-Length`, chunked or by the end of the connection are read; a redirect is left to undici (`redirect`).
+ * `Content-Length`, chunked or by the end of the connection are read. Redirects are not followed (a 3xx is a
+ * response like any other): an origin that follows them asks undici.
  */
 
 /** Bytes of each of a connection's two read buffers: a few syscalls per MiB. */
@@ -25,22 +26,17 @@ export interface DirectRequest {
   tls: ClientTls;
   /** Aborts the request, and the body while it streams: rejects (or fails the body) with `signal.reason`. */
   signal?: AbortSignal;
-  /** A 3xx with a Location resolves {@link REDIRECT} (the caller follows it with undici) instead of the response. */
-  leaveRedirects?: boolean;
 }
 
 export interface DirectResponse extends ResponseHead {
   body: DirectReadable;
 }
 
-/** A 3xx with a Location, for a caller that follows redirects (with undici: this client does not). */
-export const REDIRECT = 'redirect' as const;
-
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
-/** Sends a GET; resolves with the status, headers and the body to read, or {@link REDIRECT}. */
-export async function directGet(request: DirectRequest): Promise<DirectResponse | typeof REDIRECT> {
+/** Sends a GET; resolves with the status, headers and the body to read (or destroy). */
+export async function directGet(request: DirectRequest): Promise<DirectResponse> {
   const { url, signal } = request;
   signal?.throwIfAborted();
   const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `host: ${url.host}`, 'connection: close'];
@@ -50,11 +46,6 @@ export async function directGet(request: DirectRequest): Promise<DirectResponse 
   }
   const connection = new DirectConnection(request);
   const head = await connection.send(`${lines.join('\r\n')}\r\n\r\n`);
-  const redirect = head.statusCode >= 300 && head.statusCode < 400 && head.headers.location !== undefined;
-  if (redirect && request.leaveRedirects) {
-    connection.destroy();
-    return REDIRECT;
-  }
   return { ...head, body: new DirectReadable(connection) };
 }
 

@@ -10,7 +10,6 @@ import {
   discard,
   rangedBody,
   readJson,
-  REDIRECT,
   redactUrl,
   send,
   sendDirect,
@@ -101,7 +100,6 @@ export class GlanceOrigin implements Origin {
     const headers = this.#headers('GET', path, caller);
     const request = { url, headers, timeoutMs: this.#timeoutMs, tls: this.#tls, signal };
     const response = await sendDirect(request, what);
-    if (response === REDIRECT) throw new OriginError(`${what}: unexpected redirect`); // not asked for: never
     if (response.statusCode === 204) {
       discard(response.body);
       throw new ImageStateError(id, 'queued', 'download it: it has no data');

@@ -10,7 +10,6 @@ import {
   header,
   type OriginResponse,
   rangedBody,
-  REDIRECT,
   redactUrl,
   send,
   sendDirect,
@@ -189,10 +188,11 @@ export class HttpOrigin implements Origin {
         timeoutMs: timeoutOf(this.#options),
         tls: this.#options.tls ?? {},
         signal,
-        leaveRedirects: this.#followsRedirects,
       };
       const response = await sendDirect(request, `GET ${redactUrl(url)}`);
-      if (response !== REDIRECT) return response;
+      const redirect = response.statusCode >= 300 && response.statusCode < 400 && header(response.headers, 'location');
+      if (!(redirect && this.#followsRedirects)) return response;
+      discard(response.body);
       this.#redirects = true;
     }
     return this.#request('GET', id, caller, signal);

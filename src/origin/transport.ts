@@ -3,12 +3,11 @@ import { Agent, type Dispatcher } from 'undici';
 import { ConfigError, ForbiddenError, ImageNotFoundError, OriginError, UnauthorizedError } from '../errors.js';
 import { type ClientTls, header, isCertificateError, tlsConnect } from '../http-client.js';
 import { cutRange } from '../streams/slice.js';
-import { type DirectRequest, directGet, REDIRECT } from './direct-get.js';
+import { type DirectRequest, directGet } from './direct-get.js';
 
 // The body and header helpers every undici caller shares live in the leaf http-client; the origins import them
 // from here with the rest of their transport.
 export { discard, header } from '../http-client.js';
-export { REDIRECT } from './direct-get.js';
 
 /**
  * What the HTTP-speaking origins (http.ts, glance.ts) share: one keep-alive agent per origin of the one HTTP
@@ -76,9 +75,9 @@ export async function send(
 
 /**
  * An image GET through the direct client (`direct-get.ts`: its body can be read without a copy per socket read),
- * failures mapped as {@link send} maps them. {@link REDIRECT} when the answer is a redirect, which undici follows.
+ * failures mapped as {@link send} maps them.
  */
-export async function sendDirect(request: DirectRequest, what: string): Promise<OriginResponse | typeof REDIRECT> {
+export async function sendDirect(request: DirectRequest, what: string): Promise<OriginResponse> {
   try {
     return await directGet(request);
   } catch (error) {

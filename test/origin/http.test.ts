@@ -252,6 +252,11 @@ describe('http origin', () => {
     assert.equal(store.seen[0]?.headers.authorization, `Basic ${Buffer.from('user:p@ss').toString('base64')}`);
     assert.equal(target.seen[0]?.url, `/signed/${ID}`);
     assert.equal(target.seen[0]?.headers.authorization, undefined);
+    // The first image GET (the direct client, which follows no redirect) met the 302, then undici followed it;
+    // from then on this store's image GETs go through undici alone: one request to the store each.
+    assert.equal(store.seen.length, 2);
+    assert.equal((await collect(await origin.openImage(ID, {}, never()))).toString(), 'redirected bytes');
+    assert.equal(store.seen.length, 3);
   });
 
   it('refuses templates without {id}, with {id} in the host, or not http(s)', () => {
