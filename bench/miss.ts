@@ -10,6 +10,8 @@
  *   npm run bench:miss -- --root ../copy      # another checkout's dist/, side by side with this one's
  *   npm run bench:miss -- --cpu-prof prof/    # node --cpu-prof of imgcache, hot spots printed at the end
  *   npm run bench:miss -- --by-thread         # CPU per thread (`node+N`: N is the thread id's offset), not per name
+ *   npm run bench:miss -- --clients 16        # 16 concurrent clients per cold image (coalesced: one origin GET),
+ *                                              # with the slowest first byte; MiB/s is then per client
  */
 import { spawnSync } from 'node:child_process';
 import { chmod, link, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -38,10 +40,12 @@ const { values } = parseArgs({
     'imgcache-arg': { type: 'string', multiple: true, default: [] },
     'cpu-prof': { type: 'string' },
     'by-thread': { type: 'boolean', default: false },
+    clients: { type: 'string', default: '1' },
   },
 });
 const sizeMib = positiveInt('size-mib', values['size-mib']);
 const runs = positiveInt('runs', values.runs);
+const clients = positiveInt('clients', values.clients);
 const size = sizeMib * MIB;
 const here = fileURLToPath(new URL('..', import.meta.url));
 /** imgcache checkouts to compare: this one first, then every --root. */
@@ -53,6 +57,8 @@ const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 interface Row {
   name: string;
   mibps: number[];
+  /** The slowest client's first byte, s. */
+  firstByte: number[];
   cpuPerGib: number[];
   threads: ThreadCpu[];
 }
@@ -82,7 +88,7 @@ async function main(): Promise<void> {
     const images = new Map(ids.flat().map((id) => [id, digests] as const));
     const origin = await startNginx(nginxBin.path, originPrefix, originPort, originConf(originPrefix, originPort, originDir, images, []));
     stoppers.add(origin.stop);
-    const rows: Row[] = systems.map((name) => ({ name, mibps: [], cpuPerGib: [], threads: [] }));
+    const rows: Row[] = systems.map((name) => ({ name, mibps: [], firstByte: [], cpuPerGib: [], threads: [] }));
     for (let run = 0; run < runs; run++) {
       log(`repetition ${run + 1}/${runs}: load average ${load()}`);
       for (let k = 0; k < systems.length; k++) {
@@ -101,14 +107,20 @@ async function main(): Promise<void> {
           const pids = server.pids();
           const cpu0 = cpuByPid(pids);
           const threads0 = isImgcache ? cpuByThreadName(pids, undefined, byThread) : undefined;
-          const got = await parallel(url, 1, size);
+          const got = await parallel(url, clients, size);
+          const firstByte = Math.max(...got.got.map((g) => g.firstByte));
+          if (clients > 1) {
+            const each = got.got.map((g) => `${g.cache || '-'} ${(g.firstByte * 1000).toFixed(0)}`).join(', ');
+            log(`  ${row.name}: first byte per client, ms: ${each}`);
+          }
           const cpu = cpuSince(cpu0, cpuByPid(server.pids()));
           if (threads0) row.threads.push(cpuByThreadName(server.pids(), threads0, byThread));
           const requests = (await originCounts(originPrefix, ids[run]![s]!)).requests;
           row.mibps.push(sizeMib / got.s);
+          row.firstByte.push(firstByte);
           row.cpuPerGib.push(cpu / (size / (1 << 30)));
           log(`  ${row.name}: ${(sizeMib / got.s).toFixed(0)} MiB/s, ${(cpu / (size / (1 << 30))).toFixed(2)} CPU s/GiB, ` +
-            `${requests} origin request(s), ${got.got[0]?.cache}`);
+            `${requests} origin request(s), slowest first byte ${firstByte.toFixed(3)} s, ${statusCounts(got.got)}`);
         } finally {
           await server.stop();
           stoppers.delete(server.stop);
@@ -118,11 +130,13 @@ async function main(): Promise<void> {
     }
     log(`load average at the end ${load()}\n`);
     const nginx = rows[rows.length - 1]!;
-    log('| system | miss MiB/s (median) | ratio vs nginx | server CPU s/GiB | ratio vs nginx |');
-    log('|---|---:|---:|---:|---:|');
+    log(`${clients} client(s) per cold image`);
+    log('| system | miss MiB/s (median) | ratio vs nginx | server CPU s/GiB | ratio vs nginx | slowest first byte s (worst) |');
+    log('|---|---:|---:|---:|---:|---:|');
     for (const row of rows) {
       log(`| ${row.name} | ${median(row.mibps).toFixed(0)} | ${(median(row.mibps) / median(nginx.mibps)).toFixed(2)} | ` +
-        `${median(row.cpuPerGib).toFixed(2)} | ${(median(row.cpuPerGib) / median(nginx.cpuPerGib)).toFixed(2)} |`);
+        `${median(row.cpuPerGib).toFixed(2)} | ${(median(row.cpuPerGib) / median(nginx.cpuPerGib)).toFixed(2)} | ` +
+        `${Math.max(...row.firstByte).toFixed(3)} |`);
     }
     for (const row of rows.filter((r) => r.threads.length)) {
       log(`\n${row.name}: CPU s per GiB by thread (median of ${row.threads.length}; user + system)`);
@@ -138,6 +152,13 @@ async function main(): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
   if (profileDir) await summarizeProfiles(profileDir, profilesBefore, here);
+}
+
+/** `15 COALESCED, 1 MISS`: the cache statuses the clients saw. */
+function statusCounts(got: Array<{ cache: string }>): string {
+  const counts = new Map<string, number>();
+  for (const { cache } of got) counts.set(cache || '-', (counts.get(cache || '-') ?? 0) + 1);
+  return [...counts].map(([status, n]) => `${n} ${status}`).join(', ');
 }
 
 await main();
