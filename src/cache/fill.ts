@@ -278,8 +278,9 @@ export class Fill extends FillState {
 
   /**
    * The origin's bytes read straight into the hash ring (or, when it has no room, into the connection's buffer
-   * and copied in once), whose slots are written to the file ({@link SlotTee}); consumers read the file. If the file stops (a disk fault), memory takes
-   * what it lacks from the ring and the fill goes on as a stream fill without a file does.
+   * and copied in once), whose slots are written to the file ({@link SlotTee}); consumers read the file. If the
+   * file stops (a disk fault), memory takes what it lacks from the ring and the fill goes on as a stream fill
+   * without a file does.
    */
   async #pumpDirect(body: DirectBody, digests: DigestSession, tee: SlotTee): Promise<void> {
     const { stats } = this.#options;

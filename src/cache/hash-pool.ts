@@ -180,7 +180,7 @@ class RingSession implements StreamHasher, SlotTee {
 
   freeTail(): Buffer | null {
     if (this.#ended || this.#failure || !this.#hasRoom()) return null;
-    const start = (this.#written % SLOTS) * SLOT_SIZE + this.#slotUsed;
+    const start = this.#tailStart();
     return this.#ring.bytes.subarray(start, start + SLOT_SIZE - this.#slotUsed);
   }
 
@@ -270,15 +270,15 @@ class RingSession implements StreamHasher, SlotTee {
     Atomics.notify(control, SEQ);
   }
 
-  /**
-   * Copies as much of `chunk` from `offset` as there is free room for; returns where it stopped. Chunks are packed
-   * into the slot being filled (origins send 16-64 KiB chunks), which is handed to the threads once full.
-   */
+  /** Where in the ring the session's next byte goes: the free part of the slot being filled starts here. */
+  #tailStart(): number {
+    return (this.#written % SLOTS) * SLOT_SIZE + this.#slotUsed;
+  }
+
   /** `chunk` was read into {@link freeTail}: it is where it belongs; the slot is handed over once full. */
   #inPlace(chunk: Buffer): boolean {
-    const start = (this.#written % SLOTS) * SLOT_SIZE + this.#slotUsed;
-    const inPlace = chunk.buffer === this.#ring.data && chunk.byteOffset === start && chunk.length <= SLOT_SIZE - this.#slotUsed;
-    if (!inPlace || !this.#hasRoom()) return false;
+    const where = chunk.buffer === this.#ring.data && chunk.byteOffset === this.#tailStart();
+    if (!where || chunk.length > SLOT_SIZE - this.#slotUsed || !this.#hasRoom()) return false;
     this.#slotUsed += chunk.length;
     if (this.#slotUsed === SLOT_SIZE) this.#publish();
     return true;
@@ -289,11 +289,14 @@ class RingSession implements StreamHasher, SlotTee {
     return this.#written - Math.min(this.#slowest().hashed, this.#fileSlots()) < SLOTS;
   }
 
+  /**
+   * Copies as much of `chunk` from `offset` as there is free room for; returns where it stopped. Chunks are packed
+   * into the slot being filled (origins send 16-64 KiB chunks), which is handed to the threads once full.
+   */
   #fill(chunk: Buffer, offset: number): number {
     while (offset < chunk.length && this.#hasRoom()) {
-      const slot = this.#written % SLOTS;
       const length = Math.min(SLOT_SIZE - this.#slotUsed, chunk.length - offset);
-      chunk.copy(this.#ring.bytes, slot * SLOT_SIZE + this.#slotUsed, offset, offset + length);
+      chunk.copy(this.#ring.bytes, this.#tailStart(), offset, offset + length);
       this.#slotUsed += length;
       offset += length;
       if (this.#slotUsed === SLOT_SIZE) this.#publish();

@@ -71,7 +71,8 @@ class DirectConnection implements DirectBody {
   readonly #buffers = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
   /** The buffer of the view a waiting reader holds. */
   #heldBuffer: ArrayBufferLike | null = null;
-  #head: Buffer[] = [];
+  /** The head's bytes so far, until its blank line. */
+  #head: Buffer | null = null;
   #headParsed = false;
   #framing: Framing = { kind: 'none' };
   #chunk: ChunkState = { at: 'size', line: '' };
@@ -196,9 +197,8 @@ class DirectConnection implements DirectBody {
   }
 
   #readHead(read: Buffer): boolean {
-    this.#head.push(Buffer.from(read));
-    const all = this.#head.length === 1 ? this.#head[0]! : Buffer.concat(this.#head);
-    this.#head = [all];
+    const all = this.#head ? Buffer.concat([this.#head, read]) : Buffer.from(read);
+    this.#head = all;
     let parsed: { head: ResponseHead; bodyStart: number } | null;
     try {
       parsed = parseHead(all);
@@ -209,7 +209,7 @@ class DirectConnection implements DirectBody {
     }
     if (!parsed) return true; // more head to come (parseHead throws past its size limit)
     clearTimeout(this.#timer);
-    this.#head = [];
+    this.#head = null;
     this.#headParsed = true;
     const { head, bodyStart } = parsed;
     this.length = this.#framing.kind === 'length' ? this.#framing.left : this.#framing.kind === 'none' ? 0 : null;
