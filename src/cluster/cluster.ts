@@ -2,9 +2,8 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ImageCache } from '../cache/image-cache.js';
 import type { ClusterDirectory } from '../drivers/cluster-directory.js';
-import type { Agent } from 'undici';
 import { ConfigError } from '../errors.js';
-import { type ClientTls, tlsAgent } from '../http-client.js';
+import type { ClientTls } from '../http-client.js';
 import { PeerSlots } from './peer-slots.js';
 import { SingleFlight } from './single-flight.js';
 
@@ -34,8 +33,6 @@ export class Cluster {
   /** The driver's cluster capability: live nodes, who holds what, invalidations. */
   readonly directory: ClusterDirectory;
   readonly #options: ClusterOptions;
-  /** The peer client's agent when `peerTls` changes anything; null: undici's global agent. */
-  readonly #agent: Agent | null;
   #stopListening: (() => Promise<void>) | null = null;
   /** The misses' side of peer fetch; null without it. */
   readonly #singleFlight: SingleFlight | null;
@@ -45,13 +42,12 @@ export class Cluster {
   private constructor(directory: ClusterDirectory, options: ClusterOptions) {
     this.directory = directory;
     this.#options = options;
-    this.#agent = options.peerFetch ? tlsAgent(options.peerTls) : null;
     this.peerSlots = new PeerSlots(options.peerMaxReaders ?? 2);
     this.#singleFlight =
       options.peerFetch && options.secret
         ? new SingleFlight({
             fills: directory.fills,
-            client: { secret: options.secret, logger: options.logger, dispatcher: this.#agent },
+            client: { secret: options.secret, logger: options.logger, tls: options.peerTls ?? {} },
             stats: options.cache.stats,
             logger: options.logger,
             peerStallMs: options.peerStallMs ?? 30_000,
@@ -96,7 +92,6 @@ export class Cluster {
     this.#singleFlight?.stop();
     await this.#stopListening?.();
     this.#stopListening = null;
-    await this.#agent?.close();
   }
 
   /** Drops the image here and tells every other node to drop its copy and queue entry. */

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Dispatcher } from 'undici';
-import { discard, httpRequest, isCertificateError } from '../http-client.js';
+import { type ClientTls, isCertificateError } from '../http-client.js';
+import { directGet } from '../origin/direct-get.js';
 
 /** Header carrying the shared cluster secret on intra-cluster requests. */
 export const CLUSTER_SECRET_HEADER = 'x-imgcache-cluster-secret';
@@ -12,17 +12,11 @@ export const PEER_IMAGE_PATH = '/cluster/v1/images';
 export const PEER_BUSY_HEADER = 'x-imgcache-peer-busy';
 
 /**
- * How long a peer may take to answer with headers before we go to the origin instead ("slow"). It bounds the
- * headers only (undici's `headersTimeout`): a large image from a busy peer takes longer than 2 s to arrive.
+ * How long a peer may take to connect, and then to answer with headers, before we go to the origin instead
+ * ("slow"). It bounds those only: a large image from a busy peer takes longer than 2 s to arrive, and a peer
+ * silent mid-stream is the stall timer's (`peerStallMs`, src/cluster/resumable.ts).
  */
 const PEER_HEADERS_TIMEOUT_MS = 2000;
-
-/**
- * How long a peer's body may stay silent between two chunks (undici's `bodyTimeout`; not the whole transfer)
- * before the origin takes over from the byte where the peer stopped. 300 s, what the global fetch applied: the
- * fill's own idle timeout (`image_cache_fill_idle_timeout`, 60 s by default) normally gives up first.
- */
-const PEER_BODY_TIMEOUT_MS = 300_000;
 
 /** Compares a presented secret with the configured one in constant time (hashes first: lengths differ). */
 export function secretMatches(presented: string | undefined, secret: string): boolean {
@@ -35,8 +29,8 @@ export function secretMatches(presented: string | undefined, secret: string): bo
 export interface PeerClient {
   secret: string;
   logger: Logger;
-  /** The agent for https peers (`peer_ca_file`, `peer_insecure`, this node's certificate). @default global agent */
-  dispatcher?: Dispatcher | null;
+  /** How https peers are verified (`peer_ca_file`, `peer_insecure`) and this node's certificate. @default Node's roots */
+  tls?: ClientTls;
 }
 
 /** A peer's answer: the image from byte 0, `'busy'` (it sends `peer_max_readers` copies already), or null (failed). */
@@ -47,24 +41,24 @@ export type PeerAnswer = Readable | 'busy' | null;
  * {@link PEER_HEADERS_TIMEOUT_MS} gives null (logged); one at its fan-out limit gives `'busy'`.
  */
 export async function openPeer(peer: string, imageId: string, client: PeerClient, signal: AbortSignal): Promise<PeerAnswer> {
-  const url = `${peer.replace(/\/+$/, '')}${PEER_IMAGE_PATH}/${encodeURIComponent(imageId)}`;
+  const url = new URL(`${peer.replace(/\/+$/, '')}${PEER_IMAGE_PATH}/${encodeURIComponent(imageId)}`);
   try {
-    // The caller's signal stays in charge of the whole transfer; the 2 s bound is undici's, on the headers only.
-    const response = await httpRequest(url, {
-      method: 'GET',
+    // The image GET of the origins' direct client: the body's reads land in the fill's hash ring, no buffer per
+    // read. The caller's signal stays in charge of the whole transfer; the 2 s bounds are on connect and headers.
+    const response = await directGet({
+      url,
       headers: { [CLUSTER_SECRET_HEADER]: client.secret },
+      timeoutMs: PEER_HEADERS_TIMEOUT_MS,
+      tls: client.tls ?? {},
       signal,
-      headersTimeout: PEER_HEADERS_TIMEOUT_MS,
-      bodyTimeout: PEER_BODY_TIMEOUT_MS,
-      ...(client.dispatcher ? { dispatcher: client.dispatcher } : {}),
     });
     if (response.statusCode === 503 && response.headers[PEER_BUSY_HEADER] !== undefined) {
-      discard(response.body);
+      response.body.destroy();
       return 'busy';
     }
     if (response.statusCode !== 200) {
       // A redirect too: a peer is asked for its own copy, never sent elsewhere with the cluster secret.
-      discard(response.body);
+      response.body.destroy();
       client.logger.info({ imageId, peer, status: response.statusCode }, 'peer cannot serve the image');
       return null;
     }

@@ -1,6 +1,6 @@
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { drainedOrClosed } from '../streams/drained.js';
+import { type DirectBody, DirectReadable, directBodyOf } from '../streams/direct-body.js';
 
 /** Where a miss's bytes come from: a stream that starts at byte `from`, from `peer` (null: the origin). */
 export interface OpenedSource {
@@ -19,6 +19,8 @@ export interface ResumableOptions {
   onPeerBytes: (bytes: number) => void;
   /** Counts every byte passed on, from any source. @default none */
   onBytes?: (bytes: number) => void;
+  /** Called once when the stream is over: true when its last byte was delivered, false when it failed or was destroyed. */
+  onSettled?: (complete: boolean) => void;
   logger: Logger;
   /** A peer silent this long (while we wait for it, not for our reader) counts as failed. @default none */
   peerStallMs?: number;
@@ -31,12 +33,174 @@ class PeerStalledError extends Error {
   }
 }
 
+/** What the reader's callback threw or rejected with: it ends the stream, it never moves it to another source. */
+class ReaderError extends Error {
+  constructor(readonly error: unknown) {
+    super('the reader of the stream failed');
+  }
+}
+
+type OnBytes = (view: Buffer) => void | Promise<void>;
+
 /**
- * One stream of a miss's bytes over successive sources: when a peer fails or stalls mid-stream, `next` opens
- * another source at the byte reached (a peer's stream is read from byte 0 and skipped to it; the origin is asked
- * for a range), so the fill reading this stream (which verifies every byte) never notices. A failure of the
- * origin itself ends the stream with its error: the fill's own rules (retry, idle timeout) apply then.
- * Rejects when the first source cannot be opened.
+ * One miss's bytes over successive sources, as a {@link DirectBody}: when a peer fails or stalls mid-stream, the
+ * next source is opened at the byte reached (a peer's stream is read from byte 0 and skipped to it; the origin is
+ * asked for a range), so the fill reading it (which verifies every byte) never notices. A failure of the origin
+ * itself ends the body with its error: the fill's own rules (retry, idle timeout) apply then. Sources that are
+ * direct bodies (the `http:` origin's image GET, a peer's stream) pass their views on, reading into the reader's
+ * memory where it offers some; other sources' chunks are passed on as they come.
+ */
+class ResumableBody implements DirectBody {
+  #current: OpenedSource;
+  /** Bytes delivered so far, from every source. */
+  #offset = 0;
+  #destroyed: Error | null = null;
+  #settled = false;
+  /** The reader's promise for the last view, until it settles: the next source waits for it. */
+  #pending: Promise<void> | null = null;
+  /** Ends a running source early (a stall, {@link destroy}). */
+  #stopSource: ((error: Error) => void) | null = null;
+
+  constructor(
+    first: OpenedSource,
+    private readonly imageId: string,
+    private readonly next: SourceOpener,
+    private readonly options: ResumableOptions,
+    private readonly signal: AbortSignal,
+  ) {
+    this.#current = first;
+  }
+
+  async pipeTo(onBytes: OnBytes, memory?: () => Buffer | null): Promise<void> {
+    try {
+      for (;;) {
+        try {
+          await this.#pump(this.#current, onBytes, memory);
+          this.#settle(true);
+          return;
+        } catch (error) {
+          if (error instanceof ReaderError) throw error;
+          await this.#readerSettled();
+          const failed = this.#current.peer;
+          if (this.#destroyed) throw this.#destroyed;
+          if (this.signal.aborted || failed === null) throw error;
+          this.options.logger.warn(
+            { imageId: this.imageId, peer: failed, offset: this.#offset, err: error },
+            'peer failed mid-stream; continuing from another source',
+          );
+          this.#current.stream.destroy();
+          this.#current = await this.next(this.#offset, failed);
+          if (this.#destroyed) throw this.#destroyed; // the reader left while the next source was being opened
+        }
+      }
+    } catch (error) {
+      this.#current.stream.destroy();
+      this.#settle(false);
+      throw error instanceof ReaderError ? error.error : error;
+    }
+  }
+
+  destroy(error?: Error): void {
+    if (this.#destroyed) return;
+    this.#destroyed = error ?? new Error('the stream was destroyed');
+    this.#stopSource?.(this.#destroyed);
+    this.#current.stream.destroy();
+    this.#settle(false);
+  }
+
+  #settle(complete: boolean): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.options.onSettled?.(complete);
+  }
+
+  /** Waits until the reader took the last view (a source that broke meanwhile must not overtake it). */
+  async #readerSettled(): Promise<void> {
+    const pending = this.#pending;
+    if (!pending) return;
+    try {
+      await pending;
+    } catch (error) {
+      throw new ReaderError(error);
+    }
+  }
+
+  /** Passes one source's bytes from {@link #offset} on; rejects with the source's error or a {@link ReaderError}. */
+  async #pump({ stream, peer, from }: OpenedSource, onBytes: OnBytes, memory?: () => Buffer | null): Promise<void> {
+    let skip = this.#offset - from;
+    const ms = this.options.peerStallMs;
+    let waitingForReader = false;
+    let stop!: (error: Error) => void;
+    const stopped = new Promise<never>((_resolve, reject) => (stop = reject));
+    stopped.catch(() => {}); // observed below, by the race; never an unhandled rejection
+    this.#stopSource = stop;
+    // One timer per source, refreshed per read; the time spent waiting for our own reader does not count.
+    const stall =
+      peer !== null && ms !== undefined
+        ? setTimeout(function onStall(this: NodeJS.Timeout) {
+            if (waitingForReader) this.refresh();
+            else stop(new PeerStalledError(peer, ms));
+          }, ms)
+        : undefined;
+    const deliver = (view: Buffer): void | Promise<void> => {
+      stall?.refresh();
+      if (skip > 0) {
+        const dropped = Math.min(skip, view.length);
+        skip -= dropped;
+        view = view.subarray(dropped);
+        if (view.length === 0) return undefined;
+      }
+      this.#offset += view.length;
+      if (peer !== null) this.options.onPeerBytes(view.length);
+      this.options.onBytes?.(view.length);
+      let result: void | Promise<void>;
+      try {
+        result = onBytes(view);
+      } catch (error) {
+        throw new ReaderError(error);
+      }
+      if (!result) return undefined;
+      waitingForReader = true;
+      const pending = result.then(
+        () => {
+          waitingForReader = false;
+          stall?.refresh();
+        },
+        (error: unknown) => {
+          throw new ReaderError(error);
+        },
+      );
+      this.#pending = pending;
+      return pending;
+    };
+    try {
+      const direct = directBodyOf(stream);
+      if (this.#destroyed) throw this.#destroyed;
+      const piped = direct
+        ? direct.pipeTo(deliver, memory && (() => (skip > 0 ? null : memory())))
+        : pumpStream(stream, deliver);
+      stopped.catch((error: Error) => (direct ? direct.destroy(error) : stream.destroy(error)));
+      await Promise.race([piped, stopped]);
+      await this.#pending;
+    } finally {
+      clearTimeout(stall);
+      this.#stopSource = null;
+    }
+  }
+}
+
+/** A source that is a plain stream: its chunks, one at a time, waiting for the reader where it asks to. */
+async function pumpStream(stream: Readable, deliver: OnBytes): Promise<void> {
+  for await (const chunk of stream) {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    const waiting = deliver(buffer);
+    if (waiting) await waiting;
+  }
+}
+
+/**
+ * One stream of a miss's bytes over successive sources ({@link ResumableBody}): a {@link DirectReadable}, so a
+ * fill takes its views, and everything else reads it as a stream. Rejects when the first source cannot be opened.
  */
 export async function resumableStream(
   imageId: string,
@@ -44,71 +208,6 @@ export async function resumableStream(
   options: ResumableOptions,
   signal: AbortSignal,
 ): Promise<Readable> {
-  let current = await next(0, null);
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
-  let offset = 0;
-  out.once('close', () => current.stream.destroy());
-
-  const pump = async ({ stream, peer, from }: OpenedSource): Promise<void> => {
-    let skip = offset - from;
-    const ms = options.peerStallMs;
-    // One timer per source, refreshed per chunk (no timer allocated per chunk); it does not count the time spent
-    // waiting for our own reader to drain.
-    let waitingForReader = false;
-    const stall =
-      peer !== null && ms !== undefined
-        ? setTimeout(function onStall(this: NodeJS.Timeout) {
-            if (waitingForReader) this.refresh();
-            else stream.destroy(new PeerStalledError(peer, ms));
-          }, ms)
-        : undefined;
-    try {
-      for await (const chunk of stream) {
-        let buffer = chunk as Buffer;
-        if (skip > 0) {
-          const dropped = Math.min(skip, buffer.length);
-          skip -= dropped;
-          buffer = buffer.subarray(dropped);
-        }
-        if (buffer.length > 0) {
-          offset += buffer.length;
-          if (peer !== null) options.onPeerBytes(buffer.length);
-          options.onBytes?.(buffer.length);
-          if (out.destroyed) return;
-          // 'close' too: a reader that goes away never drains, and the loop (and the source's socket) would wait forever.
-          if (!out.write(buffer)) {
-            waitingForReader = true;
-            await drainedOrClosed(out);
-            waitingForReader = false;
-          }
-          if (out.destroyed) return;
-        }
-        stall?.refresh();
-      }
-    } finally {
-      clearTimeout(stall);
-    }
-  };
-
-  const run = async (): Promise<void> => {
-    for (;;) {
-      try {
-        await pump(current);
-        out.end();
-        return;
-      } catch (error) {
-        const failed = current.peer;
-        if (signal.aborted || out.destroyed || failed === null) throw error;
-        options.logger.warn({ imageId, peer: failed, offset, err: error }, 'peer failed mid-stream; continuing from another source');
-        current.stream.destroy();
-        current = await next(offset, failed);
-        if (out.destroyed) {
-          current.stream.destroy(); // the reader left while the next source was being opened
-          return;
-        }
-      }
-    }
-  };
-  run().catch((error: unknown) => out.destroy(error as Error));
-  return out;
+  const first = await next(0, null);
+  return new DirectReadable(new ResumableBody(first, imageId, next, options, signal));
 }

@@ -127,25 +127,23 @@ export class SingleFlight {
       this.#untrack(imageId);
       return fromOrigin(offset);
     };
-    const stream = await resumableStream(
+    return resumableStream(
       imageId,
       next,
       {
         onPeerBytes: (bytes) => (stats.bytesFromPeer += bytes),
         onBytes: (bytes) => (progress.bytes += bytes),
+        onSettled: (complete) => {
+          this.#sources.delete(imageId);
+          this.#untrack(imageId);
+          // A complete fill's row goes with its commit (same statement); a failed one's now, so others can take over.
+          if (!complete) void this.#quietly(fills.release(imageId), 'releasing a fill row', imageId);
+        },
         logger,
         peerStallMs: this.#options.peerStallMs,
       },
       signal,
     );
-    stream.once('close', () => {
-      const complete = stream.readableEnded;
-      this.#sources.delete(imageId);
-      this.#untrack(imageId);
-      // A complete fill's row goes with its commit (same statement); a failed one's now, so others can take over.
-      if (!complete) void this.#quietly(fills.release(imageId), 'releasing a fill row', imageId);
-    });
-    return stream;
   }
 
   /** The peer a running miss of this image reads from; null: the origin; undefined: no such miss. */

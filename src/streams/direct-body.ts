@@ -7,8 +7,6 @@ import { Readable } from 'node:stream';
  * to the file), which is what makes a miss cost little more than the copies the kernel makes.
  */
 export interface DirectBody {
-  /** Bytes the body has when the response declared them (`Content-Length`), else null. */
-  readonly length: number | null;
   /**
    * Delivers the body's bytes in order, each view valid only during the call. A returned promise pauses the
    * connection until it settles; a rejection ends the body with that error. Resolves once the last byte was

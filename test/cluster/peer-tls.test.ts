@@ -6,7 +6,6 @@ import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { CLUSTER_SECRET_HEADER, PEER_IMAGE_PATH } from '../../src/cluster/peer.js';
 import { openFromPeers } from '../helpers/peer-source.js';
-import { tlsAgent } from '../../src/http-client.js';
 import { SERVER_DEFAULTS } from '../../src/server/options.js';
 import { tlsSetup } from '../../src/server/tls.js';
 import { startPostgresNode } from '../helpers/cluster-node.js';
@@ -53,9 +52,7 @@ function peerTlsOf(values: Partial<typeof SERVER_DEFAULTS>) {
   return tlsSetup({ ...SERVER_DEFAULTS, ...values }, undefined, pino({ level: 'silent' })).peer;
 }
 
-async function fetchThroughPeer(t: TestContext, peer: string, tls: ReturnType<typeof peerTlsOf>) {
-  const agent = tlsAgent(tls);
-  t.after(() => agent?.close());
+async function fetchThroughPeer(peer: string, tls: ReturnType<typeof peerTlsOf>) {
   const { logger, lines } = capture();
   let fromPeer = 0;
   let originOpened = false;
@@ -65,7 +62,7 @@ async function fetchThroughPeer(t: TestContext, peer: string, tls: ReturnType<ty
       peers: [peer],
       secret: SECRET,
       logger,
-      dispatcher: agent,
+      tls,
       onPeerBytes: (bytes) => (fromPeer += bytes),
       openOrigin: async () => {
         originOpened = true;
@@ -84,7 +81,7 @@ describe('peer fetch over https', { skip: OPENSSL_SKIP }, () => {
     const pki = await makePki(dir);
     const peer = await httpsPeer(t, pki);
     const tls = peerTlsOf({ cert_file: pki.server.certFile, key_file: pki.server.keyFile, ca_file: pki.caFile });
-    const got = await fetchThroughPeer(t, peer.url, tls);
+    const got = await fetchThroughPeer(peer.url, tls);
     assert.ok(got.bytes.equals(DATA));
     assert.equal(got.fromPeer, DATA.length, 'every byte came from the peer');
     assert.equal(got.originOpened, false);
@@ -98,16 +95,16 @@ describe('peer fetch over https', { skip: OPENSSL_SKIP }, () => {
     const peer = await httpsPeer(t, pki);
     const client = { cert_file: pki.server.certFile, key_file: pki.server.keyFile };
     // peer_ca_file wins over ca_file: here ca_file is another CA, which would not verify the peer.
-    const trusted = await fetchThroughPeer(t, peer.url, peerTlsOf({ ...client, ca_file: other.caFile, peer_ca_file: pki.caFile }));
+    const trusted = await fetchThroughPeer(peer.url, peerTlsOf({ ...client, ca_file: other.caFile, peer_ca_file: pki.caFile }));
     assert.equal(trusted.fromPeer, DATA.length);
 
-    const untrusted = await fetchThroughPeer(t, peer.url, peerTlsOf(client));
+    const untrusted = await fetchThroughPeer(peer.url, peerTlsOf(client));
     assert.ok(untrusted.bytes.equals(DATA), 'the origin served the miss');
     assert.equal(untrusted.fromPeer, 0);
     assert.equal(untrusted.originOpened, true);
     assert.ok(untrusted.lines.some((line) => line.includes('peer_ca_file')), untrusted.lines.join(''));
 
-    const insecure = await fetchThroughPeer(t, peer.url, peerTlsOf({ ...client, peer_insecure: true }));
+    const insecure = await fetchThroughPeer(peer.url, peerTlsOf({ ...client, peer_insecure: true }));
     assert.equal(insecure.fromPeer, DATA.length);
   });
 

@@ -115,7 +115,9 @@ describe('peer transfers', () => {
       );
       streams.push(stream);
     }
-    // Nobody reads: each stream fills up and its copy loop waits for 'drain'. Then the readers go away.
+    // Each stream is asked once and then nobody reads: it fills up and the peer's connection waits for its reader.
+    // Then the readers go away.
+    for (const stream of streams) stream.read(0);
     await until(() => streams.every((stream) => stream.readableLength >= 1 << 20), 'the streams to fill up');
     for (const stream of streams) stream.destroy();
     await until(() => streams.every((stream) => stream.closed), 'the streams to close');

@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { resumableStream, type SourceOpener } from '../../src/cluster/resumable.js';
+import { directGet } from '../../src/origin/direct-get.js';
+import { type DirectBody, DirectReadable, directBodyOf } from '../../src/streams/direct-body.js';
 import { imageBytes } from '../helpers/origin.js';
 
 const logger = pino({ level: 'silent' });
@@ -15,7 +20,117 @@ function silentPeer(data: Buffer, stopAt: number): Readable {
   return peer;
 }
 
+/** An HTTP server sending `data` with its full Content-Length, breaking the connection after `breakAt` bytes. */
+async function server(t: TestContext, data: Buffer, breakAt = data.length): Promise<URL> {
+  const http = createServer((_request, response) => {
+    response.writeHead(200, { 'content-length': String(data.length) });
+    if (breakAt >= data.length) return void response.end(data);
+    response.write(data.subarray(0, breakAt), () => setTimeout(() => response.destroy(), 20));
+  });
+  http.listen(0, '127.0.0.1');
+  await once(http, 'listening');
+  t.after(() => {
+    http.closeAllConnections();
+    http.close();
+  });
+  return new URL(`http://127.0.0.1:${(http.address() as AddressInfo).port}/image`);
+}
+
+const get = async (url: URL) => (await directGet({ url, headers: {}, timeoutMs: 2000, tls: {} })).body;
+
 describe('one stream over successive sources (src/cluster/resumable.ts)', () => {
+  it('gives a direct reader the views of direct sources, in order, across a peer that breaks while the reader waits', { timeout: 10_000 }, async (t) => {
+    const data = imageBytes(3 << 20, 53);
+    const breaking = await server(t, data, 1 << 20);
+    const whole = await server(t, data);
+    const opened: Array<[number, string | null]> = [];
+    const next: SourceOpener = async (offset, failedPeer) => {
+      opened.push([offset, failedPeer]);
+      // Both are peers, read from byte 0: the second is skipped to where the first broke.
+      return failedPeer === null
+        ? { stream: await get(breaking), peer: 'http://breaking', from: 0 }
+        : { stream: await get(whole), peer: 'http://whole', from: 0 };
+    };
+    let settled: boolean | undefined;
+    const stream = await resumableStream('img', next, { onPeerBytes: () => {}, onSettled: (c) => (settled = c), logger }, new AbortController().signal);
+    const body = directBodyOf(stream);
+    assert.ok(body, 'the stream of direct sources is itself a direct body');
+    // The reader offers its memory (as a fill offers its hash ring, for the reads after a view it did not wait on)
+    // and holds the first peer's last view for 100 ms: the peer breaks meanwhile, and no view of the next source
+    // may come before that one settled.
+    const out = Buffer.alloc(data.length);
+    let at = 0;
+    let busy = false;
+    let inPlace = 0;
+    await body.pipeTo(
+      (view) => {
+        assert.equal(busy, false, `a view at ${at} came while the reader was still taking the one before`);
+        if (view.buffer === out.buffer && view.byteOffset === at) inPlace += view.length;
+        else view.copy(out, at);
+        at += view.length;
+        if (at !== 1 << 20) return undefined;
+        busy = true;
+        return sleep(100).then(() => {
+          busy = false;
+        });
+      },
+      () => out.subarray(at, Math.min(out.length, at + (256 << 10))),
+    );
+    assert.equal(at, data.length);
+    assert.ok(out.equals(data), 'the bytes are the image, in order');
+    assert.ok(inPlace > 0, 'some reads landed in the reader\'s memory');
+    assert.deepEqual(opened.map(([, peer]) => peer), [null, 'http://breaking']);
+    assert.equal(opened[1]![0], 1 << 20, 'the second peer continued where the first broke');
+    assert.equal(settled, true);
+  });
+
+  it('holds the next source until the reader took the view a failed source left it', { timeout: 10_000 }, async () => {
+    // A source that fails while its reader still holds a view: what a TLS socket does (it reports the end of a
+    // connection it already decrypted without being read), here without a socket, so the timing is exact.
+    const data = imageBytes(64 << 10, 55);
+    const failing: DirectBody = {
+      pipeTo: (onBytes) => {
+        const waiting = onBytes(data.subarray(0, 1000));
+        assert.ok(waiting, 'the reader holds the first view');
+        return Promise.reject(new Error('the connection broke'));
+      },
+      destroy: () => {},
+    };
+    const next: SourceOpener = async (offset, failedPeer) =>
+      failedPeer === null
+        ? { stream: new DirectReadable(failing), peer: 'http://failing', from: 0 }
+        : { stream: Readable.from([data.subarray(offset)]), peer: null, from: offset };
+    const stream = await resumableStream('img', next, { onPeerBytes: () => {}, logger }, new AbortController().signal);
+    const chunks: Buffer[] = [];
+    let busy = false;
+    await directBodyOf(stream)!.pipeTo((view) => {
+      assert.equal(busy, false, 'a view of the next source came while the reader still held the failed source\'s');
+      chunks.push(Buffer.from(view));
+      if (chunks.length > 1) return undefined;
+      busy = true;
+      return sleep(50).then(() => {
+        busy = false;
+      });
+    });
+    assert.ok(Buffer.concat(chunks).equals(data));
+  });
+
+  it('ends with the reader\'s own error, without moving to another source', { timeout: 10_000 }, async (t) => {
+    const data = imageBytes(1 << 20, 54);
+    const url = await server(t, data);
+    let opens = 0;
+    const next: SourceOpener = async () => {
+      opens += 1;
+      return { stream: await get(url), peer: 'http://peer', from: 0 };
+    };
+    let settled: boolean | undefined;
+    const stream = await resumableStream('img', next, { onPeerBytes: () => {}, onSettled: (c) => (settled = c), logger }, new AbortController().signal);
+    const failure = new Error('the fill gave up');
+    await assert.rejects(directBodyOf(stream)!.pipeTo(() => Promise.reject(failure)), (error) => error === failure);
+    assert.equal(opens, 1, 'a reader that fails is not a peer that fails');
+    assert.equal(settled, false);
+  });
+
   it('replaces a peer silent for peerStallMs by the origin from the byte reached', { timeout: 10_000 }, async () => {
     const data = imageBytes(256 * 1024, 51);
     const calls: Array<[number, string | null]> = [];

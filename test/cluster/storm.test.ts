@@ -73,7 +73,13 @@ function assertOneCopy(result: Storm): void {
 
 describe('a boot storm on three `imgcache serve` processes', { skip: PG_SKIP }, () => {
   it('fetches one cold image from the origin exactly once for 9 clients on 3 nodes', { timeout: 120_000 }, async (t) => {
-    assertOneCopy(await storm(t, {}));
+    const result = await storm(t, {});
+    assertOneCopy(result);
+    for (const node of result.nodes) {
+      // The claimant reads the origin, the others a peer: either way straight into the fill's hash ring.
+      const direct = await metricMax(node, 'imgcache_fills_direct_total');
+      assert.equal(direct, 1, `${node.name} filled the image ${direct ?? 0} times reading its source directly (expected 1)`);
+    }
   });
 
   it(
