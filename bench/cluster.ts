@@ -12,7 +12,8 @@
  * every body, compete with the nodes for the cores). The origin is test/helpers/storm-origin.ts: an `http:` store
  * whose bodies share one `--rate-mib` MiB/s token bucket (an origin link), honouring ranges, counting every body
  * byte and request. Every row uses fresh images, cold on every node; every body is checked while it streams
- * (length and SHA-256, on worker threads: bench/lib/download-pool.ts; never buffered). The bench talks HTTP only, so it measures whatever the CLI does.
+ * (length and SHA-256, on worker threads with imgcache's own direct HTTP client: bench/lib/download-pool.ts;
+ * never buffered). The bench talks HTTP only, so it measures whatever the CLI does.
  *   a) lone: one client, node 0, one `--size-mib` image: the seconds of one cold download (the reference);
  *   b) storm: one `--size-mib` image, `--per-node` clients on every node, all started together: origin bytes /
  *      image size, the slowest client's seconds and their ratio to a); PASS when 1.00x and <= 1.3x lone;

@@ -48,17 +48,37 @@ export interface BodyRequest {
   aborted: boolean;
 }
 
-/** The bytes of an image at `offset`, `length` of them: keystream of the image's key from that offset. */
-function keystream(seed: number, offset: number, length: number): Buffer {
+/** Zeros to encrypt: the keystream of AES-CTR is the encryption of zeros. Read only. */
+const ZEROS = Buffer.alloc(16 * MIB);
+
+/**
+ * The bytes of an image from `offset` on, `length` at a time: keystream of the image's key, one cipher for the
+ * whole run (a response), so a chunk costs its AES and nothing else.
+ */
+function keystreamFrom(seed: number, offset: number): (length: number) => Buffer {
   const key = createHash('sha256').update(`storm-origin-${seed}`).digest().subarray(0, 16);
   const block = Math.floor(offset / 16);
   const iv = Buffer.alloc(16);
   // The counter is the low 64 bits of the IV, big-endian: images stay far below 2^64 blocks.
   iv.writeBigUInt64BE(BigInt(block), 8);
   const cipher = createCipheriv('aes-128-ctr', key, iv);
-  const skip = offset - block * 16;
-  const out = cipher.update(Buffer.alloc(skip + length));
-  return out.subarray(skip);
+  let skip = offset - block * 16;
+  return (length) => {
+    if (length > ZEROS.length) throw new RangeError(`keystream chunks are at most ${ZEROS.length} bytes`);
+    if (skip === 0) return cipher.update(ZEROS.subarray(0, length));
+    const out = cipher.update(ZEROS.subarray(0, skip + length)).subarray(skip);
+    skip = 0;
+    return out;
+  };
+}
+
+/** The bytes of an image at `offset`, `length` of them. */
+function keystream(seed: number, offset: number, length: number): Buffer {
+  const next = keystreamFrom(seed, offset);
+  if (length <= ZEROS.length) return next(length);
+  const parts: Buffer[] = [];
+  for (let left = length; left > 0; left -= ZEROS.length) parts.push(next(Math.min(left, ZEROS.length)));
+  return Buffer.concat(parts);
 }
 
 /** A token bucket shared by every response: `take(n)` resolves when `n` bytes may go out. FIFO by reservation. */
@@ -226,12 +246,13 @@ export class StormOrigin {
       gone = !response.writableFinished;
     });
     response.writeHead(status, headers);
+    const bytesAt = keystreamFrom(image.seed, start);
     try {
       for (let offset = start; offset <= end && !gone; offset += CHUNK) {
         const length = Math.min(CHUNK, end + 1 - offset);
         await this.#bucket.take(length);
         if (gone || response.destroyed) break;
-        const more = response.write(keystream(image.seed, offset, length));
+        const more = response.write(bytesAt(length));
         entry.bytes += length;
         this.bytesById.set(image.id, (this.bytesById.get(image.id) ?? 0) + length);
         if (!more) await drainedOrClosed(response);
