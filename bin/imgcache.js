@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
+// The flags are src/server/workers/node-flags.ts's NODE_FLAGS (test/server/node-flags.test.ts keeps them equal).
 // The CLI is compiled to dist/ by `npm run build` (run by `npm install` through the prepare script).
 import { main } from '../dist/cli/main.js';
 

@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
+import { NODE_FLAGS } from '../../src/server/workers/node-flags.js';
 import { killLeftovers } from './nginx.js';
 import { processTree } from './proc.js';
 import { stop, waitForLine } from './spawn.js';
@@ -35,7 +36,8 @@ export async function startImgcache(options: ImgcacheOptions): Promise<Imgcache>
     if (value !== undefined && !name.startsWith('IMGCACHE_')) env[name] = value;
   }
   Object.assign(env, { IMGCACHE_LOG_LEVEL: 'warn', IMGCACHE_SHUTDOWN_TIMEOUT: '5' });
-  const nodeFlags = options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : [];
+  // As bin/imgcache.js's shebang starts it (NODE_FLAGS), with the profiler's flags when asked.
+  const nodeFlags = [...NODE_FLAGS, ...(options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : [])];
   const args = [
     ...nodeFlags,
     'bin/imgcache.js',

@@ -10,6 +10,7 @@ import { imageBytes } from '../helpers/origin.js';
 import { tempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 import { httpGet, metric, type ServeChild, startServe } from './serve-child.js';
+import { NODE_FLAGS } from '../../src/server/workers/node-flags.js';
 
 /**
  * Issue 11 goal 5, `workers = N`, with real processes: `imgcache serve --workers 2` is an owner process and two
@@ -198,7 +199,10 @@ describe('serve --workers 2', { timeout: 120_000 }, () => {
     );
     assert.ok([...servedBy].every((pid) => workers.includes(pid)), 'hits are answered by worker processes');
     // ...without opening the store: the owner alone holds cache.db (and runs the prefetcher, pruner and cleaner).
+    // They run with imgcache's V8 flags, though this owner was started without them (node bin/imgcache.js).
     for (const pid of workers) {
+      const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+      for (const flag of NODE_FLAGS) assert.ok(argv.includes(flag), `worker ${pid} runs without ${flag}: ${argv.join(' ')}`);
       const fds = await readdir(`/proc/${pid}/fd`);
       const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
       assert.ok(!targets.some((target) => target.includes('cache.db')), `worker ${pid} opened the store`);

@@ -11,6 +11,7 @@ import { ownerTakes } from './route.js';
 import { LeaseDesk } from './leases.js';
 import { WorkerPool } from './pool.js';
 import { ownerSocketDir } from './socket-dir.js';
+import { withNodeFlags } from './node-flags.js';
 
 /** What `serve` holds with `workers = N`: the public URL, the graceful stop and the TLS reload. */
 export interface RunningOwner {
@@ -56,7 +57,7 @@ export async function startWithWorkers(
   }
   const desk = new LeaseDesk(server, logger);
   // The workers run this same command line (`imgcache serve ...`): node:cluster forks process.argv[1] again.
-  cluster.setupPrimary({ silent: false });
+  cluster.setupPrimary({ silent: false, execArgv: withNodeFlags(process.execArgv) });
   const pool = new WorkerPool({
     count: config.server.workers,
     env: { [WORKER_ENV.socket]: socket, [WORKER_ENV.hits]: server.origin.authorizesCallers ? '0' : '1' },
