@@ -58,8 +58,6 @@ class ResumableBody implements DirectBody {
   #settled = false;
   /** The reader's promise for the last view, until it settles: the next source waits for it. */
   #pending: Promise<void> | null = null;
-  /** Ends a running source early (a stall, {@link destroy}). */
-  #stopSource: ((error: Error) => void) | null = null;
 
   constructor(
     first: OpenedSource,
@@ -103,8 +101,7 @@ class ResumableBody implements DirectBody {
   destroy(error?: Error): void {
     if (this.#destroyed) return;
     this.#destroyed = error ?? new Error('the stream was destroyed');
-    this.#stopSource?.(this.#destroyed);
-    this.#current.stream.destroy();
+    this.#current.stream.destroy(); // a direct source's body too: its pipeTo rejects
     this.#settle(false);
   }
 
@@ -130,16 +127,15 @@ class ResumableBody implements DirectBody {
     let skip = this.#offset - from;
     const ms = this.options.peerStallMs;
     let waitingForReader = false;
-    let stop!: (error: Error) => void;
-    const stopped = new Promise<never>((_resolve, reject) => (stop = reject));
-    stopped.catch(() => {}); // observed below, by the race; never an unhandled rejection
-    this.#stopSource = stop;
+    /** The source's body once taken (then it is destroyed itself: its stream has no 'error' listener). */
+    let direct: DirectBody | null = null;
     // One timer per source, refreshed per read; the time spent waiting for our own reader does not count.
     const stall =
       peer !== null && ms !== undefined
         ? setTimeout(function onStall(this: NodeJS.Timeout) {
             if (waitingForReader) this.refresh();
-            else stop(new PeerStalledError(peer, ms));
+            else if (direct) direct.destroy(new PeerStalledError(peer, ms)); // its pipeTo rejects with it
+            else stream.destroy(new PeerStalledError(peer, ms));
           }, ms)
         : undefined;
     const deliver = (view: Buffer): void | Promise<void> => {
@@ -174,17 +170,12 @@ class ResumableBody implements DirectBody {
       return pending;
     };
     try {
-      const direct = directBodyOf(stream);
+      direct = directBodyOf(stream);
       if (this.#destroyed) throw this.#destroyed;
-      const piped = direct
-        ? direct.pipeTo(deliver, memory && (() => (skip > 0 ? null : memory())))
-        : pumpStream(stream, deliver);
-      stopped.catch((error: Error) => (direct ? direct.destroy(error) : stream.destroy(error)));
-      await Promise.race([piped, stopped]);
+      await (direct ? direct.pipeTo(deliver, memory && (() => (skip > 0 ? null : memory()))) : pumpStream(stream, deliver));
       await this.#pending;
     } finally {
       clearTimeout(stall);
-      this.#stopSource = null;
     }
   }
 }

@@ -20,12 +20,17 @@ function silentPeer(data: Buffer, stopAt: number): Readable {
   return peer;
 }
 
-/** An HTTP server sending `data` with its full Content-Length, breaking the connection after `breakAt` bytes. */
-async function server(t: TestContext, data: Buffer, breakAt = data.length): Promise<URL> {
+/**
+ * An HTTP server sending `data` with its full Content-Length, breaking the connection after `breakAt` bytes (or,
+ * `silent`, keeping it open without another byte).
+ */
+async function server(t: TestContext, data: Buffer, breakAt = data.length, silent = false): Promise<URL> {
   const http = createServer((_request, response) => {
     response.writeHead(200, { 'content-length': String(data.length) });
     if (breakAt >= data.length) return void response.end(data);
-    response.write(data.subarray(0, breakAt), () => setTimeout(() => response.destroy(), 20));
+    response.write(data.subarray(0, breakAt), () => {
+      if (!silent) setTimeout(() => response.destroy(), 20);
+    });
   });
   http.listen(0, '127.0.0.1');
   await once(http, 'listening');
@@ -82,6 +87,29 @@ describe('one stream over successive sources (src/cluster/resumable.ts)', () => 
     assert.deepEqual(opened.map(([, peer]) => peer), [null, 'http://breaking']);
     assert.equal(opened[1]![0], 1 << 20, 'the second peer continued where the first broke');
     assert.equal(settled, true);
+  });
+
+  it('replaces a direct peer that goes silent by the origin from the byte reached, and closes its connection', { timeout: 10_000 }, async (t) => {
+    const data = imageBytes(1 << 20, 56);
+    const silent = await server(t, data, 300_000, true);
+    const opened: Array<[number, string | null]> = [];
+    let peer: Readable | undefined;
+    const next: SourceOpener = async (offset, failedPeer) => {
+      opened.push([offset, failedPeer]);
+      if (failedPeer === null) return { stream: (peer = await get(silent)), peer: 'http://silent', from: 0 };
+      return { stream: Readable.from([data.subarray(offset)]), peer: null, from: offset };
+    };
+    const stream = await resumableStream('img', next, { onPeerBytes: () => {}, logger, peerStallMs: 200 }, new AbortController().signal);
+    const chunks: Buffer[] = [];
+    await directBodyOf(stream)!.pipeTo((view) => {
+      chunks.push(Buffer.from(view));
+    });
+    assert.ok(Buffer.concat(chunks).equals(data));
+    assert.deepEqual(opened, [
+      [0, null],
+      [300_000, 'http://silent'],
+    ]);
+    assert.equal(peer?.destroyed, true, "the silent peer's connection is closed");
   });
 
   it('holds the next source until the reader took the view a failed source left it', { timeout: 10_000 }, async () => {
