@@ -56,7 +56,7 @@ class ResumableBody implements DirectBody {
   #offset = 0;
   #destroyed: Error | null = null;
   #settled = false;
-  /** The reader's promise for the last view, until it settles: the next source waits for it. */
+  /** The reader's promise for the last view (rejecting with a {@link ReaderError}): the next source waits for it. */
   #pending: Promise<void> | null = null;
 
   constructor(
@@ -78,7 +78,8 @@ class ResumableBody implements DirectBody {
           return;
         } catch (error) {
           if (error instanceof ReaderError) throw error;
-          await this.#readerSettled();
+          // The reader takes the view it holds before the next source's first (it rejects with a ReaderError).
+          await this.#pending;
           const failed = this.#current.peer;
           if (this.#destroyed) throw this.#destroyed;
           if (this.signal.aborted || failed === null) throw error;
@@ -109,17 +110,6 @@ class ResumableBody implements DirectBody {
     if (this.#settled) return;
     this.#settled = true;
     this.options.onSettled?.(complete);
-  }
-
-  /** Waits until the reader took the last view (a source that broke meanwhile must not overtake it). */
-  async #readerSettled(): Promise<void> {
-    const pending = this.#pending;
-    if (!pending) return;
-    try {
-      await pending;
-    } catch (error) {
-      throw new ReaderError(error);
-    }
   }
 
   /** Passes one source's bytes from {@link #offset} on; rejects with the source's error or a {@link ReaderError}. */

@@ -143,6 +143,29 @@ describe('one stream over successive sources (src/cluster/resumable.ts)', () => 
     assert.ok(Buffer.concat(chunks).equals(data));
   });
 
+  it("ends with the reader's own error when it fails on a view that a failed source left it", { timeout: 10_000 }, async () => {
+    const data = imageBytes(64 << 10, 57);
+    const failing: DirectBody = {
+      pipeTo: (onBytes) => {
+        void onBytes(data.subarray(0, 1000))?.catch(() => {}); // the reader's rejection is the stream's to report
+        return Promise.reject(new Error('the connection broke'));
+      },
+      destroy: () => {},
+    };
+    let opens = 0;
+    const next: SourceOpener = async () => {
+      opens += 1;
+      return { stream: new DirectReadable(failing), peer: 'http://failing', from: 0 };
+    };
+    const stream = await resumableStream('img', next, { onPeerBytes: () => {}, logger }, new AbortController().signal);
+    const failure = new Error('the fill gave up');
+    await assert.rejects(
+      directBodyOf(stream)!.pipeTo(() => sleep(20).then(() => Promise.reject(failure))),
+      (error) => error === failure,
+    );
+    assert.equal(opens, 1, 'a reader that fails is not a peer that fails');
+  });
+
   it('ends with the reader\'s own error, without moving to another source', { timeout: 10_000 }, async (t) => {
     const data = imageBytes(1 << 20, 54);
     const url = await server(t, data);
