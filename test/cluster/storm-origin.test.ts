@@ -30,6 +30,11 @@ describe('the storm origin (test/helpers/storm-origin.ts)', () => {
     const bytes = store.bytesOf(image.id);
     assert.equal(createHash('md5').update(bytes).digest('hex'), image.md5);
     assert.ok(!bytes.equals(store.bytesOf(store.addImage(randomUUID(), image.size, 8).id)), 'seeds give other bytes');
+    // Over 16 MiB (the keystream's chunk) and from an offset inside an AES block: the same bytes as the whole.
+    const large = store.addImage(randomUUID(), 20 * MIB + 3, 9);
+    const largeBytes = store.bytesOf(large.id);
+    assert.equal(createHash('md5').update(largeBytes).digest('hex'), large.md5);
+    assert.ok(store.bytesOf(large.id, 5).equals(largeBytes.subarray(5)), 'a large read from byte 5 is the image from byte 5');
 
     const record = await origin.getImage(image.id, {});
     assert.equal(record.size, image.size);

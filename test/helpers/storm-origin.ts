@@ -64,7 +64,7 @@ function keystreamFrom(seed: number, offset: number): (length: number) => Buffer
   const cipher = createCipheriv('aes-128-ctr', key, iv);
   let skip = offset - block * 16;
   return (length) => {
-    if (length > ZEROS.length) throw new RangeError(`keystream chunks are at most ${ZEROS.length} bytes`);
+    if (skip + length > ZEROS.length) throw new RangeError(`keystream chunks are at most ${ZEROS.length - skip} bytes`);
     if (skip === 0) return cipher.update(ZEROS.subarray(0, length));
     const out = cipher.update(ZEROS.subarray(0, skip + length)).subarray(skip);
     skip = 0;
@@ -75,9 +75,11 @@ function keystreamFrom(seed: number, offset: number): (length: number) => Buffer
 /** The bytes of an image at `offset`, `length` of them. */
 function keystream(seed: number, offset: number, length: number): Buffer {
   const next = keystreamFrom(seed, offset);
-  if (length <= ZEROS.length) return next(length);
+  // The first chunk also encrypts the up to 15 bytes before `offset` in its block: every chunk leaves room for them.
+  const step = ZEROS.length - 16;
+  if (length <= step) return next(length);
   const parts: Buffer[] = [];
-  for (let left = length; left > 0; left -= ZEROS.length) parts.push(next(Math.min(left, ZEROS.length)));
+  for (let left = length; left > 0; left -= step) parts.push(next(Math.min(left, step)));
   return Buffer.concat(parts);
 }
 
@@ -131,8 +133,9 @@ export class StormOrigin {
   addImage(id: string, size: number, seed: number): StormImage {
     const md5 = createHash('md5');
     const sha256 = createHash('sha256');
-    for (let offset = 0; offset < size; offset += 16 * MIB) {
-      const bytes = keystream(seed, offset, Math.min(16 * MIB, size - offset));
+    const next = keystreamFrom(seed, 0);
+    for (let offset = 0; offset < size; offset += ZEROS.length) {
+      const bytes = next(Math.min(ZEROS.length, size - offset));
       md5.update(bytes);
       sha256.update(bytes);
     }
