@@ -1,18 +1,20 @@
 /**
- * HTTP benchmark (issue 11, goal 6): imgcache against nginx proxy_cache and Varnish, side by side in one run, on
- * the same random image from the same origin with the same client. These machines are shared and noisy: compare
- * the ratios, and read the load averages printed with the run.
+ * HTTP benchmark (issue 11, goal 6): imgcache against nginx proxy_cache, Varnish and Glance's own image cache, side
+ * by side in one run, on the same random image from the same origin with the same client. These machines are
+ * shared and noisy: compare the ratios, and read the load averages printed with the run.
  *
  *   npm run bench:http                                  # 1 GiB image, 3 repetitions (medians)
  *   npm run bench:http -- --size-mib 256 --runs 5 --clients 8 --misses 16
  *   npm run bench:http -- --imgcache-arg=--workers=2    # extra args to `imgcache serve` (repeatable; use the = form)
  *   npm run bench:http -- --cpu-prof prof/              # profile imgcache (node --cpu-prof) and print its hot spots
  *   npm run bench:http -- --root ../copy                # build and run another checkout (to try a change side by side)
+ *   npm run bench:http -- --no-prime                    # cold rows on the memory as it is (see lib/pages.ts)
  *
- * Builds dist/ first (`npm run build`; `--skip-build` to use the dist/ there is). Installs Debian's nginx-light and
- * varnish when missing (root only, quietly; their packaged services never start: a policy-rc.d answering 101
- * during the install). Without Varnish its column is n/a. Everything runs as private instances in one temp dir on
- * random 127.0.0.1 ports, children of this process, stopped by PID at the end, on error and on SIGINT:
+ * Builds dist/ first (`npm run build`; `--skip-build` to use the dist/ there is). Installs Debian's nginx-light,
+ * varnish and python3-glance when missing (root only, quietly; their packaged services never start: a policy-rc.d
+ * answering 101 during the install). Without Varnish or Glance, that column is n/a. Everything runs as private
+ * instances in one temp dir on random 127.0.0.1 ports, children of this process, stopped by PID at the end, on
+ * error and on SIGINT:
  *
  * - the origin: nginx with sendfile serving /img/{id}, every id a hard link to one random file (same bytes, same
  *   page cache, a fresh id for every cold row), the digests as headers imgcache's `http:` origin reads
@@ -22,15 +24,22 @@
  * - nginx proxy_cache: `proxy_cache_lock on` with lock timeout and age 1 h, use_temp_path=off, proxy_buffering on,
  *   worker_processes auto, sendfile; and the same with nginx's default 5 s lock (what users hit).
  * - Varnish 7: `-F -n DIR -s file,…`, transient storage capped at 64 MiB, beresp.do_stream, `-j none` as root.
+ * - Glance 25.1 (Debian's, OpenStack Zed): glance-api with its image cache (`caching` flavor, sqlite driver), the
+ *   images added by location on the same origin with their hashes (lib/glance.ts). It has no X-Cache-Status: a
+ *   GET is a HIT when the image's file is in its cache before it. It does not coalesce misses, so the rows of
+ *   concurrent misses are not run for it.
  *
  * Each repetition runs every system in turn (the order rotates), each from a fresh start and an empty cache that
- * is deleted after its turn (disk use stays about 5× the image): warm one hit, hit ×1, hit ×N (MiB/s, server CPU
- * s/GiB), one cold miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses from the fast and from the
- * slow origin (total s, slowest first byte, origin GETs and bytes), peak RSS of all the system's processes per
- * phase (nginx master + workers, Varnish's child, imgcache's serve and its children). Then the machine's limits on
- * the same file: page-cache read, disk write + fsync, openssl md5/sha512, Node md5 + sha512 on one thread, a bare
- * node:http server piping the file. The client is curl, one process per download, body to /dev/null; server CPU
- * is utime + stime from /proc. Prints one table, the limits, and PASS/FAIL per goal of issue 11. Not in `npm test`.
+ * is deleted after its turn (disk use stays about 5× the image). Before each cold row, every system gets the same
+ * free memory: a scratch file as big as the image is written and deleted (lib/pages.ts; on a VM with free-page
+ * reporting, a miss's time otherwise depends on how recently anything was freed). The rows: warm one hit, hit ×1,
+ * hit ×N (MiB/s, server CPU s/GiB), one cold miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses
+ * from the fast and from the slow origin (total s, slowest first byte, origin GETs and bytes), peak RSS of all the
+ * system's processes per phase (nginx master + workers, Varnish's child, imgcache's serve and its children,
+ * glance-api and its workers). Then the machine's limits on the same file: page-cache read, disk write + fsync,
+ * openssl md5/sha512, Node md5 + sha512 on one thread, a bare node:http server piping the file. The client is
+ * curl, one process per download, body to /dev/null; server CPU is utime + stime from /proc. Prints one table, the
+ * limits, and PASS/FAIL per goal of issue 11. Not in `npm test`.
  */
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -50,6 +59,8 @@ import { summarizeProfiles } from './lib/profile.js';
 import { report, SYSTEMS, type SystemName } from './lib/report.js';
 import { runTurn, type Target, type Turn, type TurnIds } from './lib/rows.js';
 import { ensurePackage, freePort, log, versionOf } from './lib/spawn.js';
+import { GLANCE_MARKER, GLANCE_PYTHON, startGlance } from './lib/glance.js';
+import { primeFreePages } from './lib/pages.js';
 import { startVarnish } from './lib/varnish.js';
 
 const MIB = 1 << 20;
@@ -64,6 +75,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     root: { type: 'string' },
     'imgcache-arg': { type: 'string', multiple: true, default: [] },
+    'no-prime': { type: 'boolean', default: false },
   },
 });
 /** The imgcache checkout to build and run: this one, or another (a copy with a change to compare). */
@@ -93,12 +105,20 @@ async function main(): Promise<void> {
   if (!nginxBin.path) throw new Error(nginxBin.why);
   const varnishBin = ensurePackage('varnish', ['/usr/sbin/varnishd'], ['varnish', 'varnishncsa']);
   if (!varnishBin.path) log(`Varnish: n/a (${varnishBin.why}); its column shows n/a`);
-  const systems = SYSTEMS.filter((s) => s !== 'varnish' || varnishBin.path);
+  const glanceModule = ensurePackage('python3-glance', [GLANCE_MARKER], []);
+  if (!glanceModule.path) log(`Glance: n/a (${glanceModule.why}); its column shows n/a`);
+  const missing: Partial<Record<SystemName, string>> = {};
+  if (varnishBin.why) missing.varnish = varnishBin.why;
+  if (glanceModule.why) missing.glance = glanceModule.why;
+  const systems = SYSTEMS.filter((s) => !missing[s]);
+  const glanceVersion = glanceModule.path
+    ? `Glance ${versionOf(GLANCE_PYTHON, ['-c', "import importlib.metadata as m; print(m.version('glance'))"])}`
+    : 'no Glance';
 
   log(
     `load average at start ${load()}; ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores; node ${process.version}; ` +
       `${versionOf(nginxBin.path, ['-v'])}; ${varnishBin.path ? versionOf(varnishBin.path, ['-V']) : 'no varnishd'}; ` +
-      `${versionOf('curl', ['--version']).split(' ').slice(0, 2).join(' ')}; ${versionOf('openssl', ['version'])}`,
+      `${glanceVersion}; ${versionOf('curl', ['--version']).split(' ').slice(0, 2).join(' ')}; ${versionOf('openssl', ['version'])}`,
   );
   log(`image ${sizeMib} MiB, ${runs} repetitions, ${clients} hit clients, ${misses} concurrent misses` +
     (imgcacheArgs.length ? `; imgcache serve ${imgcacheArgs.join(' ')}` : ''));
@@ -146,7 +166,7 @@ async function main(): Promise<void> {
     const origin = await startNginx(nginxBin.path, originPrefix, originPort, originConf(originPrefix, originPort, originDir, images, slowIds));
     running.add(origin);
 
-    const start = async (system: SystemName, turnDir: string): Promise<Running> => {
+    const start = async (system: SystemName, turnDir: string, turnIds: TurnIds): Promise<Running> => {
       const port = await freePort();
       if (system === 'imgcache') {
         const server = await startImgcache({
@@ -170,6 +190,21 @@ async function main(): Promise<void> {
           },
         };
       }
+      if (system === 'glance') {
+        const glance = await startGlance(turnDir, port, originPort, 6 * size);
+        for (const id of [turnIds.hit, turnIds.miss]) {
+          await glance.addImage(id, `http://127.0.0.1:${originPort}/img/${id}`, size, digests);
+        }
+        return {
+          name: system,
+          url: (id) => `http://127.0.0.1:${port}/v2/images/${id}/file`,
+          pids: glance.pids,
+          stop: glance.stop,
+          cached: glance.cached,
+          concurrentMisses: false,
+          describe: () => `${glance.pids().length} process(es)`,
+        };
+      }
       let peer: RunningServer;
       if (system === 'varnish') peer = await startVarnish(varnishBin.path!, turnDir, port, originPort, 5 * size + 256 * MIB);
       else {
@@ -187,18 +222,22 @@ async function main(): Promise<void> {
       const order = systems.map((_, i) => systems[(i + run) % systems.length]!);
       for (const system of order) {
         const turnDir = join(dir, `run${run + 1}-${system}`);
-        const target = await start(system, turnDir);
+        const target = await start(system, turnDir, ids[run]![system]);
         running.add(target);
         try {
-          const turn = await runTurn(target, ids[run]![system], { size, clients, misses, originPrefix });
+          const prime = values['no-prime'] ? undefined : (bytes: number) => primeFreePages(dir, bytes);
+          const turn = await runTurn(target, ids[run]![system], { size, clients, misses, originPrefix, prime });
           turns[system].push(turn);
           const mibps = (n: number, s: number) => ((n * sizeMib) / s).toFixed(0);
+          const { fast, slow } = turn;
           log(
             `  ${system}: hit x1 ${mibps(1, turn.hit1.s)}, x${clients} ${mibps(clients, turn.hitN.s)} MiB/s; miss ` +
               `${mibps(1, turn.miss1.s)} MiB/s (${turn.miss1.origin.requests} origin requests); ${misses} misses ` +
-              `${turn.fast.s.toFixed(2)} s (first byte ≤ ${turn.fast.firstByte.toFixed(3)}, ${turn.fast.origin.gets} GETs), ` +
-              `slow origin ${turn.slow.s.toFixed(2)} s (≤ ${turn.slow.firstByte.toFixed(3)}, ${turn.slow.origin.gets} GETs, ` +
-              `origin sent for ${turn.slow.origin.longest.toFixed(2)} s)` +
+              (fast && slow
+                ? `${fast.s.toFixed(2)} s (first byte ≤ ${fast.firstByte.toFixed(3)}, ${fast.origin.gets} GETs), ` +
+                  `slow origin ${slow.s.toFixed(2)} s (≤ ${slow.firstByte.toFixed(3)}, ${slow.origin.gets} GETs, ` +
+                  `origin sent for ${slow.origin.longest.toFixed(2)} s)`
+                : 'not run') +
               (target.describe ? `; ${target.describe()}` : ''),
           );
         } finally {
@@ -210,7 +249,7 @@ async function main(): Promise<void> {
       limits.push(await measureLimits(imageFile, size, join(dir, 'scratch.bin'), clients));
     }
     log(`\nload average at the end ${load()}\n`);
-    report({ size, clients, misses, turns, varnishMissing: varnishBin.path ? undefined : varnishBin.why, limits });
+    report({ size, clients, misses, turns, missing, limits });
   } finally {
     await cleanup();
     process.off('SIGINT', interrupted);

@@ -12,6 +12,7 @@
  *   npm run bench:miss -- --by-thread         # CPU per thread (`node+N`: N is the thread id's offset), not per name
  *   npm run bench:miss -- --clients 16        # 16 concurrent clients per cold image (coalesced: one origin GET),
  *                                              # with the slowest first byte; MiB/s is then per client
+ *   npm run bench:miss -- --no-prime          # the memory as it is (each download primes it by default: lib/pages.ts)
  */
 import { spawnSync } from 'node:child_process';
 import { chmod, link, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -26,6 +27,7 @@ import { startImgcache } from './lib/imgcache.js';
 import { summarizeProfiles } from './lib/profile.js';
 import { makeImage } from './lib/image.js';
 import { originConf, originCounts, proxyConf, startNginx } from './lib/nginx.js';
+import { primeFreePages } from './lib/pages.js';
 import { cpuByPid, cpuByThreadName, cpuSince, type ThreadCpu } from './lib/proc.js';
 import { median } from './lib/report.js';
 import { ensurePackage, freePort, log } from './lib/spawn.js';
@@ -41,6 +43,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     'by-thread': { type: 'boolean', default: false },
     clients: { type: 'string', default: '1' },
+    'no-prime': { type: 'boolean', default: false },
   },
 });
 const sizeMib = positiveInt('size-mib', values['size-mib']);
@@ -106,6 +109,7 @@ async function main(): Promise<void> {
           const url = isImgcache ? `${(server as { base: string }).base}/v2/images/${ids[run]![s]}/file` : `http://127.0.0.1:${port}/${ids[run]![s]}`;
           const pids = server.pids();
           const cpu0 = cpuByPid(pids);
+          if (!values['no-prime']) await primeFreePages(dir, size);
           const threads0 = isImgcache ? cpuByThreadName(pids, undefined, byThread) : undefined;
           const got = await parallel(url, clients, size);
           const firstByte = Math.max(...got.got.map((g) => g.firstByte));

@@ -97,9 +97,9 @@ export async function small(url: string, method = 'GET'): Promise<{ status: numb
   return { status: response.status, body: await response.text() };
 }
 
-/** Polls `url` until it answers at all (any status); throws after ~10 s. */
-export async function waitForHttp(url: string, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+/** Polls `url` until it answers at all (any status); throws after about `timeoutMs`. */
+export async function waitForHttp(url: string, what: string, timeoutMs = 10_000): Promise<void> {
+  for (let i = 0; i < timeoutMs / 100; i++) {
     try {
       await small(url, 'HEAD');
       return;

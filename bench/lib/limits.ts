@@ -6,7 +6,9 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { parallel } from './curl.js';
+import { primeFreePages } from './pages.js';
 import { stop, waitForLine } from './spawn.js';
 
 const MIB = 1 << 20;
@@ -68,6 +70,7 @@ export async function measureLimits(file: string, size: number, scratch: string,
   const read = timedCommand('dd', [`if=${file}`, 'of=/dev/null', 'bs=1M']);
   let write: number;
   try {
+    await primeFreePages(dirname(scratch), size); // as before the caches' cold rows
     write = timedCommand('dd', [`if=${file}`, `of=${scratch}`, 'bs=1M', 'conv=fsync']);
   } finally {
     await rm(scratch, { force: true });

@@ -12,6 +12,13 @@ export interface Target {
   name: string;
   url(id: string): string;
   pids(): number[];
+  /**
+   * For a system that sends no X-Cache-Status header (Glance): whether `id` is cached, asked before each GET;
+   * its downloads then count as HIT or MISS by that answer.
+   */
+  cached?(id: string): boolean;
+  /** False for a system without coalescing (Glance): the rows of concurrent misses are left out (n/a). */
+  concurrentMisses?: boolean;
 }
 
 /** Fresh ids for one turn: each cold row gets an id no system has seen. */
@@ -41,8 +48,9 @@ export interface Turn {
   hit1: Timed;
   hitN: Timed;
   miss1: Timed & { origin: OriginCount };
-  fast: Misses;
-  slow: Misses;
+  /** Absent for a system that does not coalesce misses ({@link Target.concurrentMisses}). */
+  fast?: Misses;
+  slow?: Misses;
   /** Peak memory per phase. */
   peaks: Map<string, Peak>;
 }
@@ -52,6 +60,11 @@ export interface TurnOptions {
   clients: number;
   misses: number;
   originPrefix: string;
+  /**
+   * Called before each cold row with the bytes it will write (lib/pages.ts): every system's misses then start
+   * from the same free memory. Absent: the memory as it is.
+   */
+  prime?: (bytes: number) => Promise<void>;
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -65,24 +78,43 @@ function statuses(got: Got[]): string {
 export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions): Promise<Turn> {
   const { size } = options;
   const peaks = new Map<string, Peak>();
-  const phase = async (name: string, n: number, id: string) => {
+  const download = async (id: string, n: number) => {
+    const cached = target.cached?.(id);
+    const got = await parallel(target.url(id), n, size);
+    if (cached !== undefined) for (const g of got.got) g.cache = cached ? 'HIT' : 'MISS';
+    return got;
+  };
+  /** A cold row writes the image once (coalesced, or the one fill of a system that does not coalesce). */
+  const phase = async (name: string, n: number, id: string, cold = false) => {
+    if (cold) await options.prime?.(size);
     const cpu0 = cpuByPid(target.pids());
     const client0 = endedChildrenCpu();
-    const { value, peak } = await withPeak(target.pids, () => parallel(target.url(id), n, size));
+    const origin0 = await originCounts(options.originPrefix, id);
+    const { value, peak } = await withPeak(target.pids, () => download(id, n));
     const cpu = cpuSince(cpu0, cpuByPid(target.pids()));
     peaks.set(name, peak);
-    return { s: value.s, cpu, client: endedChildrenCpu() - client0, got: value.got };
+    return { s: value.s, cpu, client: endedChildrenCpu() - client0, got: value.got, origin0 };
   };
-  // The origin logs a request when it ends; a proxy may finish its fetch a moment after its last client.
-  const origin = async (id: string) => {
+  /**
+   * What the origin was asked for `id` since `before` (a system may ask it before the first GET: Glance's HEAD
+   * when the bench adds the image). It logs a request when it ends; a proxy may finish its fetch a moment after
+   * its last client.
+   */
+  const origin = async (id: string, before: OriginCount): Promise<OriginCount> => {
     await sleep(300);
-    return originCounts(options.originPrefix, id);
+    const now = await originCounts(options.originPrefix, id);
+    return {
+      requests: now.requests - before.requests,
+      gets: now.gets - before.gets,
+      bytes: now.bytes - before.bytes,
+      longest: now.longest,
+    };
   };
 
   const first = await phase('warm-up', 1, ids.hit);
   if (first.got[0]?.cache !== 'MISS') throw new Error(`${target.name}: warm-up was ${first.got[0]?.cache}, not a MISS`);
   for (let attempt = 1; ; attempt++) {
-    const again = await parallel(target.url(ids.hit), 1, size);
+    const again = await download(ids.hit, 1);
     if (again.got[0]?.cache === 'HIT') break;
     if (attempt === 5) throw new Error(`${target.name}: the second GET was ${again.got[0]?.cache}, not a HIT`);
     await sleep(200);
@@ -95,14 +127,16 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
   const hit1 = await hit(1);
   const hitN = await hit(options.clients);
 
-  const miss = await phase('miss x1', 1, ids.miss);
+  const miss = await phase('miss x1', 1, ids.miss, true);
   if (miss.got[0]?.cache !== 'MISS') throw new Error(`${target.name}: a cold GET was ${miss.got[0]?.cache}, not a MISS`);
-  const miss1 = { s: miss.s, cpu: miss.cpu, client: miss.client, origin: await origin(ids.miss) };
+  const miss1 = { s: miss.s, cpu: miss.cpu, client: miss.client, origin: await origin(ids.miss, miss.origin0) };
+  if (target.concurrentMisses === false) return { hit1, hitN, miss1, peaks };
 
   const many = async (name: string, id: string): Promise<Misses> => {
-    const got = await phase(name, options.misses, id);
+    const got = await phase(name, options.misses, id, true);
     const firstByte = Math.max(...got.got.map((g) => g.firstByte));
-    return { s: got.s, cpu: got.cpu, client: got.client, firstByte, origin: await origin(id), statuses: statuses(got.got) };
+    const counted = await origin(id, got.origin0);
+    return { s: got.s, cpu: got.cpu, client: got.client, firstByte, origin: counted, statuses: statuses(got.got) };
   };
   const fast = await many(`misses x${options.misses}`, ids.fast);
   const slow = await many(`misses x${options.misses}, slow origin`, ids.slow);
