@@ -171,18 +171,39 @@ export function rssNow(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + vm(pid).VmRSS, 0);
 }
 
-/** Peaks of one phase: the summed VmHWM of the processes, and the largest summed RSS and anonymous RSS seen. */
+/**
+ * The processes' proportional set size (smaps_rollup's Pss), summed: a page shared by k of them counts 1/k in
+ * each, so the sum is what the group costs the machine. Summed RSS counts a shared page once per process: the
+ * ~45 MiB of Node's own binary that every imgcache process maps, every worker again.
+ */
+function pssNow(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const match = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+      if (match) sum += Number(match[1]) * 1024;
+    } catch {
+      // gone
+    }
+  }
+  return sum;
+}
+
+/** Peaks of one phase: the summed VmHWM of the processes, and the largest summed RSS, anonymous RSS and PSS seen. */
 export interface Peak {
   /** Sum of VmHWM (each process's own peak since the phase began) or of sampled RSS, whichever is larger. */
   rss: number;
   /** Largest sampled sum of RssAnon: without the file pages a cache that maps its storage (Varnish) shows. */
   anon: number;
+  /** Largest sampled sum of PSS ({@link pssNow}), sampled every 250 ms (it walks the page tables). */
+  pss: number;
 }
 
 /**
  * Runs `task` and returns its value with the peak memory of the process tree(s) `pids()` names while it ran.
  * Writing 5 to clear_refs resets VmHWM (proc(5), Linux 4.0+); where that is refused, VmHWM is the lifetime peak.
- * A 50 ms sampler adds processes that start during the phase and RssAnon, which has no kernel high-water mark.
+ * A 50 ms sampler adds processes that start during the phase and RssAnon, which has no kernel high-water mark;
+ * every fifth sample reads PSS too.
  */
 export async function withPeak<T>(pids: () => number[], task: () => Promise<T>): Promise<{ value: T; peak: Peak }> {
   for (const pid of pids()) {
@@ -192,11 +213,14 @@ export async function withPeak<T>(pids: () => number[], task: () => Promise<T>):
       // the lifetime peak it is
     }
   }
-  const peak: Peak = { rss: 0, anon: 0 };
+  const peak: Peak = { rss: 0, anon: 0, pss: 0 };
+  let samples = 0;
   const sample = () => {
-    const now = pids().map(vm);
+    const group = pids();
+    const now = group.map(vm);
     peak.rss = Math.max(peak.rss, now.reduce((sum, v) => sum + v.VmRSS, 0));
     peak.anon = Math.max(peak.anon, now.reduce((sum, v) => sum + v.RssAnon, 0));
+    if (samples++ % 5 === 0) peak.pss = Math.max(peak.pss, pssNow(group));
   };
   sample();
   const timer = setInterval(sample, 50);

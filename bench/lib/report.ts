@@ -134,6 +134,11 @@ function rows(input: ReportInput): Row[] {
       of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.anon)) / MIB),
       digits: 0,
     },
+    {
+      name: 'peak PSS MiB (shared pages split between the processes), worst phase',
+      of: max((t) => Math.max(...[...t.peaks.values()].map((p) => p.pss)) / MIB),
+      digits: 0,
+    },
   ];
 }
 
