@@ -9,6 +9,7 @@
  *   npm run bench:http -- --cpu-prof prof/              # profile imgcache (node --cpu-prof) and print its hot spots
  *   npm run bench:http -- --root ../copy                # build and run another checkout (to try a change side by side)
  *   npm run bench:http -- --no-prime                    # cold rows on the memory as it is (see lib/pages.ts)
+ *   npm run bench:http -- --floors                      # also nginx and Varnish with a SHA-512 beside each cold row
  *
  * Builds dist/ first (`npm run build`; `--skip-build` to use the dist/ there is). Installs Debian's nginx-light,
  * varnish and python3-glance when missing (root only, quietly; their packaged services never start: a policy-rc.d
@@ -28,6 +29,10 @@
  *   images added by location on the same origin with their hashes (lib/glance.ts). It has no X-Cache-Status: a
  *   GET is a HIT when the image's file is in its cache before it. It does not coalesce misses, so the rows of
  *   concurrent misses are not run for it.
+ * - With `--floors`, nginx (lock 1 h) and Varnish once more each, with `openssl dgst -sha512` of the image run
+ *   beside every cold row (released with the clients; the row ends when both have): not peers but what a peer
+ *   would take if it verified what imgcache verifies. A table after the main one says, per cold-row goal, whether
+ *   such a peer would meet it.
  *
  * Each repetition runs every system in turn (the order rotates), each from a fresh start and an empty cache that
  * is deleted after its turn (disk use stays about 5× the image). Before each cold row, every system gets the same
@@ -41,7 +46,7 @@
  * curl, one process per download, body to /dev/null; server CPU is utime + stime from /proc. Prints one table, the
  * limits, and PASS/FAIL per goal of issue 11. Not in `npm test`.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { chmod, link, mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -56,7 +61,7 @@ import { measureLimits, type Limits } from './lib/limits.js';
 import { type RunningServer, originConf, proxyConf, startNginx } from './lib/nginx.js';
 import { cpuByThread } from './lib/proc.js';
 import { summarizeProfiles } from './lib/profile.js';
-import { report, SYSTEMS, type SystemName } from './lib/report.js';
+import { FLOORS, report, SYSTEMS, type SystemName } from './lib/report.js';
 import { runTurn, type Target, type Turn, type TurnIds } from './lib/rows.js';
 import { ensurePackage, freePort, log, versionOf } from './lib/spawn.js';
 import { GLANCE_MARKER, GLANCE_PYTHON, startGlance } from './lib/glance.js';
@@ -76,6 +81,7 @@ const { values } = parseArgs({
     root: { type: 'string' },
     'imgcache-arg': { type: 'string', multiple: true, default: [] },
     'no-prime': { type: 'boolean', default: false },
+    floors: { type: 'boolean', default: false },
   },
 });
 /** The imgcache checkout to build and run: this one, or another (a copy with a change to compare). */
@@ -110,7 +116,9 @@ async function main(): Promise<void> {
   const missing: Partial<Record<SystemName, string>> = {};
   if (varnishBin.why) missing.varnish = varnishBin.why;
   if (glanceModule.why) missing.glance = glanceModule.why;
-  const systems = SYSTEMS.filter((s) => !missing[s]);
+  const floorOf = (s: SystemName) => (s === 'nginx+sha512' ? 'nginx' : s === 'varnish+sha512' ? 'varnish' : s);
+  const ALL = [...SYSTEMS, ...FLOORS];
+  const systems = [...SYSTEMS, ...(values.floors ? FLOORS : [])].filter((s) => !missing[floorOf(s)]);
   const glanceVersion = glanceModule.path
     ? `Glance ${versionOf(GLANCE_PYTHON, ['-c', "import importlib.metadata as m; print(m.version('glance'))"])}`
     : 'no Glance';
@@ -152,7 +160,7 @@ async function main(): Promise<void> {
     const ids: Array<Record<SystemName, TurnIds>> = [];
     for (let run = 0; run < runs; run++) {
       const perSystem = {} as Record<SystemName, TurnIds>;
-      for (const system of SYSTEMS) {
+      for (const system of ALL) {
         perSystem[system] = { hit: randomUUID(), miss: randomUUID(), fast: randomUUID(), slow: randomUUID() };
         for (const id of Object.values(perSystem[system])) await link(imageFile, join(originDir, id));
       }
@@ -205,16 +213,19 @@ async function main(): Promise<void> {
           describe: () => `${glance.pids().length} process(es)`,
         };
       }
+      // A floor is its peer with the image's SHA-512 computed beside each cold row (lib/report.ts, FLOORS).
+      const base = floorOf(system);
+      const alongside = base === system ? undefined : () => hashBeside(imageFile);
       let peer: RunningServer;
-      if (system === 'varnish') peer = await startVarnish(varnishBin.path!, turnDir, port, originPort, 5 * size + 256 * MIB);
+      if (base === 'varnish') peer = await startVarnish(varnishBin.path!, turnDir, port, originPort, 5 * size + 256 * MIB);
       else {
-        const lock = system === 'nginx' ? '1h' : undefined;
+        const lock = base === 'nginx' ? '1h' : undefined;
         peer = await startNginx(nginxBin.path!, turnDir, port, proxyConf(turnDir, port, originPort, lock, 8 * size));
       }
-      return { name: system, url: (id) => `http://127.0.0.1:${port}/${id}`, pids: peer.pids, stop: peer.stop };
+      return { name: system, url: (id) => `http://127.0.0.1:${port}/${id}`, pids: peer.pids, stop: peer.stop, alongside };
     };
 
-    const turns = Object.fromEntries(SYSTEMS.map((s) => [s, [] as Turn[]])) as Record<SystemName, Turn[]>;
+    const turns = Object.fromEntries(ALL.map((s) => [s, [] as Turn[]])) as Record<SystemName, Turn[]>;
     const limits: Limits[] = [];
     for (let run = 0; run < runs; run++) {
       log(`\nrepetition ${run + 1}/${runs}: load average ${load()}`);
@@ -256,6 +267,17 @@ async function main(): Promise<void> {
     process.off('SIGTERM', interrupted);
   }
   if (profileDir) await summarizeProfiles(profileDir, profilesBefore, ROOT);
+}
+
+/** `openssl dgst -sha512` of `file` (in the page cache): the hashing a verifying cache adds to a miss. */
+function hashBeside(file: string): Promise<void> {
+  return new Promise((done, fail) => {
+    const child = spawn('openssl', ['dgst', '-sha512', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.once('error', fail);
+    child.once('close', (code) => (code === 0 ? done() : fail(new Error(`openssl dgst -sha512 ${file}: exit ${code}: ${err}`))));
+  });
 }
 
 /** Set on SIGINT/SIGTERM: the requests then cut short are not errors worth a stack trace. */

@@ -74,9 +74,14 @@ export async function curl(url: string, size: number): Promise<Got> {
 
 /**
  * `n` concurrent downloads of `url`, released together once every curl is ready ({@link READY_MS}); `s` is the
- * wall time from the release to the last end.
+ * wall time from the release to the last end. `onRelease` is called at the release.
  */
-export async function parallel(url: string, n: number, size: number): Promise<{ s: number; got: Got[] }> {
+export async function parallel(
+  url: string,
+  n: number,
+  size: number,
+  onRelease?: () => void,
+): Promise<{ s: number; got: Got[] }> {
   const started = await Promise.allSettled(Array.from({ length: n }, () => startCurl(url, size)));
   const pending = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -86,6 +91,7 @@ export async function parallel(url: string, n: number, size: number): Promise<{ 
   }
   await new Promise((done) => setTimeout(done, n > 1 ? READY_MS : 0));
   const t0 = performance.now();
+  onRelease?.();
   for (const client of pending) client.go();
   const got = await Promise.all(pending.map((client) => client.got));
   return { s: (performance.now() - t0) / 1000, got };

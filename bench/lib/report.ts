@@ -11,13 +11,20 @@ const MIB = 1 << 20;
 const GIB = 1 << 30;
 
 export const SYSTEMS = ['imgcache', 'nginx', 'nginx-5s', 'varnish', 'glance'] as const;
-export type SystemName = (typeof SYSTEMS)[number];
+/**
+ * The verifying floors (`--floors`): nginx (lock 1 h) and Varnish with a SHA-512 of the image beside each cold
+ * row, on the same cores. Not peers: what a peer would take if it verified what imgcache verifies.
+ */
+export const FLOORS = ['nginx+sha512', 'varnish+sha512'] as const;
+export type SystemName = (typeof SYSTEMS)[number] | (typeof FLOORS)[number];
 const HEADERS: Record<SystemName, string> = {
   imgcache: 'imgcache',
   nginx: 'nginx proxy_cache (lock 1 h)',
   'nginx-5s': 'nginx proxy_cache (default 5 s lock)',
   varnish: 'Varnish 7 (file, streaming)',
   glance: "Glance 25.1's own cache (sqlite driver)",
+  'nginx+sha512': 'nginx (lock 1 h) + SHA-512 alongside',
+  'varnish+sha512': 'Varnish + SHA-512 alongside',
 };
 
 export interface ReportInput {
@@ -149,7 +156,7 @@ export function report(input: ReportInput): void {
   log(`|---|${SYSTEMS.map(() => '---:').join('|')}|---:|---:|---:|---|---|`);
   for (const row of rows(input)) {
     const values = SYSTEMS.map((s) => row.of(input.turns[s]));
-    const of = (s: SystemName) => values[SYSTEMS.indexOf(s)]!;
+    const of = (s: (typeof SYSTEMS)[number]) => values[SYSTEMS.indexOf(s)]!;
     const mine = of('imgcache');
     const vs: Ratios = { nginx: mine / of('nginx'), varnish: mine / of('varnish'), glance: mine / of('glance') };
     const verdict = row.goal ? row.goal.check(mine, vs) : undefined;
@@ -166,6 +173,8 @@ export function report(input: ReportInput): void {
   if (input.turns.glance.length) {
     log(`\n${HEADERS.glance}: its ${input.misses} concurrent misses are not run: Glance does not coalesce (each would be an origin GET)`);
   }
+
+  if (FLOORS.some((f) => input.turns[f].length)) floors(input);
 
   log('\n| limit (same run, same file) | MiB/s |\n|---|---:|');
   const names = Object.keys(input.limits[0] ?? {}) as Array<keyof Limits>;
@@ -191,7 +200,7 @@ export function report(input: ReportInput): void {
   }
 
   log('');
-  for (const system of SYSTEMS) {
+  for (const system of [...SYSTEMS, ...FLOORS]) {
     const turns = input.turns[system];
     if (!turns.length) continue;
     const phases = new Map<string, number>();
@@ -201,5 +210,42 @@ export function report(input: ReportInput): void {
     const shown = [...phases].map(([name, rss]) => `${name} ${(rss / MIB).toFixed(0)}`).join(', ');
     const statuses = turns.map((t) => (t.fast && t.slow ? `${t.fast.statuses} / ${t.slow.statuses}` : 'not run')).join('; ');
     log(`${system}: peak RSS MiB per phase: ${shown}; ${input.misses} misses' statuses per run (fast / slow): ${statuses}`);
+  }
+}
+
+/**
+ * The table that says whether a goal of issue 11 is reachable on this machine by a cache that verifies: each
+ * cold row's goal is a ratio to a peer that does not hash; the same peer with the SHA-512 beside it shows what
+ * that ratio is when only the hashing is added (its own ratio to the peer), and imgcache's ratio to it shows
+ * what is imgcache's own.
+ */
+function floors(input: ReportInput): void {
+  const mib = input.size / MIB;
+  const med = (system: SystemName, f: (t: Turn) => number | undefined) => {
+    const values = input.turns[system].map(f).filter((v): v is number => v !== undefined);
+    return values.length ? median(values) : NaN;
+  };
+  const cell = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+  const rows: Array<{ name: string; f: (t: Turn) => number | undefined; peer: 'nginx' | 'varnish'; goal: number; higher: boolean; digits: number }> = [
+    { name: 'cold miss, 1 client, MiB/s', f: (t) => mib / t.miss1.s, peer: 'nginx', goal: 0.9, higher: true, digits: 0 },
+    { name: `${input.misses} cold misses, fast origin, total s`, f: (t) => t.fast?.s, peer: 'nginx', goal: 1, higher: false, digits: 2 },
+    { name: `${input.misses} cold misses, fast origin, total s`, f: (t) => t.fast?.s, peer: 'varnish', goal: 1.2, higher: false, digits: 2 },
+    { name: `${input.misses} cold misses, origin at 180 MiB/s, total s`, f: (t) => t.slow?.s, peer: 'varnish', goal: 1.05, higher: false, digits: 2 },
+  ];
+  log('\nVerifying floors: each peer again, with `openssl dgst -sha512` of the image run beside every cold row (released');
+  log('with the clients; the row ends when both have). "peer + SHA-512 / peer" is the goal\'s ratio for a peer that');
+  log('added only the hashing imgcache must do; where it misses the goal, the goal is out of reach for any verifying');
+  log('cache on this machine.\n');
+  log('| row | imgcache | peer | peer + SHA-512 | goal (imgcache / peer) | imgcache / peer | (peer + SHA-512) / peer | imgcache / (peer + SHA-512) |');
+  log('|---|---:|---:|---:|---|---:|---:|---:|');
+  for (const row of rows) {
+    const mine = med('imgcache', row.f);
+    const peer = med(row.peer, row.f);
+    const floor = med(`${row.peer}+sha512`, row.f);
+    const name = row.peer === 'nginx' ? 'nginx' : 'Varnish';
+    log(
+      `| ${row.name} (${name}) | ${cell(mine, row.digits)} | ${cell(peer, row.digits)} | ${cell(floor, row.digits)} | ` +
+        `${row.higher ? '≥' : '≤'} ${row.goal.toFixed(2)}× | ${cell(mine / peer, 2)} | ${cell(floor / peer, 2)} | ${cell(mine / floor, 2)} |`,
+    );
   }
 }

@@ -19,6 +19,11 @@ export interface Target {
   cached?(id: string): boolean;
   /** False for a system without coalescing (Glance): the rows of concurrent misses are left out (n/a). */
   concurrentMisses?: boolean;
+  /**
+   * Work run beside each cold row, released with its clients; the row ends when both have (the "peer + SHA-512"
+   * floors: what a peer would take if it verified as imgcache does).
+   */
+  alongside?: () => Promise<void>;
 }
 
 /** Fresh ids for one turn: each cold row gets an id no system has seen. */
@@ -78,9 +83,17 @@ function statuses(got: Got[]): string {
 export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions): Promise<Turn> {
   const { size } = options;
   const peaks = new Map<string, Peak>();
-  const download = async (id: string, n: number) => {
+  const download = async (id: string, n: number, cold = false) => {
     const cached = target.cached?.(id);
-    const got = await parallel(target.url(id), n, size);
+    const alongside = cold ? target.alongside : undefined;
+    let beside: Promise<number> | undefined;
+    const got = await parallel(target.url(id), n, size, () => {
+      if (!alongside) return;
+      const t0 = performance.now();
+      beside = alongside().then(() => (performance.now() - t0) / 1000);
+      beside.catch(() => {}); // awaited below, once the downloads are done
+    });
+    if (beside) got.s = Math.max(got.s, await beside);
     if (cached !== undefined) for (const g of got.got) g.cache = cached ? 'HIT' : 'MISS';
     return got;
   };
@@ -90,7 +103,7 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
     const cpu0 = cpuByPid(target.pids());
     const client0 = endedChildrenCpu();
     const origin0 = await originCounts(options.originPrefix, id);
-    const { value, peak } = await withPeak(target.pids, () => download(id, n));
+    const { value, peak } = await withPeak(target.pids, () => download(id, n, cold));
     const cpu = cpuSince(cpu0, cpuByPid(target.pids()));
     peaks.set(name, peak);
     return { s: value.s, cpu, client: endedChildrenCpu() - client0, got: value.got, origin0 };
