@@ -18,10 +18,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { small, waitForHttp } from './curl.js';
-import { type Digests, killLeftovers, type RunningServer } from './nginx.js';
+import { small } from './curl.js';
+import type { Digests, RunningServer } from './nginx.js';
 import { processTree } from './proc.js';
-import { stop } from './spawn.js';
+import { whenServing } from './server-child.js';
 
 /** Debian's python, which has the python3-glance modules (a python3 first on PATH, such as pyenv's, may not). */
 export const GLANCE_PYTHON = '/usr/bin/python3';
@@ -108,25 +108,9 @@ export async function startGlance(prefix: string, port: number, originPort: numb
   const child: ChildProcess = spawn(GLANCE_PYTHON, ['-m', 'glance.cmd.api', '--config-file', confFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  const keep = (chunk: Buffer) => {
-    out = (out + chunk.toString()).slice(-10_000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const failed = new Promise<never>((_, fail) =>
-    child.once('exit', (code, signal) => fail(new Error(`glance-api exited (${code ?? signal}):\n${out.trim()}`))),
-  );
-  failed.catch(() => {}); // only awaited while starting
   const base = `http://127.0.0.1:${port}`;
-  try {
-    // Importing Glance and forking its workers takes this machine 5-10 s.
-    await Promise.race([waitForHttp(`${base}/versions`, 'glance-api', 60_000), failed]);
-  } catch (error) {
-    await stop(child, 'SIGTERM', 10_000); // one that does not answer is still ours to end
-    throw error;
-  }
-  const pid = child.pid!;
+  // Importing Glance and forking its workers takes this machine 5-10 s.
+  const server = await whenServing(child, 'glance-api', `${base}/versions`, 10_000, 60_000);
   const database = join(prefix, 'glance.sqlite');
 
   const call = async (method: string, path: string, body: unknown, contentType = 'application/json') => {
@@ -144,12 +128,8 @@ export async function startGlance(prefix: string, port: number, originPort: numb
   return {
     port,
     prefix,
-    pids: () => processTree(pid),
-    stop: async () => {
-      const all = processTree(pid);
-      await stop(child, 'SIGTERM', 10_000);
-      killLeftovers(all);
-    },
+    pids: () => processTree(server.pid),
+    stop: server.stop,
     cached: (id) => existsSync(join(cacheDir, id)),
     addImage: async (id, locationUrl, size, digests) => {
       await call('POST', '/v2/images', { id, name: `bench-${id}`, disk_format: 'raw', container_format: 'bare' });

@@ -5,8 +5,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { NODE_FLAGS } from '../../src/server/workers/node-flags.js';
-import { killLeftovers } from './nginx.js';
 import { processTree } from './proc.js';
+import { killLeftovers } from './server-child.js';
 import { stop, waitForLine } from './spawn.js';
 
 export interface Imgcache {

@@ -5,9 +5,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chown, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { waitForHttp } from './curl.js';
-import { stop } from './spawn.js';
 import { processTree } from './proc.js';
+import { whenServing } from './server-child.js';
 
 /** 180 MiB/s: the slow origin of the issue's table. */
 export const SLOW_ORIGIN_BYTES_PER_S = 180 * (1 << 20);
@@ -119,41 +118,8 @@ export async function startNginx(binary: string, prefix: string, port: number, c
   const child: ChildProcess = spawn(binary, ['-c', file, '-p', prefix, '-e', join(prefix, 'error.log')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const failed = new Promise<never>((_, fail) =>
-    child.once('exit', (code, signal) => fail(new Error(`nginx (${prefix}) exited (${code ?? signal}): ${stderr.trim()}`))),
-  );
-  failed.catch(() => {}); // only awaited while starting; a later exit shows as failed downloads
-  try {
-    await Promise.race([waitForHttp(`http://127.0.0.1:${port}/`, `nginx ${prefix}`), failed]);
-  } catch (error) {
-    await stop(child, 'SIGTERM', 5_000); // one that does not answer is still ours to end
-    throw error;
-  }
-  const pid = child.pid!;
-  return {
-    port,
-    prefix,
-    pids: () => processTree(pid),
-    stop: async () => {
-      const all = processTree(pid);
-      await stop(child, 'SIGTERM', 5_000);
-      killLeftovers(all);
-    },
-  };
-}
-
-/** SIGKILL, by PID, any process of a stopped server that is still there (a worker whose master was killed). */
-export function killLeftovers(pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 0);
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone, as it should be
-    }
-  }
+  const server = await whenServing(child, `nginx (${prefix})`, `http://127.0.0.1:${port}/`, 5_000);
+  return { port, prefix, pids: () => processTree(server.pid), stop: server.stop };
 }
 
 /** The origin's access log: requests and body bytes per image id. */

@@ -6,10 +6,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { waitForHttp } from './curl.js';
-import { killLeftovers, type RunningServer } from './nginx.js';
+import type { RunningServer } from './nginx.js';
 import { processTree } from './proc.js';
-import { stop } from './spawn.js';
+import { whenServing } from './server-child.js';
 
 function vcl(originPort: number): string {
   return `vcl 4.1;
@@ -68,31 +67,7 @@ export async function startVarnish(
     ...(process.getuid?.() === 0 ? ['-j', 'none'] : []),
   ];
   const child: ChildProcess = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const keep = (chunk: Buffer) => {
-    out = (out + chunk.toString()).slice(-10_000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const failed = new Promise<never>((_, fail) =>
-    child.once('exit', (code, signal) => fail(new Error(`varnishd exited (${code ?? signal}):\n${out.trim()}`))),
-  );
-  failed.catch(() => {}); // only awaited while starting
-  try {
-    await Promise.race([waitForHttp(`http://127.0.0.1:${port}/`, 'varnishd'), failed]);
-  } catch (error) {
-    await stop(child, 'SIGTERM', 10_000); // one that does not answer is still ours to end
-    throw error;
-  }
-  const pid = child.pid!;
-  return {
-    port,
-    prefix,
-    pids: () => processTree(pid).filter((p) => p !== pid),
-    stop: async () => {
-      const all = processTree(pid);
-      await stop(child, 'SIGTERM', 10_000);
-      killLeftovers(all);
-    },
-  };
+  const server = await whenServing(child, 'varnishd', `http://127.0.0.1:${port}/`, 10_000);
+  // The manager only supervises: its child, the cache process, does the work.
+  return { port, prefix, pids: () => processTree(server.pid).filter((p) => p !== server.pid), stop: server.stop };
 }
