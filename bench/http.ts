@@ -200,8 +200,13 @@ async function main(): Promise<void> {
       }
       if (system === 'glance') {
         const glance = await startGlance(turnDir, port, originPort, 6 * size);
-        for (const id of [turnIds.hit, turnIds.miss]) {
-          await glance.addImage(id, `http://127.0.0.1:${originPort}/img/${id}`, size, digests);
+        try {
+          for (const id of [turnIds.hit, turnIds.miss]) {
+            await glance.addImage(id, `http://127.0.0.1:${originPort}/img/${id}`, size, digests);
+          }
+        } catch (error) {
+          await glance.stop(); // not yet in `running`: ours to end here
+          throw error;
         }
         return {
           name: system,

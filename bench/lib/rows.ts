@@ -97,7 +97,7 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
     if (cached !== undefined) for (const g of got.got) g.cache = cached ? 'HIT' : 'MISS';
     return got;
   };
-  /** A cold row writes the image once (coalesced, or the one fill of a system that does not coalesce). */
+  /** `cold`: the row's GETs make the system write a new image once: the memory is primed, the floor's work runs beside. */
   const phase = async (name: string, n: number, id: string, cold = false) => {
     if (cold) await options.prime?.(size);
     const cpu0 = cpuByPid(target.pids());
