@@ -149,8 +149,9 @@ function rows(input: ReportInput): Row[] {
   ];
 }
 
+const cell = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+
 export function report(input: ReportInput): void {
-  const cell = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   const verdicts = new Map<number, Array<{ name: string; verdict: Verdict }>>();
   log(`| row | ${SYSTEMS.map((s) => HEADERS[s]).join(' | ')} | ratio vs nginx | ratio vs Varnish | ratio vs Glance | goal | result |`);
   log(`|---|${SYSTEMS.map(() => '---:').join('|')}|---:|---:|---:|---|---|`);
@@ -225,7 +226,6 @@ function floors(input: ReportInput): void {
     const values = input.turns[system].map(f).filter((v): v is number => v !== undefined);
     return values.length ? median(values) : NaN;
   };
-  const cell = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   const rows: Array<{ name: string; f: (t: Turn) => number | undefined; peer: 'nginx' | 'varnish'; goal: number; higher: boolean; digits: number }> = [
     { name: 'cold miss, 1 client, MiB/s', f: (t) => mib / t.miss1.s, peer: 'nginx', goal: 0.9, higher: true, digits: 0 },
     { name: `${input.misses} cold misses, fast origin, total s`, f: (t) => t.fast?.s, peer: 'nginx', goal: 1, higher: false, digits: 2 },
