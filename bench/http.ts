@@ -61,7 +61,7 @@ import { measureLimits, type Limits } from './lib/limits.js';
 import { type RunningServer, originConf, proxyConf, startNginx } from './lib/nginx.js';
 import { cpuByThread } from './lib/proc.js';
 import { summarizeProfiles } from './lib/profile.js';
-import { FLOORS, report, SYSTEMS, type SystemName } from './lib/report.js';
+import { ALL_SYSTEMS, FLOORS, report, SYSTEMS, type SystemName } from './lib/report.js';
 import { runTurn, type Target, type Turn, type TurnIds } from './lib/rows.js';
 import { ensurePackage, freePort, log, versionOf } from './lib/spawn.js';
 import { GLANCE_MARKER, GLANCE_PYTHON, startGlance } from './lib/glance.js';
@@ -117,7 +117,6 @@ async function main(): Promise<void> {
   if (varnishBin.why) missing.varnish = varnishBin.why;
   if (glanceModule.why) missing.glance = glanceModule.why;
   const floorOf = (s: SystemName) => (s === 'nginx+sha512' ? 'nginx' : s === 'varnish+sha512' ? 'varnish' : s);
-  const ALL = [...SYSTEMS, ...FLOORS];
   const systems = [...SYSTEMS, ...(values.floors ? FLOORS : [])].filter((s) => !missing[floorOf(s)]);
   const glanceVersion = glanceModule.path
     ? `Glance ${versionOf(GLANCE_PYTHON, ['-c', "import importlib.metadata as m; print(m.version('glance'))"])}`
@@ -160,7 +159,7 @@ async function main(): Promise<void> {
     const ids: Array<Record<SystemName, TurnIds>> = [];
     for (let run = 0; run < runs; run++) {
       const perSystem = {} as Record<SystemName, TurnIds>;
-      for (const system of ALL) {
+      for (const system of ALL_SYSTEMS) {
         perSystem[system] = { hit: randomUUID(), miss: randomUUID(), fast: randomUUID(), slow: randomUUID() };
         for (const id of Object.values(perSystem[system])) await link(imageFile, join(originDir, id));
       }
@@ -230,7 +229,7 @@ async function main(): Promise<void> {
       return { name: system, url: (id) => `http://127.0.0.1:${port}/${id}`, pids: peer.pids, stop: peer.stop, alongside };
     };
 
-    const turns = Object.fromEntries(ALL.map((s) => [s, [] as Turn[]])) as Record<SystemName, Turn[]>;
+    const turns = Object.fromEntries(ALL_SYSTEMS.map((s) => [s, [] as Turn[]])) as Record<SystemName, Turn[]>;
     const limits: Limits[] = [];
     for (let run = 0; run < runs; run++) {
       log(`\nrepetition ${run + 1}/${runs}: load average ${load()}`);

@@ -107,9 +107,9 @@ async function main(): Promise<void> {
         stoppers.add(server.stop);
         try {
           const url = isImgcache ? `${(server as { base: string }).base}/v2/images/${ids[run]![s]}/file` : `http://127.0.0.1:${port}/${ids[run]![s]}`;
+          if (!values['no-prime']) await primeFreePages(dir, size); // before the server's CPU is read, as in bench:http
           const pids = server.pids();
           const cpu0 = cpuByPid(pids);
-          if (!values['no-prime']) await primeFreePages(dir, size);
           const threads0 = isImgcache ? cpuByThreadName(pids, undefined, byThread) : undefined;
           const got = await parallel(url, clients, size);
           const firstByte = Math.max(...got.got.map((g) => g.firstByte));

@@ -17,6 +17,8 @@ export const SYSTEMS = ['imgcache', 'nginx', 'nginx-5s', 'varnish', 'glance'] as
  */
 export const FLOORS = ['nginx+sha512', 'varnish+sha512'] as const;
 export type SystemName = (typeof SYSTEMS)[number] | (typeof FLOORS)[number];
+/** Every system a run can have: the peers' table, then the floors'. */
+export const ALL_SYSTEMS: readonly SystemName[] = [...SYSTEMS, ...FLOORS];
 const HEADERS: Record<SystemName, string> = {
   imgcache: 'imgcache',
   nginx: 'nginx proxy_cache (lock 1 h)',
@@ -201,7 +203,7 @@ export function report(input: ReportInput): void {
   }
 
   log('');
-  for (const system of [...SYSTEMS, ...FLOORS]) {
+  for (const system of ALL_SYSTEMS) {
     const turns = input.turns[system];
     if (!turns.length) continue;
     const phases = new Map<string, number>();
