@@ -1,20 +1,20 @@
 import { Readable, type Writable } from 'node:stream';
 import { drainedOrClosed } from '../streams/drained.js';
-import { cancelTransfer, flushed, plainSocketOf, type SendfileSocket, startTransfer } from '../streams/sendfile.js';
+import {
+  cancelTransfer,
+  extendTransfer,
+  flushed,
+  plainSocketOf,
+  type SendfileSocket,
+  startFollowing,
+  stopTransfer,
+} from '../streams/sendfile.js';
 import { ChecksumMismatchError, SizeMismatchError } from '../errors.js';
 import { CHUNK_SIZE } from '../drivers/file-handles.js';
 import type { Fill, FillConsumer } from './fill.js';
 
 /** Finds or starts another fill of the same image, for a follower whose fill failed before sending it a byte. */
 export type RetryFill = () => Promise<Fill>;
-
-/**
- * While the fill still writes its file, a consumer that has caught up waits for this much on disk before the next
- * sendfile, or for SENDFILE_WAIT_MS, whichever comes first: a transfer is a thread, and one per origin chunk
- * (64 KiB) would cost more than it saves, while a slow origin must not hold bytes back from the client.
- */
-const SENDFILE_STEP = 2 << 20;
-const SENDFILE_WAIT_MS = 10;
 
 /**
  * One consumer's view of a {@link Fill}: a Readable that starts at byte 0 whenever it joins, reads what the fill
@@ -52,8 +52,9 @@ export class FillReader extends Readable implements FillConsumer {
 
   /**
    * Sends the image to `out` (an HTTP response) instead of being read as a stream: the bytes the fill has on disk
-   * go by sendfile(2) from its file when `out` is a plain TCP socket (no copy and no socket write on the main
-   * thread: what lets one fill feed many clients), the rest (a bypass, a fill that stopped spooling) is written
+   * go by sendfile(2) from its file when `out` is a plain TCP socket, on one thread that follows the file as it
+   * grows (no copy, no socket write and no JavaScript per chunk on the main thread: what lets one fill feed many
+   * clients), the rest (a bypass, a fill that stopped spooling) is written
    * from the fill's memory. Same rules as the stream: only released bytes, a follower that got nothing retries
    * once, a failure destroys `out` (the client sees a short body, never a wrong one). Resolves true when every
    * byte went out; the caller ends `out`. Never rejects.
@@ -64,29 +65,18 @@ export class FillReader extends Readable implements FillConsumer {
     this.on('error', () => {});
     const target = plainSocketOf(out);
     let unflushed = true; // bytes written to `out` that sendfile must come after (at first, the response head)
-    let waitingSince: number | null = null; // bytes are on disk, fewer than a step: since when
     try {
       while (!out.destroyed && !this.destroyed) {
         const fill = this.#fill;
         const released = fill.released;
         if (this.position < released) {
-          const onDisk = Math.min(fill.fileLimit, released) - this.position;
           const fd = fill.readFd;
-          if (target && fd !== null && onDisk > 0) {
-            if (onDisk < SENDFILE_STEP && fill.spooling && !fill.done) {
-              waitingSince ??= performance.now();
-              const left = SENDFILE_WAIT_MS - (performance.now() - waitingSince);
-              if (left > 0) {
-                await this.#progressOrClose(out, left);
-                continue;
-              }
-            }
-            waitingSince = null;
+          if (target && fd !== null && fill.fileLimit > this.position) {
             if (unflushed && !(await flushed(out, target))) return false;
             unflushed = false;
-            const sent = await this.#sendfile(target, fd, onDisk);
+            const connected = await this.#follow(fill, out, target, fd);
             fill.consumed();
-            if (!sent) return false;
+            if (!connected) return false;
             continue;
           }
           const chunk = await fill.readAt(this.position, Math.min(CHUNK_SIZE, released - this.position));
@@ -115,14 +105,30 @@ export class FillReader extends Readable implements FillConsumer {
     }
   }
 
-  /** Sends `length` bytes from the position by sendfile; false when the client left first. */
-  async #sendfile(target: SendfileSocket, fd: number, length: number): Promise<boolean> {
-    const transfer = startTransfer(target, fd, this.position, length);
+  /**
+   * Sends the fill's file from the position by sendfile, up to what the fill has released and written, as it
+   * grows, until the file will not grow any further for this consumer: the fill is done (every byte sent), it
+   * stopped spooling (the rest is in memory) or it failed (the transfer stops where it is). False when the
+   * client left first.
+   */
+  async #follow(fill: Fill, out: Writable, target: SendfileSocket, fd: number): Promise<boolean> {
+    const transfer = startFollowing(target, fd, this.position);
+    let end = this.position;
+    const onProgress = () => {
+      if (fill.error && !fill.done) return stopTransfer(transfer);
+      const next = Math.min(fill.fileLimit, fill.released);
+      const final = fill.done || !fill.spooling;
+      if (next > end || final) extendTransfer(transfer, next, final);
+      end = Math.max(end, next);
+    };
+    fill.on('progress', onProgress);
     try {
+      onProgress();
       const outcome = await transfer.done;
       this.position += outcome.bytes;
-      return outcome.complete;
+      return !out.destroyed && !target.socket.destroyed;
     } finally {
+      fill.off('progress', onProgress);
       await cancelTransfer(transfer);
     }
   }

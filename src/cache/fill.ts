@@ -333,6 +333,7 @@ export class Fill extends FillState {
       const end = this.#memory.takeFromRing(tee, this.progress.fileLimit);
       this.#release(Math.min(end, this.progress.received - this.#newest));
     }
+    this.emit('progress'); // consumers following the file (sendfile) learn that it stops growing
     this.#options.logger.warn({ imageId: this.imageId, err: error, reason }, 'fill stops caching; download goes on');
     // The file is deleted, not kept in invalid/: the point is to give the space back. Open readers keep their fd.
     await spool.discard(error, { keepFile: false });
@@ -350,9 +351,7 @@ export class Fill extends FillState {
     }
     // Nothing unverified is published: the stronger declared digest was checked; these are recorded as declared.
     const unchecked = digests.unchecked;
-    if (unchecked.length > 0) {
-      this.#options.logger.debug({ imageId: this.imageId, unchecked }, 'declared digests recorded without a check');
-    }
+    if (unchecked.length > 0) this.#options.logger.debug({ imageId: this.imageId, unchecked }, 'declared digests recorded without a check');
     // Verified: the consumers get the last chunk now, not after fsync and rename. Nothing unverified is released
     // (this is the only place `done` is set), and the commit that follows publishes these same bytes.
     this.progress.verified = true;

@@ -11,9 +11,11 @@ interface SendfileBinding {
     offset: number,
     length: number,
     paused: boolean,
-    done: (errno: number | null, sent: number, truncated: boolean) => void,
+    growing: boolean,
+    done: (errno: number | null, sent: number, truncated: boolean, reached: boolean) => void,
   ): object;
   resume(job: object): void;
+  extend(job: object, end: number, final: boolean): void;
   cancel(job: object): void;
   peek(fd: number, buffer: Buffer): number;
 }
@@ -110,6 +112,24 @@ export interface Transfer {
  * client leaving.
  */
 export function startTransfer(target: SendfileSocket, fileFd: number, start: number, length: number, paused = false): Transfer {
+  return transfer(target, fileFd, start, length, paused, false);
+}
+
+/**
+ * A transfer of a file that is still being written: it sends bytes `start..end` as {@link extendTransfer} lets
+ * it (at first none), on one thread for its whole life, and completes once its end is final and sent. `done`
+ * reports the bytes sent; `complete` means every byte up to the final end.
+ */
+export function startFollowing(target: SendfileSocket, fileFd: number, start: number): Transfer {
+  return transfer(target, fileFd, start, 0, false, true);
+}
+
+/** A following transfer may send up to file offset `end` (it never goes back); `final`: it ends there. */
+export function extendTransfer(transfer: Transfer, end: number, final: boolean): void {
+  (binding as SendfileBinding).extend(transfer.job, end, final);
+}
+
+function transfer(target: SendfileSocket, fileFd: number, start: number, length: number, paused: boolean, growing: boolean): Transfer {
   const native = binding as SendfileBinding;
   const { socket } = target;
   let settle!: (outcome: SendOutcome) => void;
@@ -120,12 +140,12 @@ export function startTransfer(target: SendfileSocket, fileFd: number, start: num
   });
   done.catch(() => {}); // awaited by the caller, possibly later than it settles
   const onClose = () => native.cancel(job);
-  const job = native.start(target.fd, fileFd, start, length, paused, (errno, sent, truncated) => {
+  const job = native.start(target.fd, fileFd, start, length, paused, growing, (errno, sent, truncated, reached) => {
     socket.off('close', onClose);
     if (truncated) {
       fail(new Error(`short read at byte ${start + sent} of a cached file: it was truncated while being served`));
     } else if (errno === null || GONE.has(errno) || socket.destroyed) {
-      settle({ complete: errno === null && sent === length && !socket.destroyed, bytes: sent });
+      settle({ complete: errno === null && reached && !socket.destroyed, bytes: sent });
     } else {
       fail(Object.assign(new Error(`sendfile failed with errno ${errno}`), { errno }));
     }
@@ -138,9 +158,14 @@ export function resumeTransfer(transfer: Transfer): void {
   (binding as SendfileBinding).resume(transfer.job);
 }
 
-/** Stops a transfer at its next wake-up (a no-op once it ended) and waits for its thread to let go. */
-export async function cancelTransfer(transfer: Transfer): Promise<void> {
+/** Stops a transfer at its next wake-up (a no-op once it ended); `done` then settles. */
+export function stopTransfer(transfer: Transfer): void {
   (binding as SendfileBinding).cancel(transfer.job);
+}
+
+/** Stops a transfer (see {@link stopTransfer}) and waits for its thread to let go. */
+export async function cancelTransfer(transfer: Transfer): Promise<void> {
+  stopTransfer(transfer);
   await transfer.done.catch(() => {});
 }
 

@@ -159,6 +159,18 @@ describe('GET /v2/images/{id}/file', () => {
     assert.equal(await server.cache.driver.isCached(ID), false);
   });
 
+  it('fails every coalesced download of a corrupt image without a complete body, while they follow its file', async (t) => {
+    const server = await startTestServer(t);
+    server.glance.addImage({ id: ID }, imageBytes(24 << 20, 7), { corrupt: true, slowMs: 2 });
+    const downloads = Array.from({ length: 6 }, () => request(`${server.url}/v2/images/${ID}/file`).then(
+      (response) => response.body.length,
+      (error: Error) => error,
+    ));
+    for (const outcome of await Promise.all(downloads)) assert.ok(outcome instanceof Error, `a body of ${String(outcome)} bytes`);
+    assert.equal(await server.cache.driver.isCached(ID), false);
+    assert.equal(server.glance.counts.get(`GET /v2/images/${ID}/file`), 1);
+  });
+
   it('answers 502 when the origin fails before sending data', async (t) => {
     const server = await startTestServer(t);
     server.glance.addImage({ id: ID }, imageBytes(1000), { status500: 'file' });
