@@ -18,7 +18,7 @@ import type { ClientTls } from '../http-client.js';
 import { openCache } from '../open-cache.js';
 import { givenTlsFlags, readClientTls } from './client-tls.js';
 import { CliUsageError, type ExitCode } from './exit.js';
-import { parseServerUrl, RemoteCache } from './remote.js';
+import type { RemoteCache } from './remote.js';
 
 /** Where the CLI writes. `main` uses the process's streams; nothing else in src/cli touches `process`. */
 export interface CliIO {
@@ -221,6 +221,8 @@ export class CliContext {
     const server = this.serverUrl(globals);
     if (server === null) return this.withCache(command, options, bodies.local);
 
+    // Loaded only here: undici is ~9 MiB of heap that `serve` (each of its workers) would carry for nothing.
+    const { parseServerUrl, RemoteCache } = await import('./remote.js');
     const url = parseServerUrl(server.url, server.source);
     for (const [key, flag, why] of LOCAL_FLAGS) {
       if (globals[key] !== undefined) throw new CliUsageError(`${flag} does not apply with ${server.source}: ${why}`);

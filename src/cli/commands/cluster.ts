@@ -8,7 +8,6 @@ import { withClusterStore } from '../cluster-store.js';
 import type { CliContext, GlobalOptions } from '../context.js';
 import { EXIT } from '../exit.js';
 import { formatBytes, formatTimestamp, plural } from '../format.js';
-import { parseServerUrl, RemoteCache } from '../remote.js';
 
 interface JsonOption {
   json?: boolean;
@@ -164,6 +163,7 @@ function renderFillsTable(fills: readonly ClusterFill[]): string {
 /** `POST {url}/v2/cache/prune` with the same client, token handling and messages as `prune --url`. */
 async function pruneNode(url: string, token: string | undefined, logger: Logger, tls: ClientTls): Promise<PruneOutcome> {
   try {
+    const { parseServerUrl, RemoteCache } = await import('../remote.js'); // undici: not for every `serve` process
     const base = parseServerUrl(url, `node URL ${url}`);
     const server = new RemoteCache({ url: base, logger, tls, ...(token ? { token } : {}) });
     try {
