@@ -3,7 +3,7 @@
  * reader tolerates a process that exits while it looks (a worker replaced, a short-lived helper).
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 
 const TICKS = (() => {
   try {
@@ -189,6 +189,64 @@ function pssNow(pids: number[]): number {
   return sum;
 }
 
+/**
+ * The processes' resident memory with every physical page counted once, however many of them map it: what RSS
+ * would say if they were one process (as threads of one are). Read from /proc/PID/pagemap (the page frames need
+ * root: elsewhere, and for a process that is gone, nothing is counted), for every mapping that is not reserved
+ * address space only. Summed RSS counts the ~40 MiB of Node's binary that every imgcache process maps once per process; PSS
+ * splits it with any other process that maps it (the bench's own node), so it reads low.
+ */
+function residentOnceNow(pids: number[]): number {
+  let frames = new Uint8Array(1 << 21); // a bit per page frame: 64 GiB of them, grown when a frame is above
+  let count = 0;
+  for (const pid of pids) {
+    let maps: string;
+    let fd: number;
+    try {
+      maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+      fd = openSync(`/proc/${pid}/pagemap`, 'r');
+    } catch {
+      continue;
+    }
+    try {
+      for (const mapping of maps.matchAll(/^([0-9a-f]+)-([0-9a-f]+) (\S+)/gm)) {
+        const [start, end] = [parseInt(mapping[1]!, 16), parseInt(mapping[2]!, 16)];
+        // Reserved address space (nothing can be resident), and the vsyscall page above any file position.
+        if (mapping[3]!.startsWith('---') || end > 2 ** 47) continue;
+        const pages = (end - start) / PAGE;
+        if (PAGEMAP.length < pages * 2) PAGEMAP = new Uint32Array(pages * 2);
+        const read = readSync(fd, PAGEMAP, 0, pages * 8, start / PAGE * 8) / 4;
+        for (let at = 0; at + 2 <= read; at += 2) {
+          const high = PAGEMAP[at + 1]!; // little-endian: the entry's upper half
+          // Bit 63: present; bits 0-54: the page frame number (0 without CAP_SYS_ADMIN).
+          if (!(high & 0x80000000)) continue;
+          const frame = (high & 0x7fffff) * 2 ** 32 + PAGEMAP[at]!;
+          const byte = Math.floor(frame / 8);
+          if (byte >= frames.length) {
+            const grown = new Uint8Array(2 ** Math.ceil(Math.log2(byte + 1)));
+            grown.set(frames);
+            frames = grown;
+          }
+          const bit = 1 << (frame % 8);
+          if (frame > 0 && !(frames[byte]! & bit)) {
+            frames[byte]! |= bit;
+            count += 1;
+          }
+        }
+      }
+    } catch {
+      // the process went away while it was read
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return count * PAGE;
+}
+
+const PAGE = 4096;
+/** One buffer for every read of pagemap (8 bytes, two words, per page), grown to the largest mapping read. */
+let PAGEMAP = new Uint32Array(0);
+
 /** Peaks of one phase: the summed VmHWM of the processes, and the largest summed RSS, anonymous RSS and PSS seen. */
 export interface Peak {
   /** Sum of VmHWM (each process's own peak since the phase began) or of sampled RSS, whichever is larger. */
@@ -197,13 +255,15 @@ export interface Peak {
   anon: number;
   /** Largest sampled sum of PSS ({@link pssNow}), sampled every 250 ms (it walks the page tables). */
   pss: number;
+  /** Largest sampled resident memory with each page counted once ({@link residentOnceNow}), every 500 ms; 0 if not root. */
+  once: number;
 }
 
 /**
  * Runs `task` and returns its value with the peak memory of the process tree(s) `pids()` names while it ran.
  * Writing 5 to clear_refs resets VmHWM (proc(5), Linux 4.0+); where that is refused, VmHWM is the lifetime peak.
  * A 50 ms sampler adds processes that start during the phase and RssAnon, which has no kernel high-water mark;
- * every fifth sample reads PSS too.
+ * every fifth sample reads PSS too, every tenth the pages counted once.
  */
 export async function withPeak<T>(pids: () => number[], task: () => Promise<T>): Promise<{ value: T; peak: Peak }> {
   for (const pid of pids()) {
@@ -213,14 +273,16 @@ export async function withPeak<T>(pids: () => number[], task: () => Promise<T>):
       // the lifetime peak it is
     }
   }
-  const peak: Peak = { rss: 0, anon: 0, pss: 0 };
+  const peak: Peak = { rss: 0, anon: 0, pss: 0, once: 0 };
   let samples = 0;
   const sample = () => {
     const group = pids();
     const now = group.map(vm);
     peak.rss = Math.max(peak.rss, now.reduce((sum, v) => sum + v.VmRSS, 0));
     peak.anon = Math.max(peak.anon, now.reduce((sum, v) => sum + v.RssAnon, 0));
-    if (samples++ % 5 === 0) peak.pss = Math.max(peak.pss, pssNow(group));
+    if (samples % 5 === 0) peak.pss = Math.max(peak.pss, pssNow(group));
+    if (samples % 10 === 0) peak.once = Math.max(peak.once, residentOnceNow(group)); // ~3 ms per process
+    samples += 1;
   };
   sample();
   const timer = setInterval(sample, 50);
