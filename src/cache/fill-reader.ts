@@ -54,10 +54,10 @@ export class FillReader extends Readable implements FillConsumer {
    * Sends the image to `out` (an HTTP response) instead of being read as a stream: the bytes the fill has on disk
    * go by sendfile(2) from its file when `out` is a plain TCP socket, on one thread that follows the file as it
    * grows (no copy, no socket write and no JavaScript per chunk on the main thread: what lets one fill feed many
-   * clients), the rest (a bypass, a fill that stopped spooling) is written
-   * from the fill's memory. Same rules as the stream: only released bytes, a follower that got nothing retries
-   * once, a failure destroys `out` (the client sees a short body, never a wrong one). Resolves true when every
-   * byte went out; the caller ends `out`. Never rejects.
+   * clients), the rest (a bypass, a fill that stopped spooling) is written from the fill's memory. Same rules as
+   * the stream: only released bytes, a follower that got nothing retries once, a failure destroys `out` (the
+   * client sees a short body, never a wrong one). Resolves true when every byte went out; the caller ends `out`.
+   * Never rejects.
    */
   async writeTo(out: Writable & { flushHeaders?: () => void }): Promise<boolean> {
     this.#active = false; // the stream side stays idle: nothing reads it
@@ -133,13 +133,11 @@ export class FillReader extends Readable implements FillConsumer {
     }
   }
 
-  /** Waits for the fill's next progress, for `out` to close, or (with `ms`) that long. */
-  #progressOrClose(out: Writable, ms?: number): Promise<void> {
+  /** Waits for the fill's next progress, or for `out` to close. */
+  #progressOrClose(out: Writable): Promise<void> {
     const fill = this.#fill;
     return new Promise((resolve) => {
-      const timer = ms === undefined ? undefined : setTimeout(() => done(), ms);
       const done = () => {
-        clearTimeout(timer);
         fill.off('progress', done);
         out.off('close', done);
         resolve();
