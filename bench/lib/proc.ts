@@ -214,13 +214,13 @@ function residentOnceNow(pids: number[]): number {
         // Reserved address space (nothing can be resident), and the vsyscall page above any file position.
         if (mapping[3]!.startsWith('---') || end > 2 ** 47) continue;
         const pages = (end - start) / PAGE;
-        if (PAGEMAP.length < pages * 2) PAGEMAP = new Uint32Array(pages * 2);
-        const read = readSync(fd, PAGEMAP, 0, pages * 8, start / PAGE * 8) / 4;
+        if (pagemapWords.length < pages * 2) pagemapWords = new Uint32Array(pages * 2);
+        const read = readSync(fd, pagemapWords, 0, pages * 8, start / PAGE * 8) / 4;
         for (let at = 0; at + 2 <= read; at += 2) {
-          const high = PAGEMAP[at + 1]!; // little-endian: the entry's upper half
+          const high = pagemapWords[at + 1]!; // little-endian: the entry's upper half
           // Bit 63: present; bits 0-54: the page frame number (0 without CAP_SYS_ADMIN).
           if (!(high & 0x80000000)) continue;
-          const frame = (high & 0x7fffff) * 2 ** 32 + PAGEMAP[at]!;
+          const frame = (high & 0x7fffff) * 2 ** 32 + pagemapWords[at]!;
           const byte = Math.floor(frame / 8);
           if (byte >= frames.length) {
             const grown = new Uint8Array(2 ** Math.ceil(Math.log2(byte + 1)));
@@ -245,7 +245,7 @@ function residentOnceNow(pids: number[]): number {
 
 const PAGE = 4096;
 /** One buffer for every read of pagemap (8 bytes, two words, per page), grown to the largest mapping read. */
-let PAGEMAP = new Uint32Array(0);
+let pagemapWords = new Uint32Array(0);
 
 /** Peaks of one phase: the summed VmHWM of the processes, and the largest summed RSS, anonymous RSS and PSS seen. */
 export interface Peak {
