@@ -193,8 +193,8 @@ function pssNow(pids: number[]): number {
  * The processes' resident memory with every physical page counted once, however many of them map it: what RSS
  * would say if they were one process (as threads of one are). Read from /proc/PID/pagemap (the page frames need
  * root: elsewhere, and for a process that is gone, nothing is counted), for every mapping that is not reserved
- * address space only. Summed RSS counts the ~40 MiB of Node's binary that every imgcache process maps once per process; PSS
- * splits it with any other process that maps it (the bench's own node), so it reads low.
+ * address space only. Summed RSS counts the ~40 MiB of Node's binary that every imgcache process maps once per
+ * process; PSS splits it with any other process that maps it (the bench's own node), so it reads low.
  */
 function residentOnceNow(pids: number[]): number {
   let frames = new Uint8Array(1 << 21); // a bit per page frame: 64 GiB of them, grown when a frame is above
