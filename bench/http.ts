@@ -10,6 +10,7 @@
  *   npm run bench:http -- --root ../copy                # build and run another checkout (to try a change side by side)
  *   npm run bench:http -- --no-prime                    # cold rows on the memory as it is (see lib/pages.ts)
  *   npm run bench:http -- --floors                      # also nginx and Varnish with a SHA-512 beside each cold row
+ *   npm run bench:http -- --hit-downloads 8             # downloads summed in the 1-client hit row (default 4)
  *
  * Builds dist/ first (`npm run build`; `--skip-build` to use the dist/ there is). Installs Debian's nginx-light,
  * varnish and python3-glance when missing (root only, quietly; their packaged services never start: a policy-rc.d
@@ -37,8 +38,8 @@
  * Each repetition runs every system in turn (the order rotates), each from a fresh start and an empty cache that
  * is deleted after its turn (disk use stays about 5× the image). Before each cold row, every system gets the same
  * free memory: a scratch file as big as the image is written and deleted (lib/pages.ts; on a VM with free-page
- * reporting, a miss's time otherwise depends on how recently anything was freed). The rows: warm one hit, hit ×1,
- * hit ×N (MiB/s, server CPU s/GiB), one cold miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses
+ * reporting, a miss's time otherwise depends on how recently anything was freed). The rows: warm one hit, hit ×1
+ * (--hit-downloads downloads one after another, summed), hit ×N (MiB/s, server CPU s/GiB), one cold miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses
  * from the fast and from the slow origin (total s, slowest first byte, origin GETs and bytes), peak RSS of all the
  * system's processes per phase (nginx master + workers, Varnish's child, imgcache's serve and its children,
  * glance-api and its workers). Then the machine's limits on the same file: page-cache read, disk write + fsync,
@@ -75,6 +76,7 @@ const { values } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     runs: { type: 'string', default: '3' },
     clients: { type: 'string', default: '8' },
+    'hit-downloads': { type: 'string', default: '4' },
     misses: { type: 'string', default: '16' },
     'skip-build': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
@@ -89,6 +91,7 @@ const ROOT = resolve(values.root ?? fileURLToPath(new URL('..', import.meta.url)
 const sizeMib = positiveInt('size-mib', values['size-mib']);
 const runs = positiveInt('runs', values.runs);
 const clients = positiveInt('clients', values.clients);
+const hitDownloads = positiveInt('hit-downloads', values['hit-downloads']);
 const misses = positiveInt('misses', values.misses);
 const profileDir = values['cpu-prof'] ? resolve(values['cpu-prof']) : undefined;
 const imgcacheArgs = values['imgcache-arg'] ?? [];
@@ -127,8 +130,11 @@ async function main(): Promise<void> {
       `${versionOf(nginxBin.path, ['-v'])}; ${varnishBin.path ? versionOf(varnishBin.path, ['-V']) : 'no varnishd'}; ` +
       `${glanceVersion}; ${versionOf('curl', ['--version']).split(' ').slice(0, 2).join(' ')}; ${versionOf('openssl', ['version'])}`,
   );
-  log(`image ${sizeMib} MiB, ${runs} repetitions, ${clients} hit clients, ${misses} concurrent misses` +
-    (imgcacheArgs.length ? `; imgcache serve ${imgcacheArgs.join(' ')}` : ''));
+  log(
+    `image ${sizeMib} MiB, ${runs} repetitions, ${hitDownloads} downloads in the 1-client hit row, ${clients} hit ` +
+      `clients, ${misses} concurrent misses` +
+      (imgcacheArgs.length ? `; imgcache serve ${imgcacheArgs.join(' ')}` : ''),
+  );
 
   const dir = await mkdtemp(join(tmpdir(), 'imgcache-bench-http-'));
   const running = new Set<{ stop(): Promise<void> }>();
@@ -241,12 +247,12 @@ async function main(): Promise<void> {
         running.add(target);
         try {
           const prime = values['no-prime'] ? undefined : (bytes: number) => primeFreePages(dir, bytes);
-          const turn = await runTurn(target, ids[run]![system], { size, clients, misses, originPrefix, prime });
+          const turn = await runTurn(target, ids[run]![system], { size, clients, hitDownloads, misses, originPrefix, prime });
           turns[system].push(turn);
           const mibps = (n: number, s: number) => ((n * sizeMib) / s).toFixed(0);
           const { fast, slow } = turn;
           log(
-            `  ${system}: hit x1 ${mibps(1, turn.hit1.s)}, x${clients} ${mibps(clients, turn.hitN.s)} MiB/s; miss ` +
+            `  ${system}: hit x1 ${mibps(hitDownloads, turn.hit1.s)}, x${clients} ${mibps(clients, turn.hitN.s)} MiB/s; miss ` +
               `${mibps(1, turn.miss1.s)} MiB/s (${turn.miss1.origin.requests} origin requests); ${misses} misses ` +
               (fast && slow
                 ? `${fast.s.toFixed(2)} s (first byte ≤ ${fast.firstByte.toFixed(3)}, ${fast.origin.gets} GETs), ` +
@@ -264,7 +270,7 @@ async function main(): Promise<void> {
       limits.push(await measureLimits(imageFile, size, join(dir, 'scratch.bin'), clients));
     }
     log(`\nload average at the end ${load()}\n`);
-    report({ size, clients, misses, turns, missing, limits });
+    report({ size, clients, hitDownloads, misses, turns, missing, limits });
   } finally {
     await cleanup();
     process.off('SIGINT', interrupted);

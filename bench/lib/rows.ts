@@ -50,6 +50,7 @@ export interface Misses extends Timed {
 }
 
 export interface Turn {
+  /** {@link TurnOptions.hitDownloads} downloads one after another: `s`, `cpu` and `client` are their sums. */
   hit1: Timed;
   hitN: Timed;
   miss1: Timed & { origin: OriginCount };
@@ -64,6 +65,12 @@ export interface TurnOptions {
   size: number;
   clients: number;
   misses: number;
+  /**
+   * Downloads in the 1-client hit row, one after another. One 1 GiB hit is 15-35 ticks of server CPU, and on
+   * loopback the kernel charges a varying share of the receiving side's TCP work to the sender: one download's
+   * CPU varied 2x between consecutive hits of the same server (0.16-0.35 s), so the row sums several.
+   */
+  hitDownloads: number;
   originPrefix: string;
   /**
    * Called before each cold row with the bytes it will write (lib/pages.ts): every system's misses then start
@@ -98,12 +105,22 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
     return got;
   };
   /** `cold`: the row's GETs make the system write a new image once: the memory is primed, the floor's work runs beside. */
-  const phase = async (name: string, n: number, id: string, cold = false) => {
+  /** `n` concurrent downloads, `times` such rounds one after another (their seconds summed). */
+  const phase = async (name: string, n: number, id: string, cold = false, times = 1) => {
     if (cold) await options.prime?.(size);
     const cpu0 = cpuByPid(target.pids());
     const client0 = endedChildrenCpu();
     const origin0 = await originCounts(options.originPrefix, id);
-    const { value, peak } = await withPeak(target.pids, () => download(id, n, cold));
+    const rounds = async () => {
+      const all = { s: 0, got: [] as Got[] };
+      for (let round = 0; round < times; round++) {
+        const got = await download(id, n, cold);
+        all.s += got.s;
+        all.got.push(...got.got);
+      }
+      return all;
+    };
+    const { value, peak } = await withPeak(target.pids, rounds);
     const cpu = cpuSince(cpu0, cpuByPid(target.pids()));
     peaks.set(name, peak);
     return { s: value.s, cpu, client: endedChildrenCpu() - client0, got: value.got, origin0 };
@@ -132,13 +149,13 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
     if (attempt === 5) throw new Error(`${target.name}: the second GET was ${again.got[0]?.cache}, not a HIT`);
     await sleep(200);
   }
-  const hit = async (n: number) => {
-    const got = await phase(`hit x${n}`, n, ids.hit);
+  const hit = async (n: number, times: number) => {
+    const got = await phase(`hit x${n}`, n, ids.hit, false, times);
     if (got.got.some((g) => g.cache !== 'HIT')) throw new Error(`${target.name}: hits x${n} were ${statuses(got.got)}`);
     return { s: got.s, cpu: got.cpu, client: got.client };
   };
-  const hit1 = await hit(1);
-  const hitN = await hit(options.clients);
+  const hit1 = await hit(1, options.hitDownloads);
+  const hitN = await hit(options.clients, 1);
 
   const miss = await phase('miss x1', 1, ids.miss, true);
   if (miss.got[0]?.cache !== 'MISS') throw new Error(`${target.name}: a cold GET was ${miss.got[0]?.cache}, not a MISS`);
