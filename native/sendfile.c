@@ -8,6 +8,13 @@
  * goes away closes the socket) without this thread ever writing to a reused fd number; `cancel` stops it at the
  * next wake-up (at most POLL_MS later).
  *
+ * A client on this host (loopback) gets copies instead: pread(2) into a 512 KiB buffer of the job's, send(2) from
+ * it. Over loopback nothing is saved by sendfile, since the receiver copies every byte out of the socket anyway, and
+ * its page references cost both sides more than a copy through a buffer that stays in the core's cache: on this
+ * project's 2-core VM a 1 GiB hit went from 2,300-3,900 MiB/s to 5,200-6,200, with about 45% less CPU on the
+ * server and 40% less on the client (128 KiB and 1 MiB buffers did worse). Remote clients keep sendfile(2), which
+ * spares the server a copy.
+ *
  * A growing job follows a file that is still being written (a fill's consumers): it sends up to its end, then
  * sleeps until `extend` moves the end on or marks it final, so one thread serves a follower for the whole fill
  * instead of one thread per step (16 followers of a 1 GiB fill started 8,192 threads, and their JavaScript per
@@ -22,12 +29,14 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define POLL_MS 200
 #define STEP (8 << 20)
+#define COPY_BYTES (512 << 10)
 
 typedef struct {
   int out_fd;
@@ -37,6 +46,11 @@ typedef struct {
   int64_t end;
   int final;
   int64_t sent;
+  /* Copy mode (a loopback client): bytes [offset, offset + buffered - buffer_at) wait in buffer (mapped on first use). */
+  int copy;
+  char *buffer;
+  size_t buffered;
+  size_t buffer_at;
   int error;       /* errno of the failure, 0 for none */
   int truncated;   /* the file ended before the range did */
   int reached;     /* the job sent everything up to its final end */
@@ -48,6 +62,39 @@ typedef struct {
   napi_threadsafe_function done;
   pthread_t thread;
 } job_t;
+
+/*
+ * Copy mode: when everything buffered has gone out, reads the next bytes at the job's offset (at most `available`).
+ * Returns 0 when the buffer holds bytes to send, -1 when the job must end (error or truncated set).
+ */
+static int fill_buffer(job_t *job, int64_t available) {
+  if (job->buffer_at < job->buffered) return 0;
+  if (job->buffer == NULL) {
+    void *mapped = mmap(NULL, COPY_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED) {
+      job->error = errno;
+      return -1;
+    }
+    job->buffer = mapped;
+  }
+  size_t want = available < COPY_BYTES ? (size_t)available : COPY_BYTES;
+  for (;;) {
+    ssize_t got = pread(job->in_fd, job->buffer, want, job->offset);
+    if (got > 0) {
+      job->buffered = (size_t)got;
+      job->buffer_at = 0;
+      return 0;
+    }
+    if (got == 0) {
+      job->truncated = 1;
+      return -1;
+    }
+    if (errno != EINTR) {
+      job->error = errno;
+      return -1;
+    }
+  }
+}
 
 static void *run(void *arg) {
   job_t *job = arg;
@@ -67,15 +114,28 @@ static void *run(void *arg) {
       job->reached = 1;
       break;
     }
-    size_t step = available < STEP ? (size_t)available : STEP;
-    ssize_t n = sendfile(job->out_fd, job->in_fd, &job->offset, step);
-    if (n > 0) {
-      job->sent += n;
-      continue;
-    }
-    if (n == 0) {
-      job->truncated = 1;
-      break;
+    ssize_t n;
+    if (job->copy) {
+      int refilled = fill_buffer(job, available);
+      if (refilled < 0) break;
+      n = send(job->out_fd, job->buffer + job->buffer_at, job->buffered - job->buffer_at, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        job->buffer_at += (size_t)n;
+        job->offset += n;
+        job->sent += n;
+        continue;
+      }
+    } else {
+      size_t step = available < STEP ? (size_t)available : STEP;
+      n = sendfile(job->out_fd, job->in_fd, &job->offset, step);
+      if (n > 0) {
+        job->sent += n;
+        continue;
+      }
+      if (n == 0) {
+        job->truncated = 1;
+        break;
+      }
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
@@ -94,6 +154,7 @@ static void *run(void *arg) {
     job->error = errno;
     break;
   }
+  if (job->buffer != NULL) munmap(job->buffer, COPY_BYTES);
   close(job->out_fd);
   close(job->in_fd);
   napi_call_threadsafe_function(job->done, job, napi_tsfn_blocking);
@@ -147,20 +208,21 @@ static void wake_job(job_t *job, int cancel) {
   } while (0)
 
 /*
- * start(outFd, inFd, offset, length, paused, growing, callback) -> job (for resume, extend and cancel). A growing
- * job's `length` is only where it may send up to for now (see extend).
+ * start(outFd, inFd, offset, length, paused, growing, copy, callback) -> job (for resume, extend and cancel). A
+ * growing job's `length` is only where it may send up to for now (see extend); `copy`: a loopback client (see above).
  */
 static napi_value start(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, "ERR_SENDFILE", "start(outFd, inFd, offset, length, paused, growing, callback)");
+  if (argc < 8) {
+    napi_throw_type_error(env, "ERR_SENDFILE", "start(outFd, inFd, offset, length, paused, growing, copy, callback)");
     return NULL;
   }
-  bool paused, growing;
+  bool paused, growing, copy;
   CHECK(napi_get_value_bool(env, argv[4], &paused));
   CHECK(napi_get_value_bool(env, argv[5], &growing));
+  CHECK(napi_get_value_bool(env, argv[6], &copy));
   int32_t out_fd, in_fd;
   int64_t offset, length;
   CHECK(napi_get_value_int32(env, argv[0], &out_fd));
@@ -186,6 +248,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   job->end = offset + length;
   job->final = !growing;
   job->paused = paused;
+  job->copy = copy;
   atomic_init(&job->cancelled, 0);
   pthread_mutex_init(&job->lock, NULL);
   pthread_cond_init(&job->wake, NULL);
@@ -193,7 +256,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   CHECK(napi_create_string_utf8(env, "imgcache.sendfile", NAPI_AUTO_LENGTH, &name));
   /* The job is freed with its JS handle, which the caller keeps until the callback ran. */
   CHECK(napi_create_external(env, job, free_job, NULL, &handle));
-  CHECK(napi_create_threadsafe_function(env, argv[6], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done));
+  CHECK(napi_create_threadsafe_function(env, argv[7], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done));
   if (pthread_create(&job->thread, NULL, run, job) != 0) {
     close(job->out_fd);
     close(job->in_fd);

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import { isIPv4, type Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import type { SendOutcome } from './send-file.js';
 
@@ -12,6 +12,7 @@ interface SendfileBinding {
     length: number,
     paused: boolean,
     growing: boolean,
+    copy: boolean,
     done: (errno: number | null, sent: number, truncated: boolean, reached: boolean) => void,
   ): object;
   resume(job: object): void;
@@ -47,6 +48,18 @@ const GONE = new Set([32 /* EPIPE */, 104 /* ECONNRESET */, 110 /* ETIMEDOUT */]
 export interface SendfileSocket {
   readonly socket: Socket;
   readonly fd: number;
+  /**
+   * The client is on this host (the kernel's loopback carries the bytes): the transfer copies through a buffer
+   * instead of sendfile(2), which is faster and cheaper there (native/sendfile.c).
+   */
+  readonly loopback: boolean;
+}
+
+/** Whether a connection between these addresses stays on this host: a loopback address, or the host's own. */
+export function isLoopbackPeer(remote: string | undefined, local: string | undefined): boolean {
+  if (!remote) return false;
+  const address = remote.startsWith('::ffff:') ? remote.slice('::ffff:'.length) : remote;
+  return address === '::1' || (isIPv4(address) && address.startsWith('127.')) || remote === local;
 }
 
 /**
@@ -62,7 +75,7 @@ export function plainSocketOf(out: Writable): SendfileSocket | null {
   const socket = response.socket;
   if (!binding || !socket || 'encrypted' in socket) return null;
   const fd = plainFd(socket);
-  return fd === null ? null : { socket, fd };
+  return fd === null ? null : { socket, fd, loopback: isLoopbackPeer(socket.remoteAddress, socket.localAddress) };
 }
 
 /**
@@ -140,7 +153,8 @@ function transfer(target: SendfileSocket, fileFd: number, start: number, length:
   });
   done.catch(() => {}); // awaited by the caller, possibly later than it settles
   const onClose = () => native.cancel(job);
-  const job = native.start(target.fd, fileFd, start, length, paused, growing, (errno, sent, truncated, reached) => {
+  const { fd, loopback } = target;
+  const job = native.start(fd, fileFd, start, length, paused, growing, loopback, (errno, sent, truncated, reached) => {
     socket.off('close', onClose);
     if (truncated) {
       fail(new Error(`short read at byte ${start + sent} of a cached file: it was truncated while being served`));
@@ -170,8 +184,8 @@ export async function cancelTransfer(transfer: Transfer): Promise<void> {
 }
 
 /**
- * Sends bytes `start..end` of the open file `fileFd` to the socket of `out` with sendfile(2): no copy through user
- * space and no JavaScript per chunk. `beforeLast` runs before the last MiB goes out (as in sendFileRange). The
+ * Sends bytes `start..end` of the open file `fileFd` to the socket of `out` with sendfile(2) (no copy through user
+ * space; a loopback client gets copies through a native buffer instead) and no JavaScript per chunk. `beforeLast` runs before the last MiB goes out (as in sendFileRange). The
  * caller ends `out` afterwards as after any body. Rejects when the file is shorter than the range or the socket
  * fails for a reason other than the client leaving.
  */
