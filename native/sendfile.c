@@ -9,11 +9,11 @@
  * next wake-up (at most POLL_MS later).
  *
  * A client on this host (loopback) gets copies instead: pread(2) into a 512 KiB buffer of the job's, send(2) from
- * it. Over loopback nothing is saved by sendfile, since the receiver copies every byte out of the socket anyway, and
- * its page references cost both sides more than a copy through a buffer that stays in the core's cache: on this
+ * it. Over loopback sendfile saves nothing (the receiver copies every byte out of the socket anyway), and it cost
+ * both sides more than copies through one reused buffer (warm in the cache, is the likely reason): on this
  * project's 2-core VM a 1 GiB hit went from 2,300-3,900 MiB/s to 5,200-6,200, with about 45% less CPU on the
- * server and 40% less on the client (128 KiB and 1 MiB buffers did worse). Remote clients keep sendfile(2), which
- * spares the server a copy.
+ * server and 40% less on the client (64-256 KiB and 1 MiB buffers did worse). Remote clients keep sendfile(2),
+ * which spares the server a copy.
  *
  * A growing job follows a file that is still being written (a fill's consumers): it sends up to its end, then
  * sleeps until `extend` moves the end on or marks it final, so one thread serves a follower for the whole fill
