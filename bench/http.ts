@@ -39,8 +39,9 @@
  * is deleted after its turn (disk use stays about 5× the image). Before each cold row, every system gets the same
  * free memory: a scratch file as big as the image is written and deleted (lib/pages.ts; on a VM with free-page
  * reporting, a miss's time otherwise depends on how recently anything was freed). The rows: warm one hit, hit ×1
- * (--hit-downloads downloads one after another, summed), hit ×N (MiB/s, server CPU s/GiB), one cold miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses
- * from the fast and from the slow origin (total s, slowest first byte, origin GETs and bytes), peak RSS of all the
+ * (--hit-downloads downloads one after another, summed), hit ×N (MiB/s, server and client CPU s/GiB), one cold
+ * miss (MiB/s, CPU s/GiB, origin requests), M concurrent cold misses from the fast and from the slow origin
+ * (total s, slowest first byte, origin GETs and bytes), peak RSS of all the
  * system's processes per phase (nginx master + workers, Varnish's child, imgcache's serve and its children,
  * glance-api and its workers). Then the machine's limits on the same file: page-cache read, disk write + fsync,
  * openssl md5/sha512, Node md5 + sha512 on one thread, a bare node:http server piping the file. The client is
@@ -247,12 +248,14 @@ async function main(): Promise<void> {
         running.add(target);
         try {
           const prime = values['no-prime'] ? undefined : (bytes: number) => primeFreePages(dir, bytes);
-          const turn = await runTurn(target, ids[run]![system], { size, clients, hitDownloads, misses, originPrefix, prime });
+          const options = { size, clients, hitDownloads, misses, originPrefix, prime };
+          const turn = await runTurn(target, ids[run]![system], options);
           turns[system].push(turn);
           const mibps = (n: number, s: number) => ((n * sizeMib) / s).toFixed(0);
           const { fast, slow } = turn;
           log(
-            `  ${system}: hit x1 ${mibps(hitDownloads, turn.hit1.s)}, x${clients} ${mibps(clients, turn.hitN.s)} MiB/s; miss ` +
+            `  ${system}: hit x1 ${mibps(hitDownloads, turn.hit1.s)}, ` +
+              `x${clients} ${mibps(clients, turn.hitN.s)} MiB/s; miss ` +
               `${mibps(1, turn.miss1.s)} MiB/s (${turn.miss1.origin.requests} origin requests); ${misses} misses ` +
               (fast && slow
                 ? `${fast.s.toFixed(2)} s (first byte ≤ ${fast.firstByte.toFixed(3)}, ${fast.origin.gets} GETs), ` +

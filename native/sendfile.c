@@ -46,7 +46,7 @@ typedef struct {
   int64_t end;
   int final;
   int64_t sent;
-  /* Copy mode (a loopback client): bytes [offset, offset + buffered - buffer_at) wait in buffer (mapped on first use). */
+  /* Copy mode (a loopback client): bytes [offset, offset + buffered - buffer_at) wait in buffer (mapped when used). */
   int copy;
   char *buffer;
   size_t buffered;

@@ -111,7 +111,13 @@ function rows(input: ReportInput): Row[] {
     ];
   };
   return [
-    { name: 'hit, 1 client, MiB/s', of: med((t) => (hitDownloads * mib) / t.hit1.s), digits: 0, goal: fasterThan(1), counts: 1 },
+    {
+      name: 'hit, 1 client, MiB/s',
+      of: med((t) => (hitDownloads * mib) / t.hit1.s),
+      digits: 0,
+      goal: fasterThan(1),
+      counts: 1,
+    },
     { name: `hit, ${clients} clients, MiB/s`, of: med((t) => (clients * mib) / t.hitN.s), digits: 0, goal: fasterThan(1), counts: 1 },
     {
       name: 'hit, 1 client, server CPU s/GiB',

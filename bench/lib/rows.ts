@@ -104,8 +104,10 @@ export async function runTurn(target: Target, ids: TurnIds, options: TurnOptions
     if (cached !== undefined) for (const g of got.got) g.cache = cached ? 'HIT' : 'MISS';
     return got;
   };
-  /** `cold`: the row's GETs make the system write a new image once: the memory is primed, the floor's work runs beside. */
-  /** `n` concurrent downloads, `times` such rounds one after another (their seconds summed). */
+  /**
+   * `n` concurrent downloads, `times` such rounds one after another (their seconds summed). `cold`: the row's GETs
+   * make the system write a new image once: the memory is primed, the floor's work runs beside.
+   */
   const phase = async (name: string, n: number, id: string, cold = false, times = 1) => {
     if (cold) await options.prime?.(size);
     const cpu0 = cpuByPid(target.pids());

@@ -185,8 +185,8 @@ export async function cancelTransfer(transfer: Transfer): Promise<void> {
 
 /**
  * Sends bytes `start..end` of the open file `fileFd` to the socket of `out` with sendfile(2) (no copy through user
- * space; a loopback client gets copies through a native buffer instead) and no JavaScript per chunk. `beforeLast` runs before the last MiB goes out (as in sendFileRange). The
- * caller ends `out` afterwards as after any body. Rejects when the file is shorter than the range or the socket
+ * space; a loopback client gets copies through a native buffer instead) and no JavaScript per chunk. `beforeLast`
+ * runs before the last MiB goes out (as in sendFileRange). The caller ends `out` afterwards as after any body. Rejects when the file is shorter than the range or the socket
  * fails for a reason other than the client leaving.
  */
 export async function sendFileBySendfile(
