@@ -1,5 +1,5 @@
-import { BlockList, isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
+import { isLoopbackAddress } from '../streams/loopback.js';
 import { type Authenticator, hasAdminRole, headerValues, type Identity, type RequestHeaders } from './identity.js';
 
 /** Headers that, in noauth mode, replace the default admin identity (as Glance's unauthenticated context does). */
@@ -42,17 +42,10 @@ function first(headers: RequestHeaders, name: string): string | null {
   return value ? value : null;
 }
 
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-
 /** Whether `host` (an address or name the server binds to) only accepts connections from this machine. */
 export function isLoopbackHost(host: string): boolean {
   const bare = host.trim().replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  if (bare === 'localhost') return true;
-  const family = isIP(bare);
-  // `::ffff:127.0.0.1` (IPv4-mapped) is checked as IPv6; BlockList maps it onto the IPv4 subnet.
-  return family !== 0 && LOOPBACK.check(bare, family === 6 ? 'ipv6' : 'ipv4');
+  return bare === 'localhost' || isLoopbackAddress(bare);
 }
 
 /**

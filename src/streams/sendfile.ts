@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
-import { isIPv4, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
+import { isLoopbackAddress } from './loopback.js';
 import type { SendOutcome } from './send-file.js';
 
 /** native/sendfile.c, built by `npm install` (node-gyp); absent where it did not build (then nothing uses it). */
@@ -57,9 +58,7 @@ export interface SendfileSocket {
 
 /** Whether a connection between these addresses stays on this host: a loopback address, or the host's own. */
 export function isLoopbackPeer(remote: string | undefined, local: string | undefined): boolean {
-  if (!remote) return false;
-  const address = remote.startsWith('::ffff:') ? remote.slice('::ffff:'.length) : remote;
-  return address === '::1' || (isIPv4(address) && address.startsWith('127.')) || remote === local;
+  return remote !== undefined && (isLoopbackAddress(remote) || remote === local);
 }
 
 /**

@@ -111,7 +111,7 @@ describe('hits through the native transfer thread (copies to this loopback clien
 
 describe('which clients get copies instead of sendfile(2)', () => {
   it('counts loopback addresses and the address the client connected to as this host, and nothing else', () => {
-    for (const remote of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1']) {
+    for (const remote of ['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) {
       assert.equal(isLoopbackPeer(remote, '127.0.0.1'), true, remote);
     }
     assert.equal(isLoopbackPeer('10.0.0.7', '10.0.0.7'), true, 'a client of the address it connected to');
